@@ -1,0 +1,308 @@
+//! Configuration from `POSTRUST_` environment variables.
+//!
+//! Every setting is one row of the `settings!` table below: its field, type, variable name,
+//! default and a one-line description. The same table produces the [`Config`] struct, the
+//! parser, the start-up log line and the list that `tuning.md` is checked against, so a
+//! setting cannot exist in one place and be missing in another.
+//!
+//! A bad value stops start-up with a [`ConfigError`] that names the variable and the form it
+//! accepts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One documented setting, as listed in `tuning.md`.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub var: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// A variable whose value does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?} is not valid: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A value type a setting can hold: how it parses and how it is shown in the log.
+pub trait SettingValue: Sized {
+    /// The accepted form, shown in errors.
+    const FORM: &'static str;
+    fn parse_setting(raw: &str) -> Option<Self>;
+    fn show(&self) -> String;
+}
+
+impl SettingValue for usize {
+    const FORM: &'static str = "a non-negative integer";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        raw.parse().ok()
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A count that must be at least one (shards, pool sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub usize);
+
+impl SettingValue for Count {
+    const FORM: &'static str = "an integer of at least 1";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        raw.parse().ok().filter(|n| *n >= 1).map(Count)
+    }
+    fn show(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// A duration given in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Millis(pub Duration);
+
+impl SettingValue for Millis {
+    const FORM: &'static str = "a duration in milliseconds (a non-negative integer)";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        raw.parse().ok().map(|ms| Millis(Duration::from_millis(ms)))
+    }
+    fn show(&self) -> String {
+        format!("{}ms", self.0.as_millis())
+    }
+}
+
+impl SettingValue for SocketAddr {
+    const FORM: &'static str = "an address and port such as 0.0.0.0:3000";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        raw.parse().ok()
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl SettingValue for String {
+    const FORM: &'static str = "a string";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        Some(raw.to_owned())
+    }
+    fn show(&self) -> String {
+        self.clone()
+    }
+}
+
+/// A secret: parsed like a string, never printed.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl SettingValue for Secret {
+    const FORM: &'static str = "a string";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        Some(Secret(raw.to_owned()))
+    }
+    fn show(&self) -> String {
+        if self.0.is_empty() {
+            String::new()
+        } else {
+            "(set)".to_owned()
+        }
+    }
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLevel(pub log::LevelFilter);
+
+impl SettingValue for LogLevel {
+    const FORM: &'static str = "one of error, warn, info, debug, trace, off";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        raw.parse().ok().map(LogLevel)
+    }
+    fn show(&self) -> String {
+        self.0.to_string().to_lowercase()
+    }
+}
+
+macro_rules! settings {
+    ($( $(#[doc = $doc:literal])+ $field:ident: $ty:ty = $var:literal, $default:expr; )+) => {
+        /// The effective configuration. Built once at start-up and shared read-only by all
+        /// shards.
+        #[derive(Debug, Clone)]
+        pub struct Config {
+            $( $(#[doc = $doc])+ pub $field: $ty, )+
+        }
+
+        /// Every setting, in the order `tuning.md` documents them.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting { var: $var, default: $default, doc: concat!($($doc),+) }, )+
+        ];
+
+        impl Config {
+            /// Reads every setting through `lookup` (the environment in production, a map in
+            /// tests); an unset or empty variable takes its default.
+            pub fn from_lookup(
+                lookup: impl Fn(&str) -> Option<String>,
+            ) -> Result<Config, ConfigError> {
+                Ok(Config {
+                    $( $field: parse_one::<$ty>($var, $default, &lookup)?, )+
+                })
+            }
+
+            /// `(variable, shown value)` for every setting, for the start-up log.
+            pub fn effective(&self) -> Vec<(&'static str, String)> {
+                vec![ $( ($var, SettingValue::show(&self.$field)), )+ ]
+            }
+        }
+    };
+}
+
+fn parse_one<T: SettingValue>(
+    var: &'static str,
+    default: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<T, ConfigError> {
+    let raw = lookup(var).filter(|v| !v.trim().is_empty());
+    let text = raw.as_deref().unwrap_or(default).trim();
+    T::parse_setting(text).ok_or_else(|| ConfigError {
+        var,
+        value: text.to_owned(),
+        expected: T::FORM,
+    })
+}
+
+settings! {
+    /// Address and port the server listens on; every shard binds it with SO_REUSEPORT.
+    listen: SocketAddr = "POSTRUST_LISTEN", "0.0.0.0:3000";
+    /// Number of shards (executor threads, one per core); 0 means one per available CPU.
+    shards: usize = "POSTRUST_SHARDS", "0";
+    /// PostgreSQL connection URL, `postgres://user:pass@host:port/db`.
+    database_url: Secret = "POSTRUST_DATABASE_URL", "";
+    /// Bytes of io_uring buffer memory each shard registers; kept small so that all shards fit under an 8 MiB locked-memory limit.
+    io_memory: usize = "POSTRUST_IO_MEMORY", "131072";
+    /// Largest HTTP request head (request line and headers) in bytes; a larger one gets 431.
+    max_header_bytes: usize = "POSTRUST_MAX_HEADER_BYTES", "8192";
+    /// Largest HTTP request body in bytes; a larger one gets 413.
+    max_body_bytes: usize = "POSTRUST_MAX_BODY_BYTES", "1048576";
+    /// Time a client has to send a complete HTTP request; a slower one is dropped.
+    request_timeout: Millis = "POSTRUST_REQUEST_TIMEOUT_MS", "10000";
+    /// Largest WebSocket message (after reassembling fragments) in bytes; a larger one closes the socket with 1009.
+    max_message_bytes: usize = "POSTRUST_MAX_MESSAGE_BYTES", "262144";
+    /// Time a graphql-transport-ws client has to send `connection_init`; then the socket is closed with 4408.
+    connection_init_timeout: Millis = "POSTRUST_CONNECTION_INIT_TIMEOUT_MS", "3000";
+    /// Interval of the legacy protocol's `ka` keep-alive message; 0 turns it off.
+    keepalive_interval: Millis = "POSTRUST_KEEPALIVE_MS", "25000";
+    /// Time a closing WebSocket waits for the peer's close frame before the socket is dropped.
+    close_timeout: Millis = "POSTRUST_CLOSE_TIMEOUT_MS", "2000";
+    /// Time shutdown waits for open connections to finish their close handshake.
+    shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
+    /// Log verbosity.
+    log_level: LogLevel = "POSTRUST_LOG", "info";
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The number of shards to run: the configured one, or one per available CPU.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_unset_or_empty() {
+        let c = config(&[("POSTRUST_SHARDS", "")]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:3000".parse().unwrap());
+        assert_eq!(c.shards, 0);
+        assert_eq!(c.connection_init_timeout, Millis(Duration::from_secs(3)));
+        assert_eq!(c.log_level, LogLevel(log::LevelFilter::Info));
+    }
+
+    #[test]
+    fn values_override_defaults() {
+        let c = config(&[
+            ("POSTRUST_LISTEN", "127.0.0.1:4000"),
+            ("POSTRUST_SHARDS", "3"),
+            ("POSTRUST_CONNECTION_INIT_TIMEOUT_MS", " 250 "),
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(c.shard_count(), 3);
+        assert_eq!(c.connection_init_timeout.0, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_form() {
+        let err = config(&[("POSTRUST_MAX_MESSAGE_BYTES", "lots")]).unwrap_err();
+        assert_eq!(err.var, "POSTRUST_MAX_MESSAGE_BYTES");
+        assert_eq!(
+            err.to_string(),
+            "POSTRUST_MAX_MESSAGE_BYTES=\"lots\" is not valid: expected a non-negative integer"
+        );
+        let err = config(&[("POSTRUST_LISTEN", "3000")]).unwrap_err();
+        assert!(err.to_string().contains("such as 0.0.0.0:3000"), "{err}");
+        let err = config(&[("POSTRUST_LOG", "loud")]).unwrap_err();
+        assert_eq!(err.var, "POSTRUST_LOG");
+    }
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let c = config(&[("POSTRUST_DATABASE_URL", "postgres://u:hunter2@h/db")]).unwrap();
+        let shown = c.effective();
+        let (_, url) = shown
+            .iter()
+            .find(|(var, _)| *var == "POSTRUST_DATABASE_URL")
+            .unwrap();
+        assert_eq!(url, "(set)");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_setting_is_documented_in_tuning_md() {
+        let tuning = include_str!("../tuning.md");
+        for s in SETTINGS {
+            assert!(tuning.contains(s.var), "{} is missing from tuning.md", s.var);
+        }
+        assert_eq!(SETTINGS.len(), Config::from_lookup(|_| None).unwrap().effective().len());
+    }
+}
