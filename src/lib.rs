@@ -22,4 +22,6 @@
 //! sockets and no executor types, so they are unit-tested with byte vectors.
 
 pub mod config;
+pub mod http;
 pub mod logging;
+pub mod websocket;
