@@ -378,9 +378,15 @@ mod tests {
         assert_eq!(head.method(), Method::Get);
         assert_eq!(head.path, "/graphql");
         assert!(head.upgrade_websocket && head.connection_upgrade);
-        assert_eq!(head.websocket_key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(
+            head.websocket_key.as_deref(),
+            Some("dGhlIHNhbXBsZSBub25jZQ==")
+        );
         assert_eq!(head.websocket_version.as_deref(), Some("13"));
-        assert_eq!(head.websocket_protocols, ["graphql-transport-ws", "graphql-ws"]);
+        assert_eq!(
+            head.websocket_protocols,
+            ["graphql-transport-ws", "graphql-ws"]
+        );
         assert_eq!(head.authorization.as_deref(), Some("Bearer abc"));
         assert_eq!(route(&head), Route::Upgrade);
     }
@@ -407,18 +413,24 @@ mod tests {
 
     #[test]
     fn garbage_is_a_bad_request() {
-        let err = parse_head(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 8192)
-            .unwrap_err();
+        let err = parse_head(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+            8192,
+        )
+        .unwrap_err();
         assert_eq!(err.status(), Status::BadRequest);
-        let err = parse_head(b"POST /graphql HTTP/1.1\r\nContent-Length: x\r\n\r\n", 8192)
-            .unwrap_err();
+        let err =
+            parse_head(b"POST /graphql HTTP/1.1\r\nContent-Length: x\r\n\r\n", 8192).unwrap_err();
         assert_eq!(err, HeadError::Malformed("invalid Content-Length"));
         let err = parse_head(
             b"POST /graphql HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             8192,
         )
         .unwrap_err();
-        assert_eq!(err, HeadError::Malformed("conflicting Content-Length headers"));
+        assert_eq!(
+            err,
+            HeadError::Malformed("conflicting Content-Length headers")
+        );
     }
 
     #[test]

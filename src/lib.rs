@@ -24,4 +24,5 @@
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod protocol;
 pub mod websocket;

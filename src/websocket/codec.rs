@@ -159,7 +159,10 @@ impl Decoder {
                 Event::Fragment
             }
             OpCode::Data(Data::Continue) => {
-                let partial = self.partial.as_mut().ok_or(WsError::UnexpectedContinuation)?;
+                let partial = self
+                    .partial
+                    .as_mut()
+                    .ok_or(WsError::UnexpectedContinuation)?;
                 partial.extend_from_slice(payload);
                 if header.is_final {
                     let message = self.partial.take().unwrap_or_default();
@@ -303,7 +306,10 @@ mod tests {
             Decoded::Frame {
                 consumed,
                 event: Event::Text(mut p),
-            } => (consumed, String::from_utf8(p.as_mut_slice().to_vec()).unwrap()),
+            } => (
+                consumed,
+                String::from_utf8(p.as_mut_slice().to_vec()).unwrap(),
+            ),
             other => panic!("expected text, got {other:?}"),
         }
     }
@@ -311,7 +317,9 @@ mod tests {
     #[test]
     fn rfc6455_masked_hello() {
         // RFC 6455 5.7: a single-frame masked text message containing "Hello".
-        let mut bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut bytes = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let (consumed, text) = text_of(Decoder::new(1024).decode(&mut bytes).unwrap());
         assert_eq!((consumed, text.as_str()), (11, "Hello"));
     }
@@ -320,7 +328,10 @@ mod tests {
     fn rfc6455_unmasked_frames_from_a_client_are_refused() {
         // RFC 6455 5.7: the same message unmasked, as only a server may send it.
         let mut bytes = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
-        assert_eq!(Decoder::new(1024).decode(&mut bytes).unwrap_err(), WsError::Unmasked);
+        assert_eq!(
+            Decoder::new(1024).decode(&mut bytes).unwrap_err(),
+            WsError::Unmasked
+        );
         assert_eq!(WsError::Unmasked.close_code(), 1002);
     }
 
@@ -346,7 +357,10 @@ mod tests {
         let mut d = Decoder::new(1024);
         for cut in [0, 1, 2, 3, 7, 8, 100, whole.len() - 1] {
             let mut part = whole[..cut].to_vec();
-            assert!(matches!(d.decode(&mut part), Ok(Decoded::Incomplete)), "cut {cut}");
+            assert!(
+                matches!(d.decode(&mut part), Ok(Decoded::Incomplete)),
+                "cut {cut}"
+            );
         }
         let mut all = whole.clone();
         assert_eq!(text_of(d.decode(&mut all).unwrap()).0, whole.len());
@@ -358,20 +372,32 @@ mod tests {
         let mut first = client_frame(0x01, b"{\"type\":");
         assert!(matches!(
             d.decode(&mut first).unwrap(),
-            Decoded::Frame { event: Event::Fragment, .. }
+            Decoded::Frame {
+                event: Event::Fragment,
+                ..
+            }
         ));
         let mut ping = client_frame(0x89, b"hi");
         match d.decode(&mut ping).unwrap() {
-            Decoded::Frame { event: Event::Ping(p), .. } => assert_eq!(p, b"hi"),
+            Decoded::Frame {
+                event: Event::Ping(p),
+                ..
+            } => assert_eq!(p, b"hi"),
             other => panic!("{other:?}"),
         }
         let mut middle = client_frame(0x00, b"\"ping\"");
         assert!(matches!(
             d.decode(&mut middle).unwrap(),
-            Decoded::Frame { event: Event::Fragment, .. }
+            Decoded::Frame {
+                event: Event::Fragment,
+                ..
+            }
         ));
         let mut last = client_frame(0x80, b"}");
-        assert_eq!(text_of(d.decode(&mut last).unwrap()).1, "{\"type\":\"ping\"}");
+        assert_eq!(
+            text_of(d.decode(&mut last).unwrap()).1,
+            "{\"type\":\"ping\"}"
+        );
     }
 
     #[test]
@@ -382,11 +408,31 @@ mod tests {
             (client_frame(0x8b, b""), WsError::ReservedOpcode, 1002),
             (client_frame(0x09, b""), WsError::FragmentedControl, 1002),
             (client_frame(0x89, &[0; 126]), WsError::ControlTooLong, 1002),
-            (client_frame(0x80, b"x"), WsError::UnexpectedContinuation, 1002),
-            (client_frame(0x88, &[0x03]), WsError::InvalidClosePayload, 1002),
-            (client_frame(0x88, &1005u16.to_be_bytes()), WsError::InvalidClosePayload, 1002),
-            (client_frame(0x88, &[0x03, 0xe8, 0xff]), WsError::InvalidUtf8, 1007),
-            (client_frame(0x81, &[0xc3, 0x28]), WsError::InvalidUtf8, 1007),
+            (
+                client_frame(0x80, b"x"),
+                WsError::UnexpectedContinuation,
+                1002,
+            ),
+            (
+                client_frame(0x88, &[0x03]),
+                WsError::InvalidClosePayload,
+                1002,
+            ),
+            (
+                client_frame(0x88, &1005u16.to_be_bytes()),
+                WsError::InvalidClosePayload,
+                1002,
+            ),
+            (
+                client_frame(0x88, &[0x03, 0xe8, 0xff]),
+                WsError::InvalidUtf8,
+                1007,
+            ),
+            (
+                client_frame(0x81, &[0xc3, 0x28]),
+                WsError::InvalidUtf8,
+                1007,
+            ),
             (client_frame(0x81, &[b'x'; 1025]), WsError::TooBig, 1009),
             (client_frame(0x82, b"\x00"), WsError::Binary, 1003),
         ];
@@ -427,13 +473,19 @@ mod tests {
         let mut d = Decoder::new(1024);
         let mut bytes = client_frame(0x88, &[0x03, 0xe8, b'b', b'y', b'e']);
         match d.decode(&mut bytes).unwrap() {
-            Decoded::Frame { event: Event::Close(c), .. } => assert_eq!(c, Some((1000, "bye"))),
+            Decoded::Frame {
+                event: Event::Close(c),
+                ..
+            } => assert_eq!(c, Some((1000, "bye"))),
             other => panic!("{other:?}"),
         }
         let mut empty = client_frame(0x88, b"");
         assert!(matches!(
             d.decode(&mut empty).unwrap(),
-            Decoded::Frame { event: Event::Close(None), .. }
+            Decoded::Frame {
+                event: Event::Close(None),
+                ..
+            }
         ));
         let mut out = Vec::new();
         encode_close(4400, &"é".repeat(100), &mut out);

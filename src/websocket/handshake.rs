@@ -36,7 +36,10 @@ impl SubProtocol {
 /// it with the graphql-ws library's close code (4406) and a readable reason.
 pub fn accept(head: &RequestHead) -> Result<(Vec<u8>, Option<SubProtocol>), Response> {
     if head.minor_version < 1 {
-        return Err(Response::error(Status::BadRequest, "WebSocket needs HTTP/1.1"));
+        return Err(Response::error(
+            Status::BadRequest,
+            "WebSocket needs HTTP/1.1",
+        ));
     }
     if !head.connection_upgrade {
         return Err(Response::error(
@@ -118,7 +121,10 @@ mod tests {
         let offer = |list: &[&str]| {
             SubProtocol::choose(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         };
-        assert_eq!(offer(&["graphql-ws", "graphql-transport-ws"]), Some(SubProtocol::TransportWs));
+        assert_eq!(
+            offer(&["graphql-ws", "graphql-transport-ws"]),
+            Some(SubProtocol::TransportWs)
+        );
         assert_eq!(offer(&["graphql-ws"]), Some(SubProtocol::Legacy));
         assert_eq!(offer(&["mqtt"]), None);
         assert_eq!(offer(&[]), None);
