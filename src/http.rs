@@ -177,6 +177,7 @@ pub enum Status {
     UpgradeRequired,
     HeaderFieldsTooLarge,
     InternalServerError,
+    NotImplemented,
     ServiceUnavailable,
 }
 
@@ -196,6 +197,7 @@ impl Status {
             Status::UpgradeRequired => 426,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
+            Status::NotImplemented => 501,
             Status::ServiceUnavailable => 503,
         }
     }
@@ -215,6 +217,7 @@ impl Status {
             Status::UpgradeRequired => "Upgrade Required",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
+            Status::NotImplemented => "Not Implemented",
             Status::ServiceUnavailable => "Service Unavailable",
         }
     }

@@ -22,7 +22,9 @@
 //! sockets and no executor types, so they are unit-tested with byte vectors.
 
 pub mod config;
+pub mod connection;
 pub mod http;
 pub mod logging;
 pub mod protocol;
+pub mod shard;
 pub mod websocket;

@@ -12,5 +12,14 @@ fn main() -> ExitCode {
     };
     postrust::logging::init(config.log_level.0);
     log::info!("postrust {} starting", env!("CARGO_PKG_VERSION"));
-    ExitCode::SUCCESS
+    for (var, value) in config.effective() {
+        log::info!("config {var}={value}");
+    }
+    match postrust::shard::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
 }

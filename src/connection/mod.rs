@@ -1,0 +1,239 @@
+//! One accepted socket, from its first byte to its close.
+//!
+//! A connection starts in the HTTP phase ([`serve`]): it reads request heads (and bodies)
+//! under a deadline, answers plain requests, and keeps the connection alive between them.
+//! An upgrade request hands the socket to the WebSocket phase ([`websocket::WsConn`]), which
+//! drives the frame codec, the close handshake and the graphql-ws session until the socket
+//! closes.
+
+mod websocket;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+
+use crate::config::Config;
+use crate::http::{self, RequestHead, Response, Route, Status};
+
+/// Bytes asked of the socket per read in the HTTP phase.
+const HTTP_READ_CHUNK: usize = 4096;
+
+/// The shard's handle on one connection: how the shard reaches it from outside its task.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    /// Set by the shard at shutdown; the connection closes with 1001 when it sees it.
+    going_away: Cell<bool>,
+    /// The connection task's waker, stored each time it parks; whoever changes the mailbox
+    /// wakes it.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Mailbox {
+    /// Asks the connection to close (server shutdown) and wakes it.
+    pub fn go_away(&self) {
+        self.going_away.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once shutdown has asked this connection to go away.
+    async fn gone_away(&self) {
+        future::poll_fn(|cx| {
+            if self.going_away.get() {
+                Poll::Ready(())
+            } else {
+                self.park(cx.waker());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn park(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+/// How a connection ended, for the log.
+#[derive(Debug)]
+enum End {
+    /// The client closed or the exchange finished.
+    Finished,
+    /// The client was too slow to send its request.
+    Timeout,
+    Io(std::io::Error),
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(stream: TcpStream, config: Rc<Config>, mailbox: Rc<Mailbox>) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let _ = stream.set_nodelay(true);
+    match serve_http(stream, &config, &mailbox).await {
+        End::Finished => log::debug!("{peer}: closed"),
+        End::Timeout => log::debug!("{peer}: dropped, request not complete in time"),
+        End::Io(err) => log::debug!("{peer}: {err}"),
+    }
+}
+
+/// What reading a request produced.
+enum Read {
+    Request {
+        head: RequestHead,
+        body: Vec<u8>,
+    },
+    /// The client closed before starting another request.
+    Closed,
+    /// Answer with this error and close.
+    Refuse(Response),
+}
+
+async fn serve_http(mut stream: TcpStream, config: &Config, mailbox: &Mailbox) -> End {
+    let mut buf = Vec::new();
+    loop {
+        if mailbox.going_away.get() {
+            return End::Finished;
+        }
+        // The deadline covers the whole request, head and body, so a client that trickles
+        // bytes (slow loris) is dropped as surely as one that sends nothing.
+        let deadline = config.request_timeout.0;
+        let read = future::or(
+            async { Some(read_request(&mut stream, &mut buf, config).await) },
+            future::or(
+                async {
+                    Timer::new(deadline).await;
+                    None
+                },
+                async {
+                    mailbox.gone_away().await;
+                    Some(Ok(Read::Closed))
+                },
+            ),
+        )
+        .await;
+        let (head, body) = match read {
+            None if buf.is_empty() => return End::Timeout,
+            None => {
+                let resp = Response::error(Status::RequestTimeout, "request not complete in time");
+                return finish(&mut stream, resp.closing(), false, End::Timeout).await;
+            }
+            Some(Err(err)) => return End::Io(err),
+            Some(Ok(Read::Closed)) => return End::Finished,
+            Some(Ok(Read::Refuse(resp))) => {
+                return finish(&mut stream, resp.closing(), false, End::Finished).await;
+            }
+            Some(Ok(Read::Request { head, body })) => (head, body),
+        };
+        let head_only = head.method() == http::Method::Head;
+        let response = match http::route(&head) {
+            Route::Upgrade => {
+                return match crate::websocket::accept(&head) {
+                    Ok((handshake, protocol)) => {
+                        if let Err(err) = stream.write_all(&handshake).await {
+                            return End::Io(err);
+                        }
+                        let leftover = std::mem::take(&mut buf);
+                        websocket::WsConn::new(stream, leftover, protocol, config, mailbox)
+                            .run()
+                            .await;
+                        End::Finished
+                    }
+                    Err(resp) => finish(&mut stream, resp.closing(), false, End::Finished).await,
+                };
+            }
+            Route::Health => Response::json(Status::Ok, "{\"status\":\"ok\"}"),
+            Route::GraphqlPost => graphql_post(&body),
+            Route::Respond(resp) => resp,
+        };
+        let response = if head.keep_alive() {
+            response
+        } else {
+            response.closing()
+        };
+        let mut out = Vec::new();
+        response.encode(head_only, &mut out);
+        if let Err(err) = stream.write_all(&out).await {
+            return End::Io(err);
+        }
+        if response.close {
+            return End::Finished;
+        }
+    }
+}
+
+/// Writes a final response and ends the connection.
+async fn finish(stream: &mut TcpStream, resp: Response, head_only: bool, end: End) -> End {
+    let mut out = Vec::new();
+    resp.encode(head_only, &mut out);
+    match stream.write_all(&out).await {
+        Ok(()) => end,
+        Err(err) => End::Io(err),
+    }
+}
+
+/// Reads one request head and its body. Bytes after them stay in `buf` for the next
+/// request (or as the first WebSocket bytes after an upgrade).
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    config: &Config,
+) -> std::io::Result<Read> {
+    let (head, head_len) = loop {
+        if !buf.is_empty() {
+            match http::parse_head(buf, config.max_header_bytes) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) => {}
+                Err(err) => return Ok(Read::Refuse(Response::error(err.status(), err.message()))),
+            }
+        }
+        if read_more(stream, buf).await? == 0 {
+            return Ok(if buf.is_empty() {
+                Read::Closed
+            } else {
+                Read::Refuse(Response::error(Status::BadRequest, "incomplete request"))
+            });
+        }
+    };
+    buf.drain(..head_len);
+    let body_len = head.content_length.unwrap_or(0);
+    if body_len > config.max_body_bytes {
+        return Ok(Read::Refuse(Response::error(
+            Status::PayloadTooLarge,
+            &format!("request body over {} bytes", config.max_body_bytes),
+        )));
+    }
+    while buf.len() < body_len {
+        if read_more(stream, buf).await? == 0 {
+            return Ok(Read::Closed);
+        }
+    }
+    let body = buf.drain(..body_len).collect();
+    Ok(Read::Request { head, body })
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + HTTP_READ_CHUNK, 0);
+    let n = stream.read(&mut buf[start..]).await;
+    buf.truncate(start + *n.as_ref().unwrap_or(&0));
+    n
+}
+
+/// `POST /graphql`. The query engine is not part of this build yet, so every request gets
+/// a GraphQL-shaped error saying so.
+fn graphql_post(_body: &[u8]) -> Response {
+    Response::json(
+        Status::NotImplemented,
+        r#"{"errors":[{"message":"queries cannot run yet: this server has no query engine","extensions":{"code":"NOT_IMPLEMENTED"}}]}"#,
+    )
+}

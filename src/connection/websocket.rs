@@ -1,0 +1,345 @@
+//! The WebSocket phase of a connection: one task, one hand-written poll loop.
+//!
+//! Each turn of the loop flushes what is queued for the socket, reacts to shutdown and to
+//! the connection's one timer, then reads. Reads go into a buffer shared by the whole shard
+//! and only the unfinished tail of a frame is kept per connection, so an idle socket holds
+//! no read buffer at all; the write buffer likewise exists only while it has bytes.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::future;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+use tungstenite::protocol::frame::coding::{Control, OpCode};
+
+use super::Mailbox;
+use crate::config::Config;
+use crate::protocol::transport::close as gql_close;
+use crate::protocol::{Action, GraphqlError, Session};
+use crate::websocket::{
+    CloseHandshake, CloseState, Decoded, Decoder, Event, SubProtocol, WsError, close_code,
+    encode_close, encode_frame,
+};
+
+/// Size of the shard's shared read buffer: the most one read takes from a socket.
+const READ_CHUNK: usize = 64 * 1024;
+/// Loop turns before the task yields to its neighbours on the shard, so one busy client
+/// cannot monopolise it.
+const TURNS_PER_POLL: usize = 32;
+/// A write buffer this large is freed rather than kept once drained.
+const RETAINED_WRITE_BUFFER: usize = 16 * 1024;
+
+thread_local! {
+    /// The shard's read buffer. Borrowed only inside one synchronous poll step, never across
+    /// an await, so connections take turns with it.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// What the connection's single timer is counting down to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// `connection_init` must arrive before it fires (4408).
+    Init,
+    /// The legacy protocol's next `ka`.
+    Keepalive,
+    /// The peer must answer our close frame before it fires.
+    CloseReply,
+}
+
+pub struct WsConn<'a> {
+    stream: TcpStream,
+    config: &'a Config,
+    mailbox: &'a Mailbox,
+    /// Bytes of a frame that has not fully arrived yet.
+    inbuf: Vec<u8>,
+    /// Encoded frames waiting for the socket; `written` of them have gone out.
+    outbuf: Vec<u8>,
+    written: usize,
+    decoder: Decoder,
+    close: CloseHandshake,
+    /// `None` when the client offered no sub-protocol we speak: it is closed with 4406.
+    session: Option<Session>,
+    timer: Option<(Deadline, Timer)>,
+    /// Scratch list of protocol actions, reused between messages.
+    actions: Vec<Action>,
+}
+
+impl<'a> WsConn<'a> {
+    pub fn new(
+        stream: TcpStream,
+        leftover: Vec<u8>,
+        protocol: Option<SubProtocol>,
+        config: &'a Config,
+        mailbox: &'a Mailbox,
+    ) -> WsConn<'a> {
+        let mut conn = WsConn {
+            stream,
+            config,
+            mailbox,
+            inbuf: leftover,
+            outbuf: Vec::new(),
+            written: 0,
+            decoder: Decoder::new(config.max_message_bytes),
+            close: CloseHandshake::default(),
+            session: protocol.map(Session::new),
+            timer: None,
+            actions: Vec::new(),
+        };
+        if conn.session.is_some() {
+            conn.arm(Deadline::Init, config.connection_init_timeout.0);
+        } else {
+            conn.close_with(
+                gql_close::SUBPROTOCOL_NOT_ACCEPTABLE,
+                "Subprotocol not acceptable",
+            );
+        }
+        conn
+    }
+
+    /// Runs the connection until the socket is closed.
+    pub async fn run(mut self) {
+        if !self.inbuf.is_empty() {
+            let mut early = std::mem::take(&mut self.inbuf);
+            let used = self.process(&mut early);
+            early.drain(..used);
+            self.inbuf = early;
+        }
+        future::poll_fn(|cx| self.poll_turns(cx)).await;
+    }
+
+    /// Ready when the connection is over.
+    fn poll_turns(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..TURNS_PER_POLL {
+            match self.turn(cx) {
+                Turn::Again => continue,
+                Turn::Park => {
+                    self.mailbox.park(cx.waker());
+                    return Poll::Pending;
+                }
+                Turn::Over => return Poll::Ready(()),
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn turn(&mut self, cx: &mut Context<'_>) -> Turn {
+        match self.flush(cx) {
+            Poll::Ready(Err(_)) => return Turn::Over,
+            Poll::Ready(Ok(())) if self.close.state() == CloseState::Done => return Turn::Over,
+            _ => {}
+        }
+        if self.mailbox.going_away.get() && self.close.is_open() {
+            self.close_with(close_code::GOING_AWAY, "server shutting down");
+            return Turn::Again;
+        }
+        if let Some((deadline, timer)) = &mut self.timer {
+            if Pin::new(timer).poll(cx).is_ready() {
+                let deadline = *deadline;
+                self.timer = None;
+                self.on_deadline(deadline);
+                return Turn::Again;
+            }
+        }
+        // A client that does not read its replies stops being read, so what we owe it
+        // cannot grow without bound.
+        if self.outbuf.len() - self.written >= self.config.max_message_bytes {
+            return Turn::Park;
+        }
+        match self.poll_read(cx) {
+            Poll::Ready(true) => Turn::Again,
+            Poll::Ready(false) => Turn::Over,
+            Poll::Pending => Turn::Park,
+        }
+    }
+
+    /// Writes queued bytes until the socket would block.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.outbuf.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.outbuf[self.written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.outbuf.capacity() > RETAINED_WRITE_BUFFER {
+            self.outbuf = Vec::new();
+        } else {
+            self.outbuf.clear();
+        }
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads once into the shard's buffer and handles every whole frame. `Ready(false)`
+    /// when the peer closed the socket or it failed.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        READ_BUFFER.with(|shared| {
+            let mut shared = shared.borrow_mut();
+            let n = match Pin::new(&mut self.stream).poll_read(cx, &mut shared[..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Pending => return Poll::Pending,
+            };
+            if self.inbuf.is_empty() {
+                let used = self.process(&mut shared[..n]);
+                self.inbuf.extend_from_slice(&shared[used..n]);
+            } else {
+                self.inbuf.extend_from_slice(&shared[..n]);
+                let mut pending = std::mem::take(&mut self.inbuf);
+                let used = self.process(&mut pending);
+                pending.drain(..used);
+                self.inbuf = pending;
+            }
+            if self.inbuf.is_empty() {
+                self.inbuf = Vec::new();
+            }
+            Poll::Ready(true)
+        })
+    }
+
+    /// Decodes and handles every whole frame in `buf`; returns how many bytes were used.
+    fn process(&mut self, buf: &mut [u8]) -> usize {
+        let mut used = 0;
+        while self.close.state() != CloseState::Done {
+            match self.decoder.decode(&mut buf[used..]) {
+                Ok(Decoded::Incomplete) => break,
+                Ok(Decoded::Frame { consumed, event }) => {
+                    used += consumed;
+                    self.on_event(event);
+                }
+                Err(err) => {
+                    self.protocol_violation(err);
+                    return buf.len();
+                }
+            }
+        }
+        if self.close.state() == CloseState::Done {
+            // Nothing after the close frame matters.
+            return buf.len();
+        }
+        used
+    }
+
+    fn protocol_violation(&mut self, err: WsError) {
+        log::debug!("websocket protocol violation: {}", err.reason());
+        self.close_with(err.close_code(), err.reason());
+    }
+
+    fn on_event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Close(frame) => {
+                if let Some(code) = self.close.on_peer_close(frame.map(|(code, _)| code)) {
+                    encode_close(code, "", &mut self.outbuf);
+                }
+            }
+            // After our close frame the peer's data is dropped (RFC 6455 1.4).
+            _ if !self.close.is_open() => {}
+            Event::Ping(payload) => {
+                encode_frame(OpCode::Control(Control::Pong), payload, &mut self.outbuf)
+            }
+            Event::Pong | Event::Fragment => {}
+            Event::Text(mut text) => {
+                if let Some(session) = &mut self.session {
+                    session.on_message(text.as_mut_slice(), &mut self.actions);
+                    self.apply_actions();
+                }
+            }
+        }
+    }
+
+    /// Carries out the session's actions, including any they lead to.
+    fn apply_actions(&mut self) {
+        let mut i = 0;
+        while i < self.actions.len() {
+            let action = std::mem::replace(&mut self.actions[i], Action::Send(String::new()));
+            i += 1;
+            let Some(session) = &mut self.session else {
+                break;
+            };
+            match action {
+                Action::Send(text) => self.send_text(&text),
+                Action::Close(code, reason) => self.close_with(code, &reason),
+                Action::Init(_payload) => {
+                    session.accept_init(&mut self.actions);
+                    self.timer = None;
+                    if session.keepalive().is_some() && !self.config.keepalive_interval.0.is_zero()
+                    {
+                        self.arm(Deadline::Keepalive, self.config.keepalive_interval.0);
+                    }
+                }
+                Action::Start { id, .. } => {
+                    let message = session.error(
+                        &id,
+                        &[GraphqlError::new(
+                            "NOT_IMPLEMENTED",
+                            "operations cannot run yet: this server has no query engine",
+                        )],
+                    );
+                    self.send_text(&message);
+                }
+                // Nothing runs yet, so there is nothing to stop.
+                Action::Stop { .. } => {}
+            }
+        }
+        self.actions.clear();
+    }
+
+    fn on_deadline(&mut self, deadline: Deadline) {
+        match deadline {
+            Deadline::Init => {
+                if let Some(session) = &self.session {
+                    if let Action::Close(code, reason) = session.init_timed_out() {
+                        self.close_with(code, &reason);
+                    }
+                }
+            }
+            Deadline::Keepalive => {
+                if let Some(ka) = self.session.as_ref().and_then(Session::keepalive) {
+                    self.send_text(ka);
+                    self.arm(Deadline::Keepalive, self.config.keepalive_interval.0);
+                }
+            }
+            Deadline::CloseReply => self.close.abandon(),
+        }
+    }
+
+    fn arm(&mut self, deadline: Deadline, after: Duration) {
+        self.timer = Some((deadline, Timer::new(after)));
+    }
+
+    fn send_text(&mut self, text: &str) {
+        if self.close.is_open() {
+            encode_frame(
+                OpCode::Data(tungstenite::protocol::frame::coding::Data::Text),
+                text.as_bytes(),
+                &mut self.outbuf,
+            );
+        }
+    }
+
+    /// Starts the close handshake (once) and waits a bounded time for the reply.
+    fn close_with(&mut self, code: u16, reason: &str) {
+        if let Some(code) = self.close.initiate(code) {
+            encode_close(code, reason, &mut self.outbuf);
+            self.arm(Deadline::CloseReply, self.config.close_timeout.0);
+        }
+    }
+}
+
+enum Turn {
+    /// Progress was made; go round again.
+    Again,
+    /// Nothing to do until the socket, the timer or the mailbox wakes the task.
+    Park,
+    /// The connection is over.
+    Over,
+}

@@ -1,0 +1,213 @@
+//! The thread-per-core runtime: shards, accepting, and shutdown.
+//!
+//! Each shard is one glommio executor pinned to a core. Every shard binds the listening
+//! address itself (glommio sets SO_REUSEPORT), so the kernel spreads new connections over
+//! the shards and a connection lives its whole life on the shard that accepted it. Shards
+//! share nothing mutable: the main thread talks to them only through the channels created
+//! here at start-up.
+//!
+//! The main thread blocks SIGINT and SIGTERM before starting the shards (so they
+//! inherit the mask) and waits for them with `sigwait`. On SIGINT or SIGTERM it tells every
+//! shard to stop; a shard stops accepting, sends 1001 (going away) on every WebSocket,
+//! waits up to the shutdown grace for the close handshakes, and returns.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::timer::sleep;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::connection::{self, Mailbox};
+
+/// Pause after a failed accept (out of file descriptors, most likely) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often a draining shard checks whether its connections have all closed.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// A message from the main thread to a shard.
+#[derive(Debug)]
+enum Control {
+    Shutdown,
+}
+
+/// Why the server could not start or run.
+#[derive(Debug)]
+pub enum ServeError {
+    /// A shard could not bind the listening address.
+    Bind(SocketAddr, std::io::Error),
+    /// glommio could not start an executor (io_uring or locked memory).
+    Executor(String),
+    Signals(std::io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Bind(addr, err) => write!(f, "cannot listen on {addr}: {err}"),
+            ServeError::Executor(err) => write!(f, "cannot start a shard: {err}"),
+            ServeError::Signals(err) => write!(f, "cannot set up signal handling: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(config: Config) -> Result<(), ServeError> {
+    let signals = block_signals()?;
+    let config = Arc::new(config);
+    let shards = config.shard_count();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // Each shard reports once on `ready_tx` whether it bound the address; the main thread
+    // receives all of them before announcing the server. Unbounded: one message per shard.
+    let (ready_tx, ready_rx) = flume::unbounded::<Result<(), ServeError>>();
+    let mut controls = Vec::with_capacity(shards);
+    let mut handles = Vec::with_capacity(shards);
+    for id in 0..shards {
+        // Main thread sends, shard `id` receives; one message at most (Shutdown).
+        let (control_tx, control_rx) = flume::bounded::<Control>(1);
+        controls.push(control_tx);
+        let config = Arc::clone(&config);
+        let ready_tx = ready_tx.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+            .name("shard")
+            .io_memory(config.io_memory)
+            .spawn(move || shard_main(config, control_rx, ready_tx))
+            .map_err(|err| ServeError::Executor(err.to_string()))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+
+    let mut failure = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => failure = failure.or(Some(err)),
+            Err(_) => {
+                failure = failure.or(Some(ServeError::Executor("a shard exited early".into())))
+            }
+        }
+    }
+    if failure.is_none() {
+        log::info!("listening on {} with {shards} shards", config.listen);
+        wait_for_stop_signal(&signals);
+        log::info!("shutting down");
+    }
+    for control in &controls {
+        let _ = control.send(Control::Shutdown);
+    }
+    for handle in handles {
+        let _ = handle.join();
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => {
+            log::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The connections a shard owns, by id, so shutdown can reach them.
+type Registry = Rc<RefCell<HashMap<u64, Rc<Mailbox>>>>;
+
+async fn shard_main(
+    config: Arc<Config>,
+    control: flume::Receiver<Control>,
+    ready: flume::Sender<Result<(), ServeError>>,
+) {
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(err) => {
+            let io = std::io::Error::other(err.to_string());
+            let _ = ready.send(Err(ServeError::Bind(config.listen, io)));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    // Connections read the settings often; a shard-local copy keeps them off the shared
+    // cache line of the Arc's counters.
+    let local = Rc::new(Config::clone(&config));
+    let registry: Registry = Rc::default();
+    let acceptor = glommio::spawn_local(accept_loop(
+        listener,
+        Rc::clone(&local),
+        Rc::clone(&registry),
+    ));
+
+    // Either Shutdown or the main thread going away ends the shard.
+    let _ = control.recv_async().await;
+    drop(acceptor);
+    let open = registry.borrow().len();
+    for mailbox in registry.borrow().values() {
+        mailbox.go_away();
+    }
+    let deadline = Instant::now() + local.shutdown_grace.0;
+    while !registry.borrow().is_empty() && Instant::now() < deadline {
+        sleep(DRAIN_POLL).await;
+    }
+    let left = registry.borrow().len();
+    if left > 0 {
+        log::warn!("{left} of {open} connections did not close within the shutdown grace");
+    }
+}
+
+async fn accept_loop(listener: TcpListener, config: Rc<Config>, registry: Registry) {
+    let mut next_id: u64 = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(err) => {
+                log::warn!("accept failed: {err}");
+                sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        next_id += 1;
+        let id = next_id;
+        let mailbox = Rc::new(Mailbox::default());
+        registry.borrow_mut().insert(id, Rc::clone(&mailbox));
+        let config = Rc::clone(&config);
+        let registry = Rc::clone(&registry);
+        glommio::spawn_local(async move {
+            connection::serve(stream, config, mailbox).await;
+            registry.borrow_mut().remove(&id);
+        })
+        .detach();
+    }
+}
+
+/// The signals the main thread waits for, blocked in every thread.
+struct SignalSet(libc::sigset_t);
+
+fn block_signals() -> Result<SignalSet, ServeError> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use, and
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(ServeError::Signals(std::io::Error::from_raw_os_error(rc)));
+        }
+        Ok(SignalSet(set))
+    }
+}
+
+fn wait_for_stop_signal(signals: &SignalSet) {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: the set was built by block_signals and outlives the call.
+    let rc = unsafe { libc::sigwait(&signals.0, &mut signal) };
+    if rc == 0 {
+        log::info!("received signal {signal}");
+    }
+}
