@@ -138,13 +138,13 @@ impl<'a> WsConn<'a> {
             self.close_with(close_code::GOING_AWAY, "server shutting down");
             return Turn::Again;
         }
-        if let Some((deadline, timer)) = &mut self.timer {
-            if Pin::new(timer).poll(cx).is_ready() {
-                let deadline = *deadline;
-                self.timer = None;
-                self.on_deadline(deadline);
-                return Turn::Again;
-            }
+        if let Some((deadline, timer)) = &mut self.timer
+            && Pin::new(timer).poll(cx).is_ready()
+        {
+            let deadline = *deadline;
+            self.timer = None;
+            self.on_deadline(deadline);
+            return Turn::Again;
         }
         // A client that does not read its replies stops being read, so what we owe it
         // cannot grow without bound.
@@ -296,11 +296,8 @@ impl<'a> WsConn<'a> {
     fn on_deadline(&mut self, deadline: Deadline) {
         match deadline {
             Deadline::Init => {
-                if let Some(session) = &self.session {
-                    if let Action::Close(code, reason) = session.init_timed_out() {
-                        self.close_with(code, &reason);
-                    }
-                }
+                let (code, reason) = Session::INIT_TIMEOUT;
+                self.close_with(code, reason);
             }
             Deadline::Keepalive => {
                 if let Some(ka) = self.session.as_ref().and_then(Session::keepalive) {

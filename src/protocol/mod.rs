@@ -134,13 +134,11 @@ impl Session {
         }
     }
 
-    /// `connection_init` did not arrive in time.
-    pub fn init_timed_out(&self) -> Action {
-        Action::Close(
-            transport::close::INIT_TIMEOUT,
-            "Connection initialisation timeout".to_owned(),
-        )
-    }
+    /// The close for a client whose `connection_init` did not arrive in time.
+    pub const INIT_TIMEOUT: (u16, &'static str) = (
+        transport::close::INIT_TIMEOUT,
+        "Connection initialisation timeout",
+    );
 
     /// The envelope that goes before a result payload for `id`; the result and a closing
     /// `}` follow it. Built once per subscription, reused for every result.

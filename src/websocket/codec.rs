@@ -272,7 +272,7 @@ pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
     }
     encode_parts(
         OpCode::Control(Control::Close),
-        &[&code.to_be_bytes(), reason[..cut].as_bytes()],
+        &[&code.to_be_bytes(), &reason.as_bytes()[..cut]],
         out,
     );
 }
