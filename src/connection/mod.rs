@@ -221,12 +221,13 @@ async fn read_request(
     Ok(Read::Request { head, body })
 }
 
+/// Appends what one read returns. Cancellation-safe: `buf` changes only after the read
+/// completed, so the request deadline can drop this future at any point.
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + HTTP_READ_CHUNK, 0);
-    let n = stream.read(&mut buf[start..]).await;
-    buf.truncate(start + *n.as_ref().unwrap_or(&0));
-    n
+    let mut chunk = [0u8; HTTP_READ_CHUNK];
+    let n = stream.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
 }
 
 /// `POST /graphql`. The query engine is not part of this build yet, so every request gets

@@ -1,0 +1,154 @@
+//! The HTTP surface of the real server over real sockets.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use support::server::{Server, exchange};
+
+fn status_of(response: &str) -> u16 {
+    response[9..12].parse().expect("status code")
+}
+
+#[test]
+fn health_and_error_statuses() {
+    let server = Server::start(&[]);
+    let ask = |req: &str| exchange(&mut server.connect(), req.as_bytes());
+
+    let health = ask("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status_of(&health), 200);
+    assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
+
+    assert_eq!(
+        status_of(&ask("GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n")),
+        404
+    );
+    let not_allowed = ask("DELETE /graphql HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status_of(&not_allowed), 405);
+    assert!(not_allowed.contains("Allow: GET, POST\r\n"));
+    let upgrade = ask("GET /graphql HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(status_of(&upgrade), 426);
+    assert!(upgrade.contains("Upgrade: websocket\r\n"));
+    assert_eq!(status_of(&ask("BLAH\r\n\r\n")), 400);
+    let old_version = ask(
+        "GET /graphql HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    );
+    assert_eq!(status_of(&old_version), 426);
+    assert!(old_version.contains("Sec-WebSocket-Version: 13\r\n"));
+    let no_key = ask(
+        "GET /graphql HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(status_of(&no_key), 400);
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = Server::start(&[]);
+    let mut s = server.connect();
+    let out = exchange(
+        &mut s,
+        b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert_eq!(out.matches("HTTP/1.1 404 Not Found").count(), 1, "{out}");
+}
+
+#[test]
+fn size_limits_on_head_and_body() {
+    let server = Server::start(&[
+        ("POSTRUST_MAX_HEADER_BYTES", "512"),
+        ("POSTRUST_MAX_BODY_BYTES", "100"),
+    ]);
+    let big_head = format!("GET /health HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(600));
+    assert_eq!(
+        status_of(&exchange(&mut server.connect(), big_head.as_bytes())),
+        431
+    );
+    // An endless head is cut off at the limit without waiting for its end.
+    let endless = format!("GET /health HTTP/1.1\r\nX-Pad: {}", "a".repeat(600));
+    assert_eq!(
+        status_of(&exchange(&mut server.connect(), endless.as_bytes())),
+        431
+    );
+    let big_body = format!(
+        "POST /graphql HTTP/1.1\r\nContent-Length: 101\r\n\r\n{}",
+        "x".repeat(101)
+    );
+    assert_eq!(
+        status_of(&exchange(&mut server.connect(), big_body.as_bytes())),
+        413
+    );
+    let chunked = "POST /graphql HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(
+        status_of(&exchange(&mut server.connect(), chunked.as_bytes())),
+        411
+    );
+}
+
+#[test]
+fn slow_clients_are_dropped_at_the_request_deadline() {
+    let server = Server::start(&[("POSTRUST_REQUEST_TIMEOUT_MS", "300")]);
+
+    // Slow loris: a head that trickles in and never completes.
+    let mut s = server.connect();
+    let started = Instant::now();
+    s.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = s.write_all(b"X-A: b\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert_eq!(status_of(&out), 408, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A connection that never sends anything is closed without a response.
+    let mut idle = server.connect();
+    let mut out = Vec::new();
+    idle.read_to_end(&mut out).unwrap();
+    assert!(out.is_empty());
+}
+
+#[test]
+fn post_graphql_says_the_query_engine_is_missing() {
+    let server = Server::start(&[]);
+    let body = r#"{"query":"{ users { id } }"}"#;
+    let req = format!(
+        "POST /graphql HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let out = exchange(&mut server.connect(), req.as_bytes());
+    assert_eq!(status_of(&out), 501, "{out}");
+    assert!(out.contains("\"code\":\"NOT_IMPLEMENTED\""));
+}
+
+#[test]
+fn a_taken_port_stops_start_up_with_a_message() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .env("POSTRUST_LISTEN", &addr)
+        .env("POSTRUST_SHARDS", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .env("POSTRUST_MAX_MESSAGE_BYTES", "big")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "POSTRUST_MAX_MESSAGE_BYTES=\"big\" is not valid: expected a non-negative integer"
+        ),
+        "{err}"
+    );
+}

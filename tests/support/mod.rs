@@ -1,0 +1,7 @@
+//! Shared fixtures for the integration tests: a private PostgreSQL, the real server, and a
+//! raw WebSocket client. Each test binary uses the parts it needs.
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod server;
+pub mod ws;

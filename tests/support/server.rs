@@ -1,0 +1,123 @@
+//! The real `postrust` binary on a free port, stopped when dropped.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+/// A port below 32768 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    for _ in 0..500 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20000 + (x % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below 32768");
+}
+
+impl Server {
+    /// Starts the server with `POSTRUST_*` overrides and waits until `/health` answers.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        for _attempt in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_postrust"));
+            cmd.env("POSTRUST_LISTEN", addr.to_string())
+                .env("POSTRUST_SHARDS", "2")
+                .env("POSTRUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd.spawn().expect("spawn postrust");
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    // Most likely the port was taken between the check and the bind.
+                    eprintln!("postrust exited at start with {status}; retrying on another port");
+                    break;
+                }
+                if health_ok(addr) {
+                    return Server {
+                        addr,
+                        child: Some(child),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("postrust did not start");
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("postrust did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn health_ok(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200")
+}
+
+/// Sends raw bytes and reads until the server closes; returns everything it sent.
+pub fn exchange(stream: &mut TcpStream, request: &[u8]) -> String {
+    stream.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

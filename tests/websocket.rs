@@ -1,0 +1,255 @@
+//! WebSocket framing and both GraphQL sub-protocols against the real server, over raw
+//! sockets, for every close code and limit the server enforces.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::server::Server;
+use support::ws::{Client, Frame, masked};
+
+const INIT: &str = r#"{"type":"connection_init","payload":{"authorization":"Bearer x"}}"#;
+const SUBSCRIBE: &str =
+    r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { users { id } }"}}"#;
+
+fn transport(server: &Server) -> Client {
+    Client::upgrade(server.connect(), Some("graphql-transport-ws")).0
+}
+
+fn acknowledged(server: &Server) -> Client {
+    let mut c = transport(server);
+    c.send_text(INIT);
+    assert_eq!(c.recv_text(), r#"{"type":"connection_ack"}"#);
+    c
+}
+
+/// Sends `text` on a fresh acknowledged socket and returns the close it earns.
+fn close_after(server: &Server, frames: &[Vec<u8>]) -> (u16, String) {
+    let mut c = acknowledged(server);
+    for f in frames {
+        c.send_raw(f);
+    }
+    let closed = c.recv_close();
+    c.finish_close(closed.0);
+    closed
+}
+
+#[test]
+fn handshake_negotiates_the_sub_protocol() {
+    let server = Server::start(&[]);
+    let (_, head) = Client::upgrade(server.connect(), Some("graphql-ws, graphql-transport-ws"));
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: graphql-transport-ws\r\n"),
+        "{head}"
+    );
+    let (_, head) = Client::upgrade(server.connect(), Some("graphql-ws"));
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: graphql-ws\r\n"),
+        "{head}"
+    );
+}
+
+#[test]
+fn a_missing_or_unknown_sub_protocol_is_refused_with_4406() {
+    let server = Server::start(&[]);
+    for offer in [None, Some("mqtt")] {
+        let (mut c, head) = Client::upgrade(server.connect(), offer);
+        assert!(!head.contains("Sec-WebSocket-Protocol"), "{head}");
+        assert_eq!(c.recv_close(), (4406, "Subprotocol not acceptable".into()));
+        c.finish_close(4406);
+    }
+}
+
+#[test]
+fn graphql_transport_ws_session() {
+    let server = Server::start(&[]);
+    let mut c = acknowledged(&server);
+    c.send_text(r#"{"type":"ping","payload":{"n":1}}"#);
+    assert_eq!(c.recv_text(), r#"{"type":"pong","payload":{"n":1}}"#);
+    c.send_text(r#"{"type":"pong"}"#);
+    // WebSocket-level ping, answered with a pong frame carrying the same bytes.
+    c.send_raw(&masked(0x89, b"are you there"));
+    assert_eq!(c.recv(), Frame::Pong(b"are you there".to_vec()));
+    c.send_text(SUBSCRIBE);
+    let error = c.recv_text();
+    assert!(
+        error.starts_with(
+            r#"{"id":"1","type":"error","payload":[{"message":"operations cannot run yet"#
+        ),
+        "{error}"
+    );
+    assert!(error.contains(r#""code":"NOT_IMPLEMENTED""#));
+    c.send_text(r#"{"id":"1","type":"complete"}"#);
+    // The client closes; the server echoes its code and closes the TCP connection.
+    c.send_raw(&masked(0x88, &1000u16.to_be_bytes()));
+    assert_eq!(c.recv(), Frame::Close(Some(1000), String::new()));
+    assert_eq!(c.recv(), Frame::Eof);
+}
+
+#[test]
+fn connection_init_timeout_is_4408() {
+    let server = Server::start(&[("POSTRUST_CONNECTION_INIT_TIMEOUT_MS", "200")]);
+    let mut c = transport(&server);
+    let started = Instant::now();
+    assert_eq!(
+        c.recv_close(),
+        (4408, "Connection initialisation timeout".into())
+    );
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    c.finish_close(4408);
+}
+
+#[test]
+fn graphql_transport_ws_close_codes() {
+    let server = Server::start(&[]);
+    let text = |t: &str| masked(0x81, t.as_bytes());
+
+    let mut early = transport(&server);
+    early.send_text(SUBSCRIBE);
+    assert_eq!(early.recv_close(), (4401, "Unauthorized".into()));
+    early.finish_close(4401);
+
+    assert_eq!(
+        close_after(&server, &[text(INIT)]),
+        (4429, "Too many initialisation requests".into())
+    );
+    let (code, reason) = close_after(&server, &[text("{not json")]);
+    assert_eq!(code, 4400);
+    assert!(reason.contains("not JSON"), "{reason}");
+    let (code, reason) = close_after(&server, &[text(r#"{"type":"launch"}"#)]);
+    assert_eq!(
+        (code, reason.as_str()),
+        (4400, r#"Invalid message 'type' property "launch""#)
+    );
+    let (code, reason) = close_after(
+        &server,
+        &[text(r#"{"id":"1","type":"subscribe","payload":{}}"#)],
+    );
+    assert_eq!(code, 4400);
+    assert!(reason.contains("payload.query"), "{reason}");
+}
+
+#[test]
+fn framing_violations_close_with_their_rfc_codes() {
+    let server = Server::start(&[("POSTRUST_MAX_MESSAGE_BYTES", "1024")]);
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        // A text message over the limit.
+        (masked(0x81, &[b' '; 1025]), 1009),
+        // The same limit across fragments.
+        (
+            [masked(0x01, &[b' '; 600]), masked(0x80, &[b' '; 600])].concat(),
+            1009,
+        ),
+        // Invalid UTF-8 in a text message.
+        (masked(0x81, &[0xc3, 0x28]), 1007),
+        // An unmasked client frame.
+        (vec![0x81, 0x02, b'{', b'}'], 1002),
+        // RSV1 without an extension.
+        (masked(0xc1, b"{}"), 1002),
+        // A fragmented ping.
+        (masked(0x09, b""), 1002),
+        // A continuation with nothing to continue.
+        (masked(0x80, b"x"), 1002),
+        // Binary data.
+        (masked(0x82, b"\x00\x01"), 1003),
+    ];
+    for (bytes, code) in cases {
+        let (got, reason) = close_after(&server, &[bytes]);
+        assert_eq!(got, code, "{reason}");
+        assert!(!reason.is_empty());
+    }
+}
+
+#[test]
+fn fragmented_messages_are_reassembled() {
+    let server = Server::start(&[]);
+    let mut c = transport(&server);
+    let init = INIT.as_bytes();
+    c.send_raw(&masked(0x01, &init[..10]));
+    c.send_raw(&masked(0x89, b"mid"));
+    c.send_raw(&masked(0x00, &init[10..20]));
+    c.send_raw(&masked(0x80, &init[20..]));
+    assert_eq!(c.recv(), Frame::Pong(b"mid".to_vec()));
+    assert_eq!(c.recv_text(), r#"{"type":"connection_ack"}"#);
+}
+
+#[test]
+fn an_unanswered_close_is_dropped_after_the_close_timeout() {
+    let server = Server::start(&[("POSTRUST_CLOSE_TIMEOUT_MS", "200")]);
+    let mut c = acknowledged(&server);
+    c.send_text(INIT);
+    assert_eq!(c.recv_close().0, 4429);
+    // Never answer: the server gives up and closes the socket.
+    let started = Instant::now();
+    assert_eq!(c.recv(), Frame::Eof);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn legacy_graphql_ws_session() {
+    let server = Server::start(&[("POSTRUST_KEEPALIVE_MS", "100")]);
+    let (mut c, _) = Client::upgrade(server.connect(), Some("graphql-ws"));
+    c.send_text(
+        r#"{"type":"start","id":"1","payload":{"query":"subscription { orders { id } }"}}"#,
+    );
+    let early = c.recv_text();
+    assert!(
+        early.contains(r#""type":"error""#) && early.contains("before start"),
+        "{early}"
+    );
+    c.send_text(r#"{"type":"connection_init","payload":{"authorization":"Bearer x"}}"#);
+    assert_eq!(c.recv_text(), r#"{"type":"connection_ack"}"#);
+    assert_eq!(c.recv_text(), r#"{"type":"ka"}"#);
+    // The periodic keep-alive.
+    assert_eq!(c.recv_text(), r#"{"type":"ka"}"#);
+    c.send_text(
+        r#"{"type":"start","id":"2","payload":{"query":"subscription { orders { id } }"}}"#,
+    );
+    let error = loop {
+        let m = c.recv_text();
+        if m != r#"{"type":"ka"}"# {
+            break m;
+        }
+    };
+    assert!(
+        error.starts_with(
+            r#"{"id":"2","type":"error","payload":{"message":"operations cannot run yet"#
+        ),
+        "{error}"
+    );
+    c.send_text("{oops");
+    let reply = loop {
+        let m = c.recv_text();
+        if m != r#"{"type":"ka"}"# {
+            break m;
+        }
+    };
+    assert!(
+        reply.starts_with(r#"{"type":"connection_error""#),
+        "{reply}"
+    );
+    c.send_text(r#"{"type":"connection_terminate"}"#);
+    assert_eq!(c.recv_close(), (1000, "connection terminated".into()));
+    c.finish_close(1000);
+}
+
+#[test]
+fn shutdown_sends_going_away_and_exits_zero() {
+    let server = Server::start(&[]);
+    let mut a = acknowledged(&server);
+    let (mut b, _) = Client::upgrade(server.connect(), Some("graphql-ws"));
+    let waiter = std::thread::spawn(move || {
+        let first = a.recv_close();
+        a.finish_close(first.0);
+        let second = b.recv_close();
+        b.finish_close(second.0);
+        (first, second)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let status = server.terminate();
+    let (first, second) = waiter.join().unwrap();
+    assert_eq!(first, (1001, "server shutting down".into()));
+    assert_eq!(second.0, 1001);
+    assert!(status.success(), "{status}");
+}
