@@ -59,7 +59,8 @@ impl std::fmt::Display for ServeError {
 impl std::error::Error for ServeError {}
 
 /// Runs the server until SIGINT or SIGTERM.
-pub fn run(config: Config) -> Result<(), ServeError> {
+pub fn run(mut config: Config) -> Result<(), ServeError> {
+    config.listen = probe_listen_address(config.listen)?;
     let signals = block_signals()?;
     let config = Arc::new(config);
     let shards = config.shard_count();
@@ -113,6 +114,19 @@ pub fn run(config: Config) -> Result<(), ServeError> {
             Ok(())
         }
     }
+}
+
+/// Binds the address once without SO_REUSEPORT and lets it go again.
+///
+/// The shards bind with SO_REUSEPORT, which would let them join the sockets of another
+/// process of the same user already listening there and silently split its traffic. A
+/// plain bind fails on such a port, so a second server refuses to start instead. It also
+/// fixes the port when the configured one is 0, so every shard binds the same one.
+fn probe_listen_address(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
+    let probe = std::net::TcpListener::bind(addr).map_err(|err| ServeError::Bind(addr, err))?;
+    probe
+        .local_addr()
+        .map_err(|err| ServeError::Bind(addr, err))
 }
 
 /// The connections a shard owns, by id, so shutdown can reach them.

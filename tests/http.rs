@@ -8,13 +8,20 @@ use std::time::{Duration, Instant};
 use support::server::{Server, exchange};
 
 fn status_of(response: &str) -> u16 {
-    response[9..12].parse().expect("status code")
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
 }
 
 #[test]
 fn health_and_error_statuses() {
     let server = Server::start(&[]);
-    let ask = |req: &str| exchange(&mut server.connect(), req.as_bytes());
+    let ask = |req: &str| {
+        let out = exchange(&mut server.connect(), req.as_bytes());
+        assert!(!out.is_empty(), "no response to {req:?}");
+        out
+    };
 
     let health = ask("GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(status_of(&health), 200);
@@ -135,6 +142,19 @@ fn a_taken_port_stops_start_up_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+#[test]
+fn a_second_server_on_the_same_port_refuses_to_start() {
+    let first = Server::start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .env("POSTRUST_LISTEN", first.addr.to_string())
+        .env("POSTRUST_SHARDS", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Address already in use"), "{err}");
 }
 
 #[test]

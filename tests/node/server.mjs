@@ -1,0 +1,67 @@
+// Starts the real postrust binary on a free port below 32768 for a Node test, and stops it.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const binary = process.env.POSTRUST_BIN ?? path.join(here, '..', '..', 'target', 'debug', 'postrust');
+
+function portIsFree(port) {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
+}
+
+async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await portIsFree(port)) return port;
+  }
+  throw new Error('no free port below 32768');
+}
+
+async function healthy(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/health`);
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts postrust with extra environment; resolves to { url, port, stop() }. */
+export async function startServer(env = {}) {
+  const port = await freePort();
+  const child = spawn(binary, [], {
+    env: {
+      ...process.env,
+      POSTRUST_LISTEN: `127.0.0.1:${port}`,
+      POSTRUST_SHARDS: '2',
+      POSTRUST_LOG: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const deadline = Date.now() + 10_000;
+  while (!(await healthy(port))) {
+    if (child.exitCode !== null) throw new Error(`postrust exited with ${child.exitCode}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error('postrust did not start');
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    port,
+    url: `ws://127.0.0.1:${port}/graphql`,
+    /** SIGTERM, then the exit status. */
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
