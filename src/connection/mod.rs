@@ -63,9 +63,15 @@ impl Mailbox {
     }
 }
 
-/// How a connection ended, for the log.
-#[derive(Debug)]
+/// How the HTTP phase ended.
 enum End {
+    /// The client asked for a WebSocket and got one.
+    Upgraded {
+        stream: TcpStream,
+        /// Bytes the client sent after its upgrade request.
+        leftover: Vec<u8>,
+        protocol: Option<crate::websocket::SubProtocol>,
+    },
     /// The client closed or the exchange finished.
     Finished,
     /// The client was too slow to send its request.
@@ -79,7 +85,20 @@ pub async fn serve(stream: TcpStream, config: Rc<Config>, mailbox: Rc<Mailbox>) 
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
-    match serve_http(stream, &config, &mailbox).await {
+    // Boxed so that its buffers live only as long as the HTTP phase: a task's future is as
+    // large as its largest state, and a WebSocket may live for days.
+    let end = Box::pin(serve_http(stream, &config, &mailbox)).await;
+    match end {
+        End::Upgraded {
+            stream,
+            leftover,
+            protocol,
+        } => {
+            websocket::WsConn::new(stream, leftover, protocol, &config, &mailbox)
+                .run()
+                .await;
+            log::debug!("{peer}: websocket closed");
+        }
         End::Finished => log::debug!("{peer}: closed"),
         End::Timeout => log::debug!("{peer}: dropped, request not complete in time"),
         End::Io(err) => log::debug!("{peer}: {err}"),
@@ -142,11 +161,11 @@ async fn serve_http(mut stream: TcpStream, config: &Config, mailbox: &Mailbox) -
                         if let Err(err) = stream.write_all(&handshake).await {
                             return End::Io(err);
                         }
-                        let leftover = std::mem::take(&mut buf);
-                        websocket::WsConn::new(stream, leftover, protocol, config, mailbox)
-                            .run()
-                            .await;
-                        End::Finished
+                        End::Upgraded {
+                            stream,
+                            leftover: std::mem::take(&mut buf),
+                            protocol,
+                        }
                     }
                     Err(resp) => finish(&mut stream, resp.closing(), false, End::Finished).await,
                 };

@@ -1,0 +1,78 @@
+//! Start-up conditions: an unprivileged user under a small locked-memory limit, and many
+//! connections at once through the load-test harness.
+
+mod support;
+
+use std::process::Command;
+
+use support::server::{Server, free_port};
+
+/// io_uring buffer registration counts against `ulimit -l` for users other than root;
+/// the server must start there too. Runs only where it can switch users (as root).
+#[test]
+fn starts_as_an_unprivileged_user_under_an_8_mib_memlock_limit() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: this test needs to switch to the postgres user; skipped");
+        return;
+    }
+    // The build directory may not be readable by other users; run a copy.
+    let dir = std::env::temp_dir().join(format!("postrust-unprivileged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("postrust");
+    std::fs::copy(env!("CARGO_BIN_EXE_postrust"), &bin).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rx"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+
+    let port = free_port();
+    let script = format!(
+        "ulimit -l 8192 && POSTRUST_LISTEN=127.0.0.1:{port} POSTRUST_SHARDS=2 \
+         POSTRUST_LOG=info timeout --preserve-status -s TERM 2 {} ; echo exit=$?",
+        bin.display()
+    );
+    let out = Command::new("runuser")
+        .args(["-u", "postgres", "--", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("listening on 127.0.0.1:{port} with 2 shards")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stopped"), "{stderr}");
+    // `timeout` sent SIGTERM; the server shut down and exited 0.
+    assert!(stdout.contains("exit=0"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn the_load_test_harness_opens_and_initialises_many_connections() {
+    let server = Server::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_postrust-loadtest"))
+        .args([
+            "idle",
+            "--connections",
+            "300",
+            "--concurrency",
+            "64",
+            "--sources",
+            "3",
+        ])
+        .args(["--url", &format!("ws://{}/graphql", server.addr)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#""connections":300,"errors":0"#),
+        "{stdout}"
+    );
+}
