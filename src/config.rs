@@ -218,6 +218,18 @@ settings! {
     shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
+    /// HMAC secret (at least 32 bytes) that HS256/384/512 tokens are verified with.
+    jwt_secret: Secret = "POSTRUST_JWT_SECRET", "";
+    /// Public key for RS256/384/512 or ES256/384 tokens: PEM text, a JWKS document, or the path of a file holding either.
+    jwt_public_key: String = "POSTRUST_JWT_PUBLIC_KEY", "";
+    /// Audience a token's `aud` must contain; empty means `aud` is not checked.
+    jwt_aud: String = "POSTRUST_JWT_AUD", "";
+    /// Claim that names the database role a client's queries run as.
+    jwt_role_claim: String = "POSTRUST_JWT_ROLE_CLAIM", "role";
+    /// Seconds of clock skew allowed when checking `exp` and `nbf`.
+    jwt_leeway_s: usize = "POSTRUST_JWT_LEEWAY_S", "30";
+    /// Role for clients without a token (or whose token names no role); empty refuses them.
+    anon_role: String = "POSTRUST_ANON_ROLE", "";
 }
 
 impl Config {

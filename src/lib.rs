@@ -14,6 +14,7 @@
 //! Around them:
 //!
 //! - [`config`]: every `POSTRUST_` setting, from one table.
+//! - [`auth`]: JWT verification and the database role a client's queries run as.
 //! - [`shard`]: the thread-per-core runtime. One glommio executor per core, each accepting on
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
@@ -21,6 +22,7 @@
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod http;

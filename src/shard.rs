@@ -22,8 +22,9 @@ use glommio::net::TcpListener;
 use glommio::timer::sleep;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::auth::Auth;
 use crate::config::Config;
-use crate::connection::{self, Mailbox};
+use crate::connection::{self, Mailbox, ShardContext};
 
 /// Pause after a failed accept (out of file descriptors, most likely) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -44,6 +45,8 @@ pub enum ServeError {
     /// glommio could not start an executor (io_uring or locked memory).
     Executor(String),
     Signals(std::io::Error),
+    /// A setting that parsed but cannot be used (an unreadable key, say).
+    Config(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -52,6 +55,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Bind(addr, err) => write!(f, "cannot listen on {addr}: {err}"),
             ServeError::Executor(err) => write!(f, "cannot start a shard: {err}"),
             ServeError::Signals(err) => write!(f, "cannot set up signal handling: {err}"),
+            ServeError::Config(msg) => f.write_str(msg),
         }
     }
 }
@@ -61,6 +65,13 @@ impl std::error::Error for ServeError {}
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(mut config: Config) -> Result<(), ServeError> {
     config.listen = probe_listen_address(config.listen)?;
+    let auth = Arc::new(Auth::from_config(&config).map_err(ServeError::Config)?);
+    if !auth.is_enabled() {
+        log::warn!(
+            "JWT verification is OFF: every client runs as the database user of \
+             POSTRUST_DATABASE_URL. Set POSTRUST_JWT_SECRET or POSTRUST_JWT_PUBLIC_KEY to require tokens."
+        );
+    }
     let signals = block_signals()?;
     let config = Arc::new(config);
     let shards = config.shard_count();
@@ -76,11 +87,12 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
         let (control_tx, control_rx) = flume::bounded::<Control>(1);
         controls.push(control_tx);
         let config = Arc::clone(&config);
+        let auth = Arc::clone(&auth);
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
             .name("shard")
             .io_memory(config.io_memory)
-            .spawn(move || shard_main(config, control_rx, ready_tx))
+            .spawn(move || shard_main(config, auth, control_rx, ready_tx))
             .map_err(|err| ServeError::Executor(err.to_string()))?;
         handles.push(handle);
     }
@@ -134,6 +146,7 @@ type Registry = Rc<RefCell<HashMap<u64, Rc<Mailbox>>>>;
 
 async fn shard_main(
     config: Arc<Config>,
+    auth: Arc<Auth>,
     control: flume::Receiver<Control>,
     ready: flume::Sender<Result<(), ServeError>>,
 ) {
@@ -148,7 +161,10 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
     // Connections read the settings often; a shard-local copy keeps them off the shared
     // cache line of the Arc's counters.
-    let local = Rc::new(Config::clone(&config));
+    let local = Rc::new(ShardContext {
+        config: Config::clone(&config),
+        auth,
+    });
     let registry: Registry = Rc::default();
     let acceptor = glommio::spawn_local(accept_loop(
         listener,
@@ -163,7 +179,7 @@ async fn shard_main(
     for mailbox in registry.borrow().values() {
         mailbox.go_away();
     }
-    let deadline = Instant::now() + local.shutdown_grace.0;
+    let deadline = Instant::now() + local.config.shutdown_grace.0;
     while !registry.borrow().is_empty() && Instant::now() < deadline {
         sleep(DRAIN_POLL).await;
     }
@@ -173,7 +189,7 @@ async fn shard_main(
     }
 }
 
-async fn accept_loop(listener: TcpListener, config: Rc<Config>, registry: Registry) {
+async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: Registry) {
     let mut next_id: u64 = 0;
     loop {
         let stream = match listener.accept().await {
@@ -188,10 +204,10 @@ async fn accept_loop(listener: TcpListener, config: Rc<Config>, registry: Regist
         let id = next_id;
         let mailbox = Rc::new(Mailbox::default());
         registry.borrow_mut().insert(id, Rc::clone(&mailbox));
-        let config = Rc::clone(&config);
+        let shard = Rc::clone(&shard);
         let registry = Rc::clone(&registry);
         glommio::spawn_local(async move {
-            connection::serve(stream, config, mailbox).await;
+            connection::serve(stream, shard, mailbox).await;
             registry.borrow_mut().remove(&id);
         })
         .detach();

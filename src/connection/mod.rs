@@ -6,6 +6,7 @@
 //! drives the frame codec, the close handshake and the graphql-ws session until the socket
 //! closes.
 
+mod deadlines;
 mod websocket;
 
 use std::cell::{Cell, RefCell};
@@ -17,6 +18,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
+use crate::auth::{Auth, AuthError};
 use crate::config::Config;
 use crate::http::{self, RequestHead, Response, Route, Status};
 
@@ -63,6 +65,22 @@ impl Mailbox {
     }
 }
 
+/// What every connection on a shard shares: read-only after start-up.
+pub struct ShardContext {
+    pub config: Config,
+    pub auth: std::sync::Arc<Auth>,
+}
+
+/// 401 with a GraphQL-shaped error carrying the auth error's code (RFC 6750 challenge).
+fn unauthorized(err: &AuthError) -> Response {
+    let mut body = String::from("{\"errors\":[");
+    crate::protocol::GraphqlError::new(err.code(), err.to_string()).push_json(&mut body);
+    body.push_str("]}");
+    Response::json(Status::Unauthorized, body).with_header(format!(
+        "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"{err}\""
+    ))
+}
+
 /// How the HTTP phase ended.
 enum End {
     /// The client asked for a WebSocket and got one.
@@ -71,6 +89,7 @@ enum End {
         /// Bytes the client sent after its upgrade request.
         leftover: Vec<u8>,
         protocol: Option<crate::websocket::SubProtocol>,
+        authorization: Option<String>,
     },
     /// The client closed or the exchange finished.
     Finished,
@@ -80,23 +99,33 @@ enum End {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve(stream: TcpStream, config: Rc<Config>, mailbox: Rc<Mailbox>) {
+pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, mailbox: Rc<Mailbox>) {
+    let config = &shard.config;
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
     // Boxed so that its buffers live only as long as the HTTP phase: a task's future is as
     // large as its largest state, and a WebSocket may live for days.
-    let end = Box::pin(serve_http(stream, &config, &mailbox)).await;
+    let end = Box::pin(serve_http(stream, &shard, &mailbox)).await;
     match end {
         End::Upgraded {
             stream,
             leftover,
             protocol,
+            authorization,
         } => {
-            websocket::WsConn::new(stream, leftover, protocol, &config, &mailbox)
-                .run()
-                .await;
+            websocket::WsConn::new(websocket::Upgrade {
+                stream,
+                leftover,
+                protocol,
+                authorization,
+                config,
+                auth: &shard.auth,
+                mailbox: &mailbox,
+            })
+            .run()
+            .await;
             log::debug!("{peer}: websocket closed");
         }
         End::Finished => log::debug!("{peer}: closed"),
@@ -117,7 +146,8 @@ enum Read {
     Refuse(Response),
 }
 
-async fn serve_http(mut stream: TcpStream, config: &Config, mailbox: &Mailbox) -> End {
+async fn serve_http(mut stream: TcpStream, shard: &ShardContext, mailbox: &Mailbox) -> End {
+    let config = &shard.config;
     let mut buf = Vec::new();
     loop {
         if mailbox.going_away.get() {
@@ -165,13 +195,14 @@ async fn serve_http(mut stream: TcpStream, config: &Config, mailbox: &Mailbox) -
                             stream,
                             leftover: std::mem::take(&mut buf),
                             protocol,
+                            authorization: head.authorization.clone(),
                         }
                     }
                     Err(resp) => finish(&mut stream, resp.closing(), false, End::Finished).await,
                 };
             }
             Route::Health => Response::json(Status::Ok, "{\"status\":\"ok\"}"),
-            Route::GraphqlPost => graphql_post(&body),
+            Route::GraphqlPost => graphql_post(shard, &head, &body),
             Route::Respond(resp) => resp,
         };
         let response = if head.keep_alive() {
@@ -249,9 +280,12 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
     Ok(n)
 }
 
-/// `POST /graphql`. The query engine is not part of this build yet, so every request gets
-/// a GraphQL-shaped error saying so.
-fn graphql_post(_body: &[u8]) -> Response {
+/// `POST /graphql`. The client is authenticated first; the query engine is not part of this
+/// build yet, so an authenticated request gets a GraphQL-shaped error saying so.
+fn graphql_post(shard: &ShardContext, head: &RequestHead, _body: &[u8]) -> Response {
+    if let Err(err) = shard.auth.authenticate(head.authorization.as_deref()) {
+        return unauthorized(&err);
+    }
     Response::json(
         Status::NotImplemented,
         r#"{"errors":[{"message":"queries cannot run yet: this server has no query engine","extensions":{"code":"NOT_IMPLEMENTED"}}]}"#,

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -18,6 +18,8 @@ use glommio::timer::Timer;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use super::Mailbox;
+use super::deadlines::{Deadline, Deadlines};
+use crate::auth::{Auth, AuthError, Identity};
 use crate::config::Config;
 use crate::protocol::transport::close as gql_close;
 use crate::protocol::{Action, GraphqlError, Session};
@@ -40,21 +42,28 @@ thread_local! {
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
-/// What the connection's single timer is counting down to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Deadline {
-    /// `connection_init` must arrive before it fires (4408).
-    Init,
-    /// The legacy protocol's next `ka`.
-    Keepalive,
-    /// The peer must answer our close frame before it fires.
-    CloseReply,
+/// What a WebSocket connection is given by the HTTP phase that upgraded it.
+pub struct Upgrade<'a> {
+    pub stream: TcpStream,
+    /// Bytes the client sent after its upgrade request.
+    pub leftover: Vec<u8>,
+    pub protocol: Option<SubProtocol>,
+    /// The upgrade request's `Authorization` header, used when `connection_init` carries no
+    /// credentials.
+    pub authorization: Option<String>,
+    pub config: &'a Config,
+    pub auth: &'a Auth,
+    pub mailbox: &'a Mailbox,
 }
 
 pub struct WsConn<'a> {
     stream: TcpStream,
     config: &'a Config,
+    auth: &'a Auth,
     mailbox: &'a Mailbox,
+    authorization: Option<String>,
+    /// Who the client is, once `connection_init` was accepted.
+    identity: Option<Identity>,
     /// Bytes of a frame that has not fully arrived yet.
     inbuf: Vec<u8>,
     /// Encoded frames waiting for the socket; `written` of them have gone out.
@@ -64,29 +73,30 @@ pub struct WsConn<'a> {
     close: CloseHandshake,
     /// `None` when the client offered no sub-protocol we speak: it is closed with 4406.
     session: Option<Session>,
-    timer: Option<(Deadline, Timer)>,
+    deadlines: Deadlines,
+    /// Armed for `deadlines.next()`, at the instant it was armed for.
+    timer: Option<(Instant, Timer)>,
     /// Scratch list of protocol actions, reused between messages.
     actions: Vec<Action>,
 }
 
 impl<'a> WsConn<'a> {
-    pub fn new(
-        stream: TcpStream,
-        leftover: Vec<u8>,
-        protocol: Option<SubProtocol>,
-        config: &'a Config,
-        mailbox: &'a Mailbox,
-    ) -> WsConn<'a> {
+    pub fn new(up: Upgrade<'a>) -> WsConn<'a> {
+        let config = up.config;
         let mut conn = WsConn {
-            stream,
+            stream: up.stream,
             config,
-            mailbox,
-            inbuf: leftover,
+            auth: up.auth,
+            mailbox: up.mailbox,
+            authorization: up.authorization,
+            identity: None,
+            inbuf: up.leftover,
             outbuf: Vec::new(),
             written: 0,
             decoder: Decoder::new(config.max_message_bytes),
             close: CloseHandshake::default(),
-            session: protocol.map(Session::new),
+            session: up.protocol.map(Session::new),
+            deadlines: Deadlines::default(),
             timer: None,
             actions: Vec::new(),
         };
@@ -138,12 +148,7 @@ impl<'a> WsConn<'a> {
             self.close_with(close_code::GOING_AWAY, "server shutting down");
             return Turn::Again;
         }
-        if let Some((deadline, timer)) = &mut self.timer
-            && Pin::new(timer).poll(cx).is_ready()
-        {
-            let deadline = *deadline;
-            self.timer = None;
-            self.on_deadline(deadline);
+        if self.poll_deadlines(cx) {
             return Turn::Again;
         }
         // A client that does not read its replies stops being read, so what we owe it
@@ -268,12 +273,25 @@ impl<'a> WsConn<'a> {
             match action {
                 Action::Send(text) => self.send_text(&text),
                 Action::Close(code, reason) => self.close_with(code, &reason),
-                Action::Init(_payload) => {
-                    session.accept_init(&mut self.actions);
-                    self.timer = None;
-                    if session.keepalive().is_some() && !self.config.keepalive_interval.0.is_zero()
-                    {
-                        self.arm(Deadline::Keepalive, self.config.keepalive_interval.0);
+                Action::Init { credentials } => {
+                    self.deadlines.clear(Deadline::Init);
+                    let credentials = credentials.or_else(|| self.authorization.take());
+                    match self.auth.authenticate(credentials.as_deref()) {
+                        Ok(identity) => {
+                            session.accept_init(&mut self.actions);
+                            let keepalive = self.config.keepalive_interval.0;
+                            if session.keepalive().is_some() && !keepalive.is_zero() {
+                                self.arm(Deadline::Keepalive, keepalive);
+                            }
+                            if let Some(exp) = identity.expires_at {
+                                self.arm(Deadline::TokenExpiry, until_unix(exp));
+                            }
+                            self.identity = Some(identity);
+                        }
+                        Err(err) => {
+                            log::debug!("connection_init refused: {} ({err})", err.code());
+                            session.reject_init(&err.to_string(), &mut self.actions);
+                        }
                     }
                 }
                 Action::Start { id, .. } => {
@@ -293,11 +311,40 @@ impl<'a> WsConn<'a> {
         self.actions.clear();
     }
 
+    /// Polls the timer and acts on every deadline that is due. True if one was.
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(next) = self.deadlines.next() else {
+            self.timer = None;
+            return false;
+        };
+        if !matches!(&self.timer, Some((armed, _)) if *armed == next) {
+            self.timer = Some((
+                next,
+                Timer::new(next.saturating_duration_since(Instant::now())),
+            ));
+        }
+        let Some((_, timer)) = &mut self.timer else {
+            return false;
+        };
+        if Pin::new(timer).poll(cx).is_pending() {
+            return false;
+        }
+        self.timer = None;
+        let now = Instant::now();
+        while let Some(due) = self.deadlines.pop_due(now) {
+            self.on_deadline(due);
+        }
+        true
+    }
+
     fn on_deadline(&mut self, deadline: Deadline) {
         match deadline {
             Deadline::Init => {
                 let (code, reason) = Session::INIT_TIMEOUT;
                 self.close_with(code, reason);
+            }
+            Deadline::TokenExpiry => {
+                self.close_with(gql_close::FORBIDDEN, &AuthError::Expired.to_string());
             }
             Deadline::Keepalive => {
                 if let Some(ka) = self.session.as_ref().and_then(Session::keepalive) {
@@ -310,7 +357,7 @@ impl<'a> WsConn<'a> {
     }
 
     fn arm(&mut self, deadline: Deadline, after: Duration) {
-        self.timer = Some((deadline, Timer::new(after)));
+        self.deadlines.set(deadline, Instant::now() + after);
     }
 
     fn send_text(&mut self, text: &str) {
@@ -330,6 +377,14 @@ impl<'a> WsConn<'a> {
             self.arm(Deadline::CloseReply, self.config.close_timeout.0);
         }
     }
+}
+
+/// Time from now until `unix_secs`; zero if it has passed.
+fn until_unix(unix_secs: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(unix_secs).saturating_sub(now)
 }
 
 enum Turn {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use simd_json::prelude::*;
 
 use super::transport::close;
-use super::{Action, GraphqlError, operation_request, typed_message};
+use super::{Action, GraphqlError, credentials, operation_request, typed_message};
 use crate::http::push_json_string;
 use crate::websocket::close_code;
 
@@ -65,8 +65,9 @@ impl LegacySession {
             Some("connection_init") => match self.state {
                 State::AwaitingInit => {
                     self.state = State::Initialising;
-                    let payload = message.get("payload").filter(|p| p.is_object());
-                    out.push(Action::Init(payload.map(|p| p.encode())));
+                    out.push(Action::Init {
+                        credentials: credentials(message.get("payload")),
+                    });
                 }
                 State::Initialising => {}
                 State::Acknowledged => self.accept_init(out),
@@ -172,8 +173,13 @@ mod tests {
     fn acknowledged() -> LegacySession {
         let mut s = LegacySession::default();
         assert_eq!(
-            send(&mut s, r#"{"type":"connection_init","payload":{}}"#),
-            [Action::Init(Some("{}".into()))]
+            send(
+                &mut s,
+                r#"{"type":"connection_init","payload":{"headers":{"Authorization":"Bearer t"}}}"#
+            ),
+            [Action::Init {
+                credentials: Some("Bearer t".into())
+            }]
         );
         let mut out = Vec::new();
         s.accept_init(&mut out);

@@ -35,10 +35,10 @@ pub enum Action {
     Send(String),
     /// Close the socket with this code and reason.
     Close(u16, String),
-    /// The client asked to connect with this `connection_init` payload (JSON text, if any).
-    /// The connection decides and answers with [`Session::accept_init`] or
+    /// The client asked to connect, presenting these credentials (`Bearer <token>`), if
+    /// any. The connection decides and answers with [`Session::accept_init`] or
     /// [`Session::reject_init`].
-    Init(Option<String>),
+    Init { credentials: Option<String> },
     /// Run an operation under this id.
     Start {
         id: String,
@@ -227,6 +227,19 @@ fn operation_request(payload: Option<&BorrowedValue<'_>>) -> Result<OperationReq
         variables,
         operation_name,
     })
+}
+
+/// The credentials in a `connection_init` payload: `authorization` as the product docs
+/// show it, or `headers.Authorization` as some Apollo set-ups send it (either case).
+fn credentials(payload: Option<&BorrowedValue<'_>>) -> Option<String> {
+    let find = |object: &BorrowedValue<'_>| {
+        ["authorization", "Authorization"]
+            .iter()
+            .find_map(|key| object.get(*key).and_then(|v| v.as_str()))
+            .map(str::to_owned)
+    };
+    let payload = payload?;
+    find(payload).or_else(|| payload.get("headers").and_then(find))
 }
 
 /// A message's `payload` when it must be an object or absent/null, as JSON text.

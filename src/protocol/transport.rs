@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use simd_json::prelude::*;
 
-use super::{Action, GraphqlError, operation_request, optional_object, typed_message};
+use super::{Action, GraphqlError, credentials, operation_request, optional_object, typed_message};
 use crate::http::push_json_string;
 
 /// Close codes of the protocol.
@@ -91,7 +91,9 @@ impl TransportSession {
                     }
                     "connection_init" => {
                         self.state = State::Initialising;
-                        out.push(Action::Init(payload));
+                        out.push(Action::Init {
+                            credentials: credentials(message.get("payload")),
+                        });
                     }
                     "ping" => out.push(Action::Send(typed_message("pong", payload.as_deref()))),
                     _ => {}
@@ -186,7 +188,9 @@ mod tests {
                 &mut s,
                 r#"{"type":"connection_init","payload":{"authorization":"Bearer x"}}"#
             ),
-            [Action::Init(Some(r#"{"authorization":"Bearer x"}"#.into()))]
+            [Action::Init {
+                credentials: Some("Bearer x".into())
+            }]
         );
         let mut out = Vec::new();
         s.accept_init(&mut out);
