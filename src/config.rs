@@ -218,6 +218,10 @@ settings! {
     shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
+    /// Most open connections on the whole server (each shard takes an equal share); 0 means no limit beyond the process's file descriptors.
+    max_connections: usize = "POSTRUST_MAX_CONNECTIONS", "0";
+    /// Most open connections on one shard; 0 means no limit of its own.
+    max_connections_per_shard: usize = "POSTRUST_MAX_CONNECTIONS_PER_SHARD", "0";
     /// HMAC secret (at least 32 bytes) that HS256/384/512 tokens are verified with.
     jwt_secret: Secret = "POSTRUST_JWT_SECRET", "";
     /// Public key for RS256/384/512 or ES256/384 tokens: PEM text, a JWKS document, or the path of a file holding either.

@@ -28,6 +28,8 @@ use crate::connection::{self, Mailbox, ShardContext};
 
 /// Pause after a failed accept (out of file descriptors, most likely) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Least time between two log lines about refused connections.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How often a draining shard checks whether its connections have all closed.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
 
@@ -189,8 +191,20 @@ async fn shard_main(
     }
 }
 
+/// The most connections one shard holds: its own limit, and its share of the total.
+fn connection_cap(config: &Config) -> usize {
+    let unlimited = |n: usize| if n == 0 { usize::MAX } else { n };
+    let share = match config.max_connections {
+        0 => usize::MAX,
+        total => total.div_ceil(config.shard_count()),
+    };
+    unlimited(config.max_connections_per_shard).min(share)
+}
+
 async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: Registry) {
+    let cap = connection_cap(&shard.config);
     let mut next_id: u64 = 0;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -200,6 +214,18 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: R
                 continue;
             }
         };
+        if registry.borrow().len() >= cap {
+            // Refused with a response rather than a reset, so clients (graphql-ws retries
+            // on it) and operators can tell a full server from a dead one.
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                log::warn!(
+                    "connection limit of {cap} on this shard reached; refusing new connections"
+                );
+                last_refusal_log = Some(Instant::now());
+            }
+            glommio::spawn_local(connection::refuse_full(stream)).detach();
+            continue;
+        }
         next_id += 1;
         let id = next_id;
         let mailbox = Rc::new(Mailbox::default());
@@ -239,5 +265,44 @@ fn wait_for_stop_signal(signals: &SignalSet) {
     let rc = unsafe { libc::sigwait(&signals.0, &mut signal) };
     if rc == 0 {
         log::info!("received signal {signal}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(vars: &[(&str, &str)]) -> usize {
+        let config = Config::from_lookup(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        connection_cap(&config)
+    }
+
+    #[test]
+    fn each_shard_takes_its_share_of_the_total_and_its_own_limit() {
+        assert_eq!(cap(&[("POSTRUST_SHARDS", "2")]), usize::MAX);
+        assert_eq!(
+            cap(&[("POSTRUST_SHARDS", "2"), ("POSTRUST_MAX_CONNECTIONS", "5")]),
+            3
+        );
+        assert_eq!(
+            cap(&[
+                ("POSTRUST_SHARDS", "4"),
+                ("POSTRUST_MAX_CONNECTIONS_PER_SHARD", "10")
+            ]),
+            10
+        );
+        assert_eq!(
+            cap(&[
+                ("POSTRUST_SHARDS", "2"),
+                ("POSTRUST_MAX_CONNECTIONS", "100"),
+                ("POSTRUST_MAX_CONNECTIONS_PER_SHARD", "30"),
+            ]),
+            30
+        );
     }
 }

@@ -172,3 +172,21 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
         "{err}"
     );
 }
+
+#[test]
+fn connections_over_the_limit_get_503() {
+    let server = Server::start(&[("POSTRUST_SHARDS", "1"), ("POSTRUST_MAX_CONNECTIONS", "2")]);
+    // Two connections held open (the health check's connection has closed by now).
+    let held: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = exchange(&mut server.connect(), b"GET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(status_of(&refused), 503, "{refused}");
+    assert!(refused.contains("Retry-After: 1\r\n"));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    let ok = exchange(
+        &mut server.connect(),
+        b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&ok), 200, "room again once they closed: {ok}");
+}

@@ -134,6 +134,16 @@ pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, mailbox: Rc<Mailb
     }
 }
 
+/// Answers a connection the shard has no room for with 503 and closes it.
+pub async fn refuse_full(mut stream: TcpStream) {
+    let resp = Response::error(Status::ServiceUnavailable, "server at its connection limit")
+        .with_header("Retry-After: 1")
+        .closing();
+    let mut out = Vec::new();
+    resp.encode(false, &mut out);
+    let _ = stream.write_all(&out).await;
+}
+
 /// What reading a request produced.
 enum Read {
     Request {
