@@ -218,6 +218,8 @@ settings! {
     shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
+    /// Channel the change triggers notify on and the server listens to.
+    notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
     /// Most open connections on the whole server (each shard takes an equal share); 0 means no limit beyond the process's file descriptors.
     max_connections: usize = "POSTRUST_MAX_CONNECTIONS", "0";
     /// Most open connections on one shard; 0 means no limit of its own.

@@ -18,15 +18,19 @@
 //! - [`shard`]: the thread-per-core runtime. One glommio executor per core, each accepting on
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
+//! - [`change`]: what a `NOTIFY` payload says about a committed write.
+//! - [`triggers`]: the project's own change trigger (`postrust triggers sql`).
 //!
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
 
 pub mod auth;
+pub mod change;
 pub mod config;
 pub mod connection;
 pub mod http;
 pub mod logging;
 pub mod protocol;
 pub mod shard;
+pub mod triggers;
 pub mod websocket;

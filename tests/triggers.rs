@@ -1,0 +1,162 @@
+//! The change triggers against a real PostgreSQL: the docs page's function exactly as it is
+//! written there, and the project's own, including a row too large for NOTIFY.
+
+mod support;
+
+use std::process::Command;
+
+use postrust::change::{self, Operation};
+use simd_json::prelude::*;
+use support::pg;
+
+/// The trigger function from the product docs page, verbatim.
+const DOCS_TRIGGER: &str = r#"
+-- Notification function
+CREATE OR REPLACE FUNCTION notify_table_change()
+RETURNS TRIGGER AS $$
+BEGIN
+PERFORM pg_notify(
+'table_change',
+json_build_object(
+'table', TG_TABLE_NAME,
+'operation', TG_OP,
+'data', CASE
+WHEN TG_OP = 'DELETE' THEN row_to_json(OLD)
+ELSE row_to_json(NEW)
+END
+)::text
+);
+RETURN COALESCE(NEW, OLD);
+END;
+$$ LANGUAGE plpgsql;
+-- Apply to table
+CREATE TRIGGER orders_notify
+AFTER INSERT OR UPDATE OR DELETE ON orders
+FOR EACH ROW EXECUTE FUNCTION notify_table_change();
+"#;
+
+const TABLE: &str = "CREATE TABLE orders (id serial PRIMARY KEY, status text NOT NULL, note text);";
+
+/// Runs `script` in one psql session after `LISTEN table_change`, and returns the payloads
+/// of the notifications psql reports, in order.
+fn notifications(url: &str, script: &str) -> Vec<String> {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url])
+        .arg("-c")
+        .arg("LISTEN table_change")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let rest =
+                l.strip_prefix("Asynchronous notification \"table_change\" with payload \"")?;
+            Some(rest[..rest.rfind("\" received from server process")?].to_owned())
+        })
+        .collect()
+}
+
+fn decode(payload: &str) -> change::Change {
+    change::decode(&mut payload.as_bytes().to_vec()).unwrap_or_else(|d| panic!("{payload}: {d:?}"))
+}
+
+#[test]
+fn the_docs_page_trigger_works_unchanged() {
+    let cluster = pg::cluster();
+    let url = cluster.fresh_database("docs_trigger");
+    cluster.psql(&url, TABLE);
+    cluster.psql(&url, DOCS_TRIGGER);
+    let payloads = notifications(
+        &url,
+        "INSERT INTO orders (status) VALUES ('pending'); \
+         UPDATE orders SET status = 'paid'; DELETE FROM orders;",
+    );
+    assert_eq!(payloads.len(), 3, "{payloads:?}");
+    let ops: Vec<_> = payloads.iter().map(|p| decode(p)).collect();
+    assert_eq!(ops[0].operation, Operation::Insert);
+    assert_eq!(ops[0].table, "orders");
+    assert_eq!(ops[0].schema, None);
+    let status = |row: &Option<simd_json::OwnedValue>| {
+        row.as_ref()
+            .unwrap()
+            .get("status")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(status(&ops[0].new).as_deref(), Some("pending"));
+    assert_eq!(ops[1].operation, Operation::Update);
+    assert_eq!(status(&ops[1].new).as_deref(), Some("paid"));
+    assert_eq!(ops[2].operation, Operation::Delete);
+    assert_eq!(status(&ops[2].old).as_deref(), Some("paid"));
+}
+
+#[test]
+fn the_project_trigger_adds_schema_old_rows_and_survives_large_rows() {
+    let cluster = pg::cluster();
+    let url = cluster.fresh_database("own_trigger");
+    cluster.psql(&url, TABLE);
+    let sql = Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .args(["triggers", "sql", "orders"])
+        .output()
+        .unwrap();
+    assert!(sql.status.success());
+    cluster.psql(&url, &String::from_utf8(sql.stdout).unwrap());
+    // Twice: attaching again replaces the triggers instead of failing or doubling them.
+    let again = Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .args(["triggers", "sql", "public.orders"])
+        .output()
+        .unwrap();
+    cluster.psql(&url, &String::from_utf8(again.stdout).unwrap());
+
+    let big = "x".repeat(20_000);
+    let payloads = notifications(
+        &url,
+        &format!(
+            "INSERT INTO orders (status) VALUES ('pending'); \
+             UPDATE orders SET status = 'paid' WHERE id = 1; \
+             INSERT INTO orders (status, note) VALUES ('big', '{big}'); \
+             UPDATE orders SET note = note || 'y' WHERE id = 2; \
+             DELETE FROM orders WHERE id = 1; \
+             TRUNCATE orders;"
+        ),
+    );
+    assert_eq!(payloads.len(), 6, "{payloads:?}");
+    let changes: Vec<_> = payloads.iter().map(|p| decode(p)).collect();
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.schema.as_deref() == Some("public") && c.table == "orders")
+    );
+
+    let update = &changes[1];
+    let field = |row: &Option<simd_json::OwnedValue>, key: &str| {
+        row.as_ref().and_then(|r| r.get(key)).map(|v| v.encode())
+    };
+    assert_eq!(
+        field(&update.old, "status").as_deref(),
+        Some(r#""pending""#)
+    );
+    assert_eq!(field(&update.new, "status").as_deref(), Some(r#""paid""#));
+    assert!(!update.truncated);
+
+    // The 20 kB row: the write succeeded and the payload carries the key alone.
+    for c in &changes[2..4] {
+        assert!(c.truncated, "{c:?}");
+        assert!(payloads.iter().all(|p| p.len() < 8000));
+        assert_eq!(field(&c.new, "id").as_deref(), Some("2"));
+        assert_eq!(field(&c.new, "note"), None);
+    }
+    assert_eq!(field(&changes[3].old, "id").as_deref(), Some("2"));
+
+    assert_eq!(changes[4].operation, Operation::Delete);
+    assert_eq!(field(&changes[4].old, "id").as_deref(), Some("1"));
+    assert_eq!(changes[5].operation, Operation::Truncate);
+    assert_eq!(cluster.psql(&url, "SELECT count(*) FROM orders"), "0");
+}
