@@ -212,6 +212,10 @@ settings! {
     connection_init_timeout: Millis = "POSTRUST_CONNECTION_INIT_TIMEOUT_MS", "3000";
     /// Interval of the legacy protocol's `ka` keep-alive message; 0 turns it off.
     keepalive_interval: Millis = "POSTRUST_KEEPALIVE_MS", "25000";
+    /// Time a WebSocket may go without its queued bytes draining into the socket; then it is dropped (the client reconnects and gets fresh results).
+    send_timeout: Millis = "POSTRUST_SEND_TIMEOUT_MS", "10000";
+    /// Bytes of frames a connection encodes from its outbox at a time; larger batches mean fewer writes per busy socket.
+    write_batch_bytes: usize = "POSTRUST_WRITE_BATCH_BYTES", "65536";
     /// Time a closing WebSocket waits for the peer's close frame before the socket is dropped.
     close_timeout: Millis = "POSTRUST_CLOSE_TIMEOUT_MS", "2000";
     /// Time shutdown waits for open connections to finish their close handshake.

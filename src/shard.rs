@@ -24,7 +24,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::connection::{self, Mailbox, ShardContext};
+use crate::connection::{self, Outbox, ShardContext};
 
 /// Pause after a failed accept (out of file descriptors, most likely) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -144,7 +144,7 @@ fn probe_listen_address(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
 }
 
 /// The connections a shard owns, by id, so shutdown can reach them.
-type Registry = Rc<RefCell<HashMap<u64, Rc<Mailbox>>>>;
+type Registry = Rc<RefCell<HashMap<u64, Rc<Outbox>>>>;
 
 async fn shard_main(
     config: Arc<Config>,
@@ -178,8 +178,8 @@ async fn shard_main(
     let _ = control.recv_async().await;
     drop(acceptor);
     let open = registry.borrow().len();
-    for mailbox in registry.borrow().values() {
-        mailbox.go_away();
+    for outbox in registry.borrow().values() {
+        outbox.go_away();
     }
     let deadline = Instant::now() + local.config.shutdown_grace.0;
     while !registry.borrow().is_empty() && Instant::now() < deadline {
@@ -228,12 +228,12 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: R
         }
         next_id += 1;
         let id = next_id;
-        let mailbox = Rc::new(Mailbox::default());
-        registry.borrow_mut().insert(id, Rc::clone(&mailbox));
+        let outbox = Rc::new(Outbox::default());
+        registry.borrow_mut().insert(id, Rc::clone(&outbox));
         let shard = Rc::clone(&shard);
         let registry = Rc::clone(&registry);
         glommio::spawn_local(async move {
-            connection::serve(stream, shard, mailbox).await;
+            connection::serve(stream, shard, outbox).await;
             registry.borrow_mut().remove(&id);
         })
         .detach();

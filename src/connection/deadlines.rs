@@ -13,25 +13,32 @@ pub enum Deadline {
     CloseReply,
     /// The client's token expires (4403).
     TokenExpiry,
+    /// Queued bytes have made no progress into the socket since the send timeout began.
+    SendStall,
 }
 
-const ALL: [Deadline; 4] = [
+const ALL: [Deadline; 5] = [
     Deadline::Init,
     Deadline::Keepalive,
     Deadline::CloseReply,
     Deadline::TokenExpiry,
+    Deadline::SendStall,
 ];
 
 /// At most one instant per kind of deadline. The connection keeps a single timer armed
 /// for [`Deadlines::next`], which is cheaper than one timer per kind on every socket.
 #[derive(Debug, Default)]
 pub struct Deadlines {
-    at: [Option<Instant>; 4],
+    at: [Option<Instant>; 5],
 }
 
 impl Deadlines {
     pub fn set(&mut self, which: Deadline, at: Instant) {
         self.at[which as usize] = Some(at);
+    }
+
+    pub fn is_set(&self, which: Deadline) -> bool {
+        self.at[which as usize].is_some()
     }
 
     pub fn clear(&mut self, which: Deadline) {

@@ -7,11 +7,12 @@
 //! closes.
 
 mod deadlines;
+mod outbox;
 mod websocket;
 
-use std::cell::{Cell, RefCell};
+pub use outbox::{Outbox, SharedPayload, SlotId};
+
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,46 +25,6 @@ use crate::http::{self, RequestHead, Response, Route, Status};
 
 /// Bytes asked of the socket per read in the HTTP phase.
 const HTTP_READ_CHUNK: usize = 4096;
-
-/// The shard's handle on one connection: how the shard reaches it from outside its task.
-#[derive(Debug, Default)]
-pub struct Mailbox {
-    /// Set by the shard at shutdown; the connection closes with 1001 when it sees it.
-    going_away: Cell<bool>,
-    /// The connection task's waker, stored each time it parks; whoever changes the mailbox
-    /// wakes it.
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Mailbox {
-    /// Asks the connection to close (server shutdown) and wakes it.
-    pub fn go_away(&self) {
-        self.going_away.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    /// Resolves once shutdown has asked this connection to go away.
-    async fn gone_away(&self) {
-        future::poll_fn(|cx| {
-            if self.going_away.get() {
-                Poll::Ready(())
-            } else {
-                self.park(cx.waker());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    fn park(&self, waker: &Waker) {
-        let mut slot = self.waker.borrow_mut();
-        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *slot = Some(waker.clone());
-        }
-    }
-}
 
 /// What every connection on a shard shares: read-only after start-up.
 pub struct ShardContext {
@@ -99,7 +60,7 @@ enum End {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, mailbox: Rc<Mailbox>) {
+pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, outbox: Rc<Outbox>) {
     let config = &shard.config;
     let peer = stream
         .peer_addr()
@@ -107,7 +68,7 @@ pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, mailbox: Rc<Mailb
     let _ = stream.set_nodelay(true);
     // Boxed so that its buffers live only as long as the HTTP phase: a task's future is as
     // large as its largest state, and a WebSocket may live for days.
-    let end = Box::pin(serve_http(stream, &shard, &mailbox)).await;
+    let end = Box::pin(serve_http(stream, &shard, &outbox)).await;
     match end {
         End::Upgraded {
             stream,
@@ -122,7 +83,7 @@ pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, mailbox: Rc<Mailb
                 authorization,
                 config,
                 auth: &shard.auth,
-                mailbox: &mailbox,
+                outbox: &outbox,
             })
             .run()
             .await;
@@ -156,11 +117,11 @@ enum Read {
     Refuse(Response),
 }
 
-async fn serve_http(mut stream: TcpStream, shard: &ShardContext, mailbox: &Mailbox) -> End {
+async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox) -> End {
     let config = &shard.config;
     let mut buf = Vec::new();
     loop {
-        if mailbox.going_away.get() {
+        if outbox.is_going_away() {
             return End::Finished;
         }
         // The deadline covers the whole request, head and body, so a client that trickles
@@ -174,7 +135,7 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, mailbox: &Mailb
                     None
                 },
                 async {
-                    mailbox.gone_away().await;
+                    outbox.gone_away().await;
                     Some(Ok(Read::Closed))
                 },
             ),

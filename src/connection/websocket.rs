@@ -17,7 +17,7 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
-use super::Mailbox;
+use super::Outbox;
 use super::deadlines::{Deadline, Deadlines};
 use crate::auth::{Auth, AuthError, Identity};
 use crate::config::Config;
@@ -53,14 +53,14 @@ pub struct Upgrade<'a> {
     pub authorization: Option<String>,
     pub config: &'a Config,
     pub auth: &'a Auth,
-    pub mailbox: &'a Mailbox,
+    pub outbox: &'a Outbox,
 }
 
 pub struct WsConn<'a> {
     stream: TcpStream,
     config: &'a Config,
     auth: &'a Auth,
-    mailbox: &'a Mailbox,
+    outbox: &'a Outbox,
     authorization: Option<String>,
     /// Who the client is, once `connection_init` was accepted.
     identity: Option<Identity>,
@@ -78,6 +78,8 @@ pub struct WsConn<'a> {
     timer: Option<(Instant, Timer)>,
     /// Scratch list of protocol actions, reused between messages.
     actions: Vec<Action>,
+    /// The socket stopped draining for longer than the send timeout: drop it.
+    stalled: bool,
 }
 
 impl<'a> WsConn<'a> {
@@ -87,7 +89,7 @@ impl<'a> WsConn<'a> {
             stream: up.stream,
             config,
             auth: up.auth,
-            mailbox: up.mailbox,
+            outbox: up.outbox,
             authorization: up.authorization,
             identity: None,
             inbuf: up.leftover,
@@ -99,6 +101,7 @@ impl<'a> WsConn<'a> {
             deadlines: Deadlines::default(),
             timer: None,
             actions: Vec::new(),
+            stalled: false,
         };
         if conn.session.is_some() {
             conn.arm(Deadline::Init, config.connection_init_timeout.0);
@@ -128,7 +131,7 @@ impl<'a> WsConn<'a> {
             match self.turn(cx) {
                 Turn::Again => continue,
                 Turn::Park => {
-                    self.mailbox.park(cx.waker());
+                    self.outbox.park(cx.waker());
                     return Poll::Pending;
                 }
                 Turn::Over => return Poll::Ready(()),
@@ -139,12 +142,15 @@ impl<'a> WsConn<'a> {
     }
 
     fn turn(&mut self, cx: &mut Context<'_>) -> Turn {
+        if self.stalled {
+            return Turn::Over;
+        }
         match self.flush(cx) {
             Poll::Ready(Err(_)) => return Turn::Over,
             Poll::Ready(Ok(())) if self.close.state() == CloseState::Done => return Turn::Over,
             _ => {}
         }
-        if self.mailbox.going_away.get() && self.close.is_open() {
+        if self.outbox.is_going_away() && self.close.is_open() {
             self.close_with(close_code::GOING_AWAY, "server shutting down");
             return Turn::Again;
         }
@@ -163,16 +169,37 @@ impl<'a> WsConn<'a> {
         }
     }
 
-    /// Writes queued bytes until the socket would block.
+    /// Writes until the socket would block, refilling from the outbox in batches while the
+    /// connection is open. A write that makes no progress for the send timeout ends the
+    /// connection (see [`Deadline::SendStall`]).
     fn flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while self.written < self.outbuf.len() {
+        let batch = self.config.write_batch_bytes;
+        loop {
+            if self.close.is_open() && self.outbuf.len() - self.written < batch {
+                if self.written > 0 {
+                    self.outbuf.drain(..self.written);
+                    self.written = 0;
+                }
+                self.outbox.fill(&mut self.outbuf, batch);
+            }
+            if self.written == self.outbuf.len() {
+                break;
+            }
             match Pin::new(&mut self.stream).poll_write(cx, &self.outbuf[self.written..]) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Ok(n)) => {
+                    self.written += n;
+                    self.deadlines.clear(Deadline::SendStall);
+                }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if !self.deadlines.is_set(Deadline::SendStall) {
+                        self.arm(Deadline::SendStall, self.config.send_timeout.0);
+                    }
+                    return Poll::Pending;
+                }
             }
         }
         if self.outbuf.capacity() > RETAINED_WRITE_BUFFER {
@@ -353,6 +380,15 @@ impl<'a> WsConn<'a> {
                 }
             }
             Deadline::CloseReply => self.close.abandon(),
+            Deadline::SendStall => {
+                // The peer reads nothing, so a close frame would not reach it either.
+                log::debug!(
+                    "closing a connection that has not drained for {:?}",
+                    self.config.send_timeout.0
+                );
+                self.close.abandon();
+                self.stalled = true;
+            }
         }
     }
 
@@ -390,7 +426,7 @@ fn until_unix(unix_secs: u64) -> Duration {
 enum Turn {
     /// Progress was made; go round again.
     Again,
-    /// Nothing to do until the socket, the timer or the mailbox wakes the task.
+    /// Nothing to do until the socket, the timer or the outbox wakes the task.
     Park,
     /// The connection is over.
     Over,
