@@ -19,12 +19,15 @@
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
 //! - [`change`]: what a `NOTIFY` payload says about a committed write.
+//! - [`broadcast`]: the leader's fan-out of change events to the shards, coalescing per
+//!   table for a shard that lags instead of waiting for it.
 //! - [`triggers`]: the project's own change trigger (`postrust triggers sql`).
 //!
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
 
 pub mod auth;
+pub mod broadcast;
 pub mod change;
 pub mod config;
 pub mod connection;
