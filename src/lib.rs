@@ -32,6 +32,7 @@ pub mod change;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod live;
 pub mod logging;
 pub mod protocol;
 pub mod shard;

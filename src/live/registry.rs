@@ -1,0 +1,475 @@
+//! A shard's live queries: shared by key, indexed by the tables they read, marked dirty by
+//! changes, and fed results that are fanned out to their subscribers.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::connection::{Outbox, SharedPayload, SlotId};
+use crate::protocol::GraphqlError;
+
+/// What makes two subscriptions the same live query: identical operation, variables, role
+/// and claims. Anything less could show one client rows meant for another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LiveKey {
+    /// The operation text and the name of the operation to run in it.
+    pub operation: Box<str>,
+    /// Canonical JSON of the variables.
+    pub variables: Box<str>,
+    pub role: Option<Box<str>>,
+    pub claims: Box<str>,
+}
+
+/// A base table, schema-qualified.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableRef {
+    pub schema: String,
+    pub table: String,
+}
+
+/// How to compute a live query's result, from the GraphQL engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// One statement whose single value is the JSON of the response's `data`.
+    pub sql: String,
+    pub params: Vec<Option<String>>,
+    /// Every base table the statement reads (views resolved, nested relations included).
+    pub tables: Vec<TableRef>,
+}
+
+/// A refresh to run: the statement, and who it runs as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: LiveId,
+    pub sql: String,
+    pub params: Vec<Option<String>>,
+    pub role: Option<String>,
+    pub claims: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LiveId(usize);
+
+struct Subscriber {
+    outbox: Rc<Outbox>,
+    slot: SlotId,
+}
+
+struct LiveQuery {
+    key: LiveKey,
+    plan: Plan,
+    subscribers: Vec<Subscriber>,
+    /// The last result sent, `{"data":…}`; new subscribers get it at once.
+    last: Option<SharedPayload>,
+    /// A refresh is wanted (in `Registry::dirty` unless `refreshing`).
+    dirty: bool,
+    /// A refresh is running; a change meanwhile sets `dirty` so another one follows.
+    refreshing: bool,
+}
+
+/// What a refresh produced.
+pub enum Outcome {
+    /// The `data` JSON of the result.
+    Data(String),
+    /// The query failed for good (a permission revoked, a table dropped): subscribers get
+    /// these errors and the live query ends.
+    Failed(Rc<[GraphqlError]>),
+}
+
+#[derive(Default)]
+pub struct Registry {
+    queries: Vec<Option<LiveQuery>>,
+    free: Vec<usize>,
+    by_key: HashMap<LiveKey, LiveId>,
+    /// Table name to the live queries reading it, with the schema. Keyed by name first
+    /// because the docs page's trigger does not send the schema.
+    by_table: HashMap<String, Vec<(String, LiveId)>>,
+    /// Live queries waiting for a refresh, oldest first.
+    dirty: Vec<LiveId>,
+}
+
+impl Registry {
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Adds a subscriber. A new live query is created (and made dirty, so it runs at the
+    /// next refresh); an existing one hands the subscriber its last result at once.
+    pub fn subscribe(
+        &mut self,
+        key: LiveKey,
+        plan: impl FnOnce() -> Plan,
+        outbox: &Rc<Outbox>,
+        slot: SlotId,
+    ) -> LiveId {
+        let subscriber = Subscriber {
+            outbox: Rc::clone(outbox),
+            slot,
+        };
+        if let Some(&id) = self.by_key.get(&key) {
+            let q = self.get_mut(id);
+            if let Some(last) = &q.last {
+                outbox.deliver(slot, last);
+            }
+            q.subscribers.push(subscriber);
+            return id;
+        }
+        let plan = plan();
+        let id = match self.free.pop() {
+            Some(i) => LiveId(i),
+            None => {
+                self.queries.push(None);
+                LiveId(self.queries.len() - 1)
+            }
+        };
+        for t in &plan.tables {
+            self.by_table
+                .entry(t.table.clone())
+                .or_default()
+                .push((t.schema.clone(), id));
+        }
+        self.by_key.insert(key.clone(), id);
+        self.queries[id.0] = Some(LiveQuery {
+            key,
+            plan,
+            subscribers: vec![subscriber],
+            last: None,
+            dirty: false,
+            refreshing: false,
+        });
+        self.mark(id);
+        id
+    }
+
+    /// Removes a subscriber; the live query goes when its last subscriber does.
+    pub fn unsubscribe(&mut self, id: LiveId, outbox: &Rc<Outbox>, slot: SlotId) {
+        let Some(Some(q)) = self.queries.get_mut(id.0) else {
+            return;
+        };
+        q.subscribers
+            .retain(|s| !(Rc::ptr_eq(&s.outbox, outbox) && s.slot == slot));
+        if q.subscribers.is_empty() {
+            self.remove(id);
+        }
+    }
+
+    fn remove(&mut self, id: LiveId) {
+        let Some(q) = self.queries[id.0].take() else {
+            return;
+        };
+        self.by_key.remove(&q.key);
+        for t in &q.plan.tables {
+            if let Some(list) = self.by_table.get_mut(&t.table) {
+                list.retain(|(_, other)| *other != id);
+                if list.is_empty() {
+                    self.by_table.remove(&t.table);
+                }
+            }
+        }
+        self.dirty.retain(|d| *d != id);
+        self.free.push(id.0);
+    }
+
+    fn get_mut(&mut self, id: LiveId) -> &mut LiveQuery {
+        self.queries[id.0].as_mut().expect("live query exists")
+    }
+
+    fn mark(&mut self, id: LiveId) {
+        let q = self.get_mut(id);
+        let queue = !q.dirty && !q.refreshing;
+        q.dirty = true;
+        if queue {
+            self.dirty.push(id);
+        }
+    }
+
+    /// Marks every live query that reads `table` (in `schema`, or in any schema when the
+    /// notification did not say). Returns how many were marked.
+    pub fn mark_table(&mut self, schema: Option<&str>, table: &str) -> usize {
+        let ids: Vec<LiveId> = self
+            .by_table
+            .get(table)
+            .map(|list| {
+                list.iter()
+                    .filter(|(s, _)| schema.is_none_or(|want| want == s))
+                    .map(|(_, id)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in &ids {
+            self.mark(*id);
+        }
+        ids.len()
+    }
+
+    /// Marks every live query (notifications may have been missed).
+    pub fn mark_all(&mut self) {
+        let ids: Vec<LiveId> = self.by_key.values().copied().collect();
+        for id in ids {
+            self.mark(id);
+        }
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Takes up to `max` dirty live queries to refresh, oldest first.
+    pub fn take_dirty(&mut self, max: usize) -> Vec<Job> {
+        let n = max.min(self.dirty.len());
+        let ids: Vec<LiveId> = self.dirty.drain(..n).collect();
+        ids.into_iter()
+            .map(|id| {
+                let q = self.get_mut(id);
+                q.dirty = false;
+                q.refreshing = true;
+                Job {
+                    id,
+                    sql: q.plan.sql.clone(),
+                    params: q.plan.params.clone(),
+                    role: q.key.role.as_deref().map(str::to_owned),
+                    claims: q.key.claims.to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Records a refresh's outcome: a changed result goes to every subscriber (encoded
+    /// once), an unchanged one to nobody. A change that arrived during the refresh queues
+    /// another. Returns the failed subscribers' `(outbox, slot)` when the query failed.
+    pub fn finish(&mut self, id: LiveId, outcome: Outcome) -> Vec<(Rc<Outbox>, SlotId)> {
+        let Some(Some(q)) = self.queries.get_mut(id.0) else {
+            // Every subscriber left while the refresh ran.
+            return Vec::new();
+        };
+        q.refreshing = false;
+        match outcome {
+            Outcome::Data(data) => {
+                let unchanged = q
+                    .last
+                    .as_ref()
+                    .is_some_and(|last| is_same_data(last, data.as_bytes()));
+                if !unchanged {
+                    let payload = envelope(&data);
+                    for s in &q.subscribers {
+                        s.outbox.deliver(s.slot, &payload);
+                    }
+                    q.last = Some(payload);
+                }
+                if q.dirty {
+                    self.dirty.push(id);
+                }
+                Vec::new()
+            }
+            Outcome::Failed(_) => {
+                let failed = q
+                    .subscribers
+                    .drain(..)
+                    .map(|s| (s.outbox, s.slot))
+                    .collect();
+                self.remove(id);
+                failed
+            }
+        }
+    }
+
+    /// A refresh that could not run (no database connection): try again later.
+    pub fn retry(&mut self, id: LiveId) {
+        if let Some(Some(q)) = self.queries.get_mut(id.0) {
+            q.refreshing = false;
+            self.mark(id);
+        }
+    }
+}
+
+/// `{"data":<data>}`, the payload of a `next` message.
+fn envelope(data: &str) -> SharedPayload {
+    let mut out = Vec::with_capacity(data.len() + 9);
+    out.extend_from_slice(b"{\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
+    Rc::from(out)
+}
+
+fn is_same_data(payload: &[u8], data: &[u8]) -> bool {
+    payload.len() == data.len() + 9 && &payload[8..payload.len() - 1] == data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(op: &str, role: &str) -> LiveKey {
+        LiveKey {
+            operation: op.into(),
+            variables: "{}".into(),
+            role: Some(role.into()),
+            claims: "{}".into(),
+        }
+    }
+
+    fn plan(tables: &[&str]) -> Plan {
+        Plan {
+            sql: "select 1".into(),
+            params: vec![],
+            tables: tables
+                .iter()
+                .map(|t| TableRef {
+                    schema: "public".into(),
+                    table: (*t).into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every frame currently in the outbox, as text payloads.
+    fn sent(outbox: &Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        outbox.fill(&mut out, usize::MAX);
+        let mut texts = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let (len, start) = match rest[1] {
+                126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+                n => (n as usize, 2),
+            };
+            texts.push(String::from_utf8(rest[start..start + len].to_vec()).unwrap());
+            rest = &rest[start + len..];
+        }
+        texts
+    }
+
+    #[test]
+    fn identical_subscriptions_share_one_live_query_and_one_refresh() {
+        let mut r = Registry::default();
+        let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
+        let (sa, sb) = (
+            a.open_slot(Box::from(&b"A:"[..])),
+            b.open_slot(Box::from(&b"B:"[..])),
+        );
+        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, sa);
+        assert_eq!(
+            r.subscribe(key("q", "web"), || unreachable!("shared"), &b, sb),
+            id
+        );
+        let other_role = r.subscribe(key("q", "admin"), || plan(&["orders"]), &b, sb);
+        assert_ne!(other_role, id, "a different role never shares");
+        assert_eq!(r.len(), 2);
+
+        let jobs = r.take_dirty(10);
+        assert_eq!(
+            jobs.len(),
+            2,
+            "one refresh per live query, not per subscriber"
+        );
+        r.finish(jobs[0].id, Outcome::Data(r#"{"orders":[]}"#.into()));
+        assert_eq!(sent(&a), [r#"A:{"data":{"orders":[]}}}"#]);
+        assert_eq!(sent(&b), [r#"B:{"data":{"orders":[]}}}"#]);
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_the_cached_result_without_a_refresh() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let s1 = a.open_slot(Box::from(&b"1:"[..]));
+        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
+        let job = r.take_dirty(1).remove(0);
+        r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
+        sent(&a);
+        let s2 = a.open_slot(Box::from(&b"2:"[..]));
+        assert_eq!(r.subscribe(key("q", "web"), || unreachable!(), &a, s2), id);
+        assert_eq!(sent(&a), ["2:{\"data\":{\"n\":1}}}"]);
+        assert!(!r.has_dirty());
+    }
+
+    #[test]
+    fn changes_mark_readers_of_the_table_and_unchanged_results_send_nothing() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let slot = a.open_slot(Box::from(&b"A:"[..]));
+        let id = r.subscribe(key("q", "web"), || plan(&["orders", "customers"]), &a, slot);
+        let job = r.take_dirty(1).remove(0);
+        r.finish(job.id, Outcome::Data("{\"v\":1}".into()));
+        sent(&a);
+
+        assert_eq!(r.mark_table(Some("public"), "products"), 0);
+        assert_eq!(
+            r.mark_table(Some("other"), "orders"),
+            0,
+            "another schema's table"
+        );
+        assert_eq!(r.mark_table(None, "customers"), 1, "no schema: any schema");
+        let job = r.take_dirty(1).remove(0);
+        assert_eq!(job.id, id);
+        r.finish(id, Outcome::Data("{\"v\":1}".into()));
+        assert!(sent(&a).is_empty(), "same result, nothing sent");
+
+        r.mark_all();
+        let job = r.take_dirty(1).remove(0);
+        r.finish(job.id, Outcome::Data("{\"v\":2}".into()));
+        assert_eq!(sent(&a), ["A:{\"data\":{\"v\":2}}}"]);
+    }
+
+    #[test]
+    fn a_change_during_a_refresh_queues_another_and_marks_coalesce() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let slot = a.open_slot(Box::from(&b"A:"[..]));
+        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, slot);
+        let job = r.take_dirty(1).remove(0);
+        r.mark_table(None, "orders");
+        r.mark_table(None, "orders");
+        assert!(!r.has_dirty(), "queued only after the running refresh");
+        r.finish(job.id, Outcome::Data("{}".into()));
+        assert_eq!(r.take_dirty(10).len(), 1, "two changes, one more refresh");
+        r.retry(id);
+        assert_eq!(
+            r.take_dirty(10).len(),
+            1,
+            "a refresh that could not run is retried"
+        );
+    }
+
+    #[test]
+    fn the_last_unsubscribe_removes_the_query_and_its_index_entries() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let (s1, s2) = (
+            a.open_slot(Box::from(&b"1"[..])),
+            a.open_slot(Box::from(&b"2"[..])),
+        );
+        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
+        r.subscribe(key("q", "web"), || unreachable!(), &a, s2);
+        r.unsubscribe(id, &a, s1);
+        assert_eq!(r.len(), 1);
+        r.unsubscribe(id, &a, s2);
+        assert!(r.is_empty());
+        assert!(r.by_table.is_empty());
+        assert!(!r.has_dirty());
+        assert_eq!(r.mark_table(None, "orders"), 0);
+        r.finish(id, Outcome::Data("{}".into()));
+        assert!(
+            sent(&a).is_empty(),
+            "a refresh finishing for nobody sends nothing"
+        );
+    }
+
+    #[test]
+    fn a_failed_query_hands_back_its_subscribers_and_ends() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let slot = a.open_slot(Box::from(&b"A"[..]));
+        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, slot);
+        r.take_dirty(1);
+        let failed = r.finish(
+            id,
+            Outcome::Failed(Rc::from(vec![GraphqlError::new("X", "denied")])),
+        );
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].1, slot);
+        assert!(r.is_empty());
+    }
+}
