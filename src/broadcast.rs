@@ -114,9 +114,12 @@ impl Broadcaster {
 
     /// Sends what the backlogs hold where there is room now; true when none is left.
     pub fn flush(&mut self) -> bool {
-        self.shards
-            .iter_mut()
-            .fold(true, |all, link| Self::drain(link) && all)
+        // Every shard gets its chance, even after one is found still full.
+        let mut all_empty = true;
+        for link in &mut self.shards {
+            all_empty &= Self::drain(link);
+        }
+        all_empty
     }
 
     /// Sends one shard's backlog if it has any and there is room; true when it is empty.
