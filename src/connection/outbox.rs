@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Waker;
 
+use crate::protocol::GraphqlError;
 use crate::websocket::encode_text_parts;
 
 /// A result encoded once and shared by every subscriber of a live query.
@@ -42,6 +43,8 @@ struct Inner {
     ready: VecDeque<usize>,
     /// Text messages to send before any further results, in order.
     messages: VecDeque<String>,
+    /// Subscriptions whose live query failed for good, with the errors to send them.
+    failures: VecDeque<(SlotId, Rc<[GraphqlError]>)>,
 }
 
 /// Shared between a connection (which drains it) and the tasks that fill it.
@@ -139,6 +142,19 @@ impl Outbox {
         }
         drop(inner);
         self.wake();
+    }
+
+    /// Ends a subscription with errors: its slot is dropped, and the connection sends the
+    /// errors in its protocol's form once it takes them with [`Outbox::take_failure`].
+    pub fn fail(&self, id: SlotId, errors: Rc<[GraphqlError]>) {
+        self.close_slot(id);
+        self.inner.borrow_mut().failures.push_back((id, errors));
+        self.wake();
+    }
+
+    /// The next subscription that failed, if any.
+    pub fn take_failure(&self) -> Option<(SlotId, Rc<[GraphqlError]>)> {
+        self.inner.borrow_mut().failures.pop_front()
     }
 
     /// Queues a message that must be sent, after those queued before it.
@@ -266,6 +282,18 @@ mod tests {
         assert_eq!(b, a, "index reused");
         outbox.deliver(b, &payload("2"));
         assert_eq!(take_text(&outbox).as_deref(), Some("B:2}"));
+    }
+
+    #[test]
+    fn a_failure_drops_the_pending_result_and_is_taken_once() {
+        let outbox = Outbox::default();
+        let a = outbox.open_slot(Box::from(&b"A:"[..]));
+        outbox.deliver(a, &payload("1"));
+        outbox.fail(a, Rc::from(vec![GraphqlError::new("X", "gone")]));
+        assert_eq!(take_text(&outbox), None);
+        let (slot, errors) = outbox.take_failure().unwrap();
+        assert_eq!((slot, errors[0].message.as_str()), (a, "gone"));
+        assert!(outbox.take_failure().is_none());
     }
 
     #[test]

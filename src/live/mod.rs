@@ -6,6 +6,8 @@
 //! the result with the last one, and delivers a changed result to every subscriber's
 //! outbox slot, where a newer result replaces an unsent older one.
 
+mod refresh;
 mod registry;
 
+pub use refresh::{Pacing, RunResult, Runner, run};
 pub use registry::{Job, LiveId, LiveKey, Outcome, Plan, Registry, TableRef};

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use crate::connection::{Outbox, SharedPayload, SlotId};
 use crate::protocol::GraphqlError;
@@ -85,6 +86,8 @@ pub struct Registry {
     by_table: HashMap<String, Vec<(String, LiveId)>>,
     /// Live queries waiting for a refresh, oldest first.
     dirty: Vec<LiveId>,
+    /// The refresh loop's waker while it waits for dirty live queries.
+    waker: Option<Waker>,
 }
 
 impl Registry {
@@ -182,7 +185,24 @@ impl Registry {
         let queue = !q.dirty && !q.refreshing;
         q.dirty = true;
         if queue {
-            self.dirty.push(id);
+            self.queue(id);
+        }
+    }
+
+    fn queue(&mut self, id: LiveId) {
+        self.dirty.push(id);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Ready once some live query is dirty; the refresh loop waits on it.
+    pub fn poll_dirty(&mut self, cx: &Context<'_>) -> Poll<()> {
+        if self.dirty.is_empty() {
+            self.waker = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
         }
     }
 
@@ -260,7 +280,7 @@ impl Registry {
                     q.last = Some(payload);
                 }
                 if q.dirty {
-                    self.dirty.push(id);
+                    self.queue(id);
                 }
                 Vec::new()
             }
