@@ -314,6 +314,8 @@ pub fn push_json_string(out: &mut String, s: &str) {
 pub enum Route {
     /// `GET /health`.
     Health,
+    /// `GET /metrics`.
+    Metrics,
     /// `GET /graphql` asking for a WebSocket upgrade.
     Upgrade,
     /// `POST /graphql`, once its body has been read.
@@ -327,6 +329,10 @@ pub fn route(head: &RequestHead) -> Route {
     match head.path.as_str() {
         "/health" => match method {
             Method::Get | Method::Head => Route::Health,
+            _ => not_allowed("GET, HEAD"),
+        },
+        "/metrics" => match method {
+            Method::Get | Method::Head => Route::Metrics,
             _ => not_allowed("GET, HEAD"),
         },
         "/graphql" => match method {
@@ -440,7 +446,7 @@ mod tests {
     fn routes_answer_with_the_right_status() {
         let status = |req: &[u8]| match route(&parse(req)) {
             Route::Respond(r) => r.status.code(),
-            Route::Health => 200,
+            Route::Health | Route::Metrics => 200,
             Route::Upgrade => 101,
             Route::GraphqlPost => 0,
         };

@@ -34,6 +34,7 @@ pub mod connection;
 pub mod http;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod protocol;
 pub mod shard;
 pub mod triggers;

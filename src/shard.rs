@@ -25,6 +25,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::connection::{self, Outbox, ShardContext};
+use crate::metrics::ShardMetrics;
 
 /// Pause after a failed accept (out of file descriptors, most likely) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -82,6 +83,7 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
     // Each shard reports once on `ready_tx` whether it bound the address; the main thread
     // receives all of them before announcing the server. Unbounded: one message per shard.
     let (ready_tx, ready_rx) = flume::unbounded::<Result<(), ServeError>>();
+    let all_metrics: Arc<[ShardMetrics]> = (0..shards).map(|_| ShardMetrics::default()).collect();
     let mut controls = Vec::with_capacity(shards);
     let mut handles = Vec::with_capacity(shards);
     for id in 0..shards {
@@ -90,11 +92,12 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
         controls.push(control_tx);
         let config = Arc::clone(&config);
         let auth = Arc::clone(&auth);
+        let all_metrics = Arc::clone(&all_metrics);
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
             .name("shard")
             .io_memory(config.io_memory)
-            .spawn(move || shard_main(config, auth, control_rx, ready_tx))
+            .spawn(move || shard_main(id, config, auth, all_metrics, control_rx, ready_tx))
             .map_err(|err| ServeError::Executor(err.to_string()))?;
         handles.push(handle);
     }
@@ -147,8 +150,10 @@ fn probe_listen_address(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
 type Registry = Rc<RefCell<HashMap<u64, Rc<Outbox>>>>;
 
 async fn shard_main(
+    index: usize,
     config: Arc<Config>,
     auth: Arc<Auth>,
+    all_metrics: Arc<[ShardMetrics]>,
     control: flume::Receiver<Control>,
     ready: flume::Sender<Result<(), ServeError>>,
 ) {
@@ -166,6 +171,8 @@ async fn shard_main(
     let local = Rc::new(ShardContext {
         config: Config::clone(&config),
         auth,
+        all_metrics,
+        index,
     });
     let registry: Registry = Rc::default();
     let acceptor = glommio::spawn_local(accept_loop(
@@ -223,6 +230,7 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: R
                 );
                 last_refusal_log = Some(Instant::now());
             }
+            shard.metrics().connections_refused.inc();
             glommio::spawn_local(connection::refuse_full(stream)).detach();
             continue;
         }
@@ -232,9 +240,12 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: R
         registry.borrow_mut().insert(id, Rc::clone(&outbox));
         let shard = Rc::clone(&shard);
         let registry = Rc::clone(&registry);
+        shard.metrics().connections_accepted.inc();
+        shard.metrics().connections_open.inc();
         glommio::spawn_local(async move {
-            connection::serve(stream, shard, outbox).await;
+            connection::serve(Rc::clone(&shard), stream, outbox).await;
             registry.borrow_mut().remove(&id);
+            shard.metrics().connections_open.dec();
         })
         .detach();
     }

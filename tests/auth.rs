@@ -201,3 +201,36 @@ fn an_unusable_key_stops_start_up() {
         "{err}"
     );
 }
+
+#[test]
+fn refusals_are_counted_by_code_in_metrics() {
+    let server = server(&[]);
+    for _ in 0..2 {
+        let mut c = transport(&server);
+        c.send_text(&init(None));
+        assert_eq!(c.recv_close().0, 4403);
+        c.finish_close(4403);
+    }
+    let metrics = exchange(
+        &mut server.connect(),
+        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(metrics.starts_with("HTTP/1.1 200 "), "{metrics}");
+    assert!(metrics.contains("Content-Type: text/plain; version=0.0.4\r\n"));
+    assert!(
+        metrics.contains("postrust_errors_total{code=\"AUTH_TOKEN_REQUIRED\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("postrust_errors_total{code=\"4403\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("postrust_websockets_total{protocol=\"graphql-transport-ws\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("postrust_db_statements_total 0\n"),
+        "nothing reached PostgreSQL"
+    );
+}

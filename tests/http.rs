@@ -190,3 +190,18 @@ fn connections_over_the_limit_get_503() {
     );
     assert_eq!(status_of(&ok), 200, "room again once they closed: {ok}");
 }
+
+#[test]
+fn metrics_count_open_connections() {
+    let server = Server::start(&[("POSTRUST_SHARDS", "1")]);
+    let held: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let metrics = exchange(
+        &mut server.connect(),
+        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    // The three held, plus the one asking.
+    assert!(metrics.contains("\npostrust_connections 4\n"), "{metrics}");
+    assert!(metrics.contains("# TYPE postrust_connections gauge\n"));
+    drop(held);
+}

@@ -22,6 +22,7 @@ use glommio::timer::Timer;
 use crate::auth::{Auth, AuthError};
 use crate::config::Config;
 use crate::http::{self, RequestHead, Response, Route, Status};
+use crate::metrics::ShardMetrics;
 
 /// Bytes asked of the socket per read in the HTTP phase.
 const HTTP_READ_CHUNK: usize = 4096;
@@ -30,6 +31,16 @@ const HTTP_READ_CHUNK: usize = 4096;
 pub struct ShardContext {
     pub config: Config,
     pub auth: std::sync::Arc<Auth>,
+    /// Every shard's metrics; this shard writes only `all_metrics[index]`.
+    pub all_metrics: std::sync::Arc<[ShardMetrics]>,
+    pub index: usize,
+}
+
+impl ShardContext {
+    /// This shard's own metrics.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.all_metrics[self.index]
+    }
 }
 
 /// 401 with a GraphQL-shaped error carrying the auth error's code (RFC 6750 challenge).
@@ -60,8 +71,7 @@ enum End {
 }
 
 /// Serves one accepted socket until it closes.
-pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, outbox: Rc<Outbox>) {
-    let config = &shard.config;
+pub async fn serve(shard: Rc<ShardContext>, stream: TcpStream, outbox: Rc<Outbox>) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
@@ -76,13 +86,21 @@ pub async fn serve(stream: TcpStream, shard: Rc<ShardContext>, outbox: Rc<Outbox
             protocol,
             authorization,
         } => {
+            match protocol {
+                Some(crate::websocket::SubProtocol::TransportWs) => {
+                    shard.metrics().websockets_transport.inc()
+                }
+                Some(crate::websocket::SubProtocol::Legacy) => {
+                    shard.metrics().websockets_legacy.inc()
+                }
+                None => {}
+            }
             websocket::WsConn::new(websocket::Upgrade {
                 stream,
                 leftover,
                 protocol,
                 authorization,
-                config,
-                auth: &shard.auth,
+                shard: &shard,
                 outbox: &outbox,
             })
             .run()
@@ -173,6 +191,10 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
                 };
             }
             Route::Health => Response::json(Status::Ok, "{\"status\":\"ok\"}"),
+            Route::Metrics => Response {
+                content_type: "text/plain; version=0.0.4",
+                ..Response::json(Status::Ok, crate::metrics::render(&shard.all_metrics))
+            },
             Route::GraphqlPost => graphql_post(shard, &head, &body),
             Route::Respond(resp) => resp,
         };
@@ -255,6 +277,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
 /// build yet, so an authenticated request gets a GraphQL-shaped error saying so.
 fn graphql_post(shard: &ShardContext, head: &RequestHead, _body: &[u8]) -> Response {
     if let Err(err) = shard.auth.authenticate(head.authorization.as_deref()) {
+        shard.metrics().error(err.code());
         return unauthorized(&err);
     }
     Response::json(

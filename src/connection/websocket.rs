@@ -17,10 +17,11 @@ use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
-use super::Outbox;
 use super::deadlines::{Deadline, Deadlines};
+use super::{Outbox, ShardContext};
 use crate::auth::{Auth, AuthError, Identity};
 use crate::config::Config;
+use crate::metrics::ShardMetrics;
 use crate::protocol::transport::close as gql_close;
 use crate::protocol::{Action, GraphqlError, Session};
 use crate::websocket::{
@@ -51,8 +52,7 @@ pub struct Upgrade<'a> {
     /// The upgrade request's `Authorization` header, used when `connection_init` carries no
     /// credentials.
     pub authorization: Option<String>,
-    pub config: &'a Config,
-    pub auth: &'a Auth,
+    pub shard: &'a ShardContext,
     pub outbox: &'a Outbox,
 }
 
@@ -60,6 +60,7 @@ pub struct WsConn<'a> {
     stream: TcpStream,
     config: &'a Config,
     auth: &'a Auth,
+    metrics: &'a ShardMetrics,
     outbox: &'a Outbox,
     authorization: Option<String>,
     /// Who the client is, once `connection_init` was accepted.
@@ -84,11 +85,12 @@ pub struct WsConn<'a> {
 
 impl<'a> WsConn<'a> {
     pub fn new(up: Upgrade<'a>) -> WsConn<'a> {
-        let config = up.config;
+        let config = &up.shard.config;
         let mut conn = WsConn {
             stream: up.stream,
             config,
-            auth: up.auth,
+            auth: &up.shard.auth,
+            metrics: up.shard.metrics(),
             outbox: up.outbox,
             authorization: up.authorization,
             identity: None,
@@ -317,6 +319,7 @@ impl<'a> WsConn<'a> {
                         }
                         Err(err) => {
                             log::debug!("connection_init refused: {} ({err})", err.code());
+                            self.metrics.error(err.code());
                             session.reject_init(&err.to_string(), &mut self.actions);
                         }
                     }
@@ -409,6 +412,7 @@ impl<'a> WsConn<'a> {
     /// Starts the close handshake (once) and waits a bounded time for the reply.
     fn close_with(&mut self, code: u16, reason: &str) {
         if let Some(code) = self.close.initiate(code) {
+            self.metrics.error(close_code::name(code));
             encode_close(code, reason, &mut self.outbuf);
             self.arm(Deadline::CloseReply, self.config.close_timeout.0);
         }

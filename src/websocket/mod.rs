@@ -24,4 +24,27 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+
+    /// A close code as a metric label: the codes the server sends, "other" for the rest.
+    pub fn name(code: u16) -> &'static str {
+        match code {
+            1000 => "1000",
+            1001 => "1001",
+            1002 => "1002",
+            1003 => "1003",
+            1007 => "1007",
+            1009 => "1009",
+            1011 => "1011",
+            1013 => "1013",
+            4400 => "4400",
+            4401 => "4401",
+            4403 => "4403",
+            4406 => "4406",
+            4408 => "4408",
+            4409 => "4409",
+            4429 => "4429",
+            4500 => "4500",
+            _ => "other",
+        }
+    }
 }

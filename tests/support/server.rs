@@ -46,7 +46,7 @@ impl Server {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_postrust"));
             cmd.env("POSTRUST_LISTEN", addr.to_string())
                 .env("POSTRUST_SHARDS", "2")
-                .env("POSTRUST_LOG", "warn")
+                .env("POSTRUST_LOG", "error")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());
             for (k, v) in env {
