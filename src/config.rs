@@ -194,6 +194,8 @@ fn parse_one<T: SettingValue>(
 settings! {
     /// Address and port the server listens on; every shard binds it with SO_REUSEPORT.
     listen: SocketAddr = "POSTRUST_LISTEN", "0.0.0.0:3000";
+    /// Length of each shard's queue of connections not yet accepted (capped by the kernel's net.core.somaxconn).
+    listen_backlog: usize = "POSTRUST_LISTEN_BACKLOG", "4096";
     /// Number of shards (executor threads, one per core); 0 means one per available CPU.
     shards: usize = "POSTRUST_SHARDS", "0";
     /// PostgreSQL connection URL, `postgres://user:pass@host:port/db`.

@@ -146,6 +146,21 @@ fn probe_listen_address(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
         .map_err(|err| ServeError::Bind(addr, err))
 }
 
+/// Binds this shard's listening socket: SO_REUSEPORT so every shard binds the same address
+/// and the kernel spreads connections over them, and a backlog of our choosing (glommio's
+/// own `bind` fixes it at 1024, too few for a storm of reconnects at scale).
+fn bind(addr: SocketAddr, backlog: usize) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as usize) as i32)?;
+    // SAFETY: a bound, listening TCP socket whose descriptor we hand over for good.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// The connections a shard owns, by id, so shutdown can reach them.
 type Registry = Rc<RefCell<HashMap<u64, Rc<Outbox>>>>;
 
@@ -157,11 +172,10 @@ async fn shard_main(
     control: flume::Receiver<Control>,
     ready: flume::Sender<Result<(), ServeError>>,
 ) {
-    let listener = match TcpListener::bind(config.listen) {
+    let listener = match bind(config.listen, config.listen_backlog) {
         Ok(listener) => listener,
         Err(err) => {
-            let io = std::io::Error::other(err.to_string());
-            let _ = ready.send(Err(ServeError::Bind(config.listen, io)));
+            let _ = ready.send(Err(ServeError::Bind(config.listen, err)));
             return;
         }
     };

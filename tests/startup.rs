@@ -76,3 +76,22 @@ fn the_load_test_harness_opens_and_initialises_many_connections() {
         "{stdout}"
     );
 }
+
+#[test]
+fn every_shard_listens_with_the_configured_backlog() {
+    let server = Server::start(&[("POSTRUST_SHARDS", "2"), ("POSTRUST_LISTEN_BACKLOG", "77")]);
+    let out = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", server.addr.port())])
+        .output()
+        .expect("run ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlogs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(
+        backlogs,
+        ["77", "77"],
+        "one listening socket per shard: {text}"
+    );
+}
