@@ -76,6 +76,10 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
         );
     }
     let signals = block_signals()?;
+    match raise_fd_limit() {
+        Ok(limit) => log::info!("file descriptor limit: {limit}"),
+        Err(err) => log::warn!("cannot read or raise the file descriptor limit: {err}"),
+    }
     let config = Arc::new(config);
     let shards = config.shard_count();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -263,6 +267,28 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: R
         })
         .detach();
     }
+}
+
+/// Raises the soft descriptor limit to the hard one (many systems start services at 1024
+/// with a far higher hard limit) and returns the limit now in force.
+fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// The signals the main thread waits for, blocked in every thread.

@@ -95,3 +95,24 @@ fn every_shard_listens_with_the_configured_backlog() {
         "one listening socket per shard: {text}"
     );
 }
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_limit() {
+    let port = free_port();
+    let script = format!(
+        "ulimit -Sn 256 && POSTRUST_LISTEN=127.0.0.1:{port} POSTRUST_SHARDS=1 \
+         timeout --preserve-status -s TERM 1 {}",
+        env!("CARGO_BIN_EXE_postrust")
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let hard = Command::new("bash")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .unwrap();
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("file descriptor limit: {hard}")),
+        "soft limit 256 raised to the hard limit {hard}: {stderr}"
+    );
+}
