@@ -1,87 +1,99 @@
-//! `postrust-loadtest`: opens many WebSocket connections to a running server and measures
-//! what they cost it.
-//!
-//! Scenario `idle`: N connections each complete the upgrade and `connection_init` of
-//! graphql-transport-ws, then stay open; the harness reads the server's resident memory
-//! (`VmRSS` of `--server-pid`) before and after, and reports bytes per connection.
+//! `postrust-loadtest`: the load-test harness.
 //!
 //! ```text
+//! # Idle connections: what each costs the server.
 //! postrust-loadtest idle --url ws://127.0.0.1:3000/graphql --connections 10000 --server-pid PID
+//!
+//! # Fan-out against the floor (a minimal raw fan-out server the harness starts itself).
+//! postrust-loadtest fanout --target floor --connections 10000 --subs-per-conn 1 --writes 20
 //! ```
 //!
-//! Connections are spread over `--sources` loopback source addresses (127.0.0.1,
-//! 127.0.0.2, …) so a run is not limited by one address's ephemeral ports.
+//! Sockets are spread over `--workers` processes (each under the per-process descriptor
+//! limit) and `--sources` loopback source addresses per worker (127.0.0.1, 127.0.0.2, …),
+//! so a run is not limited by one address's ephemeral ports. Every process stamps events on
+//! the host's monotonic clock, so latencies are measured across processes.
 
 mod client;
+mod fanout;
+mod floor;
+mod stats;
+mod worker;
 
-use std::cell::{Cell, RefCell};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::ExitCode;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, ExitCode, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-struct Args {
-    target: SocketAddr,
-    path: String,
-    connections: usize,
-    concurrency: usize,
-    sources: u8,
-    hold: Duration,
-    server_pid: Option<u32>,
-}
+const USAGE: &str = "\
+usage:
+  postrust-loadtest idle --url ws://IP:PORT/PATH [--connections N] [--concurrency N]
+                         [--sources N] [--hold-secs S] [--server-pid PID]
+  postrust-loadtest fanout --target floor [--connections N] [--subs-per-conn M]
+                         [--workers W] [--sources S] [--writes K] [--interval-ms MS]
+                         [--shards N] [--quiet-secs S] [--json]
+  postrust-loadtest floor --listen IP:PORT --control IP:PORT [--shards N]";
 
-const USAGE: &str = "usage: postrust-loadtest idle --url ws://HOST:PORT/PATH [--connections N] \
-[--concurrency N] [--sources N] [--hold-secs S] [--server-pid PID]";
+/// `--flag value` pairs, read once and taken by name.
+struct Flags(HashMap<String, String>);
 
-fn parse_args() -> Result<Args, String> {
-    let mut argv = std::env::args().skip(1);
-    match argv.next().as_deref() {
-        Some("idle") => {}
-        _ => return Err(USAGE.into()),
+impl Flags {
+    fn parse(args: impl Iterator<Item = String>) -> Result<Flags, String> {
+        let mut map = HashMap::new();
+        let mut args = args.peekable();
+        while let Some(flag) = args.next() {
+            let name = flag
+                .strip_prefix("--")
+                .ok_or_else(|| format!("unexpected {flag:?}\n{USAGE}"))?;
+            // A flag followed by another flag (or nothing) is a switch.
+            let value = match args.peek() {
+                Some(v) if !v.starts_with("--") => args.next().unwrap_or_default(),
+                _ => "true".to_owned(),
+            };
+            map.insert(name.to_owned(), value);
+        }
+        Ok(Flags(map))
     }
-    let mut args = Args {
-        target: "127.0.0.1:3000".parse().unwrap(),
-        path: "/graphql".into(),
-        connections: 1000,
-        concurrency: 256,
-        sources: 1,
-        hold: Duration::ZERO,
-        server_pid: None,
-    };
-    while let Some(flag) = argv.next() {
-        let value = argv
-            .next()
-            .ok_or(format!("{flag} needs a value\n{USAGE}"))?;
-        let bad = |what: &str| format!("{flag} {value:?}: expected {what}");
-        match flag.as_str() {
-            "--url" => {
-                let rest = value
-                    .strip_prefix("ws://")
-                    .ok_or_else(|| bad("a ws:// URL"))?;
-                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-                args.target = host.parse().map_err(|_| bad("ws://IP:PORT/PATH"))?;
-                args.path = format!("/{path}");
-            }
-            "--connections" => args.connections = value.parse().map_err(|_| bad("a count"))?,
-            "--concurrency" => args.concurrency = value.parse().map_err(|_| bad("a count"))?,
-            "--sources" => args.sources = value.parse().map_err(|_| bad("1 to 254"))?,
-            "--hold-secs" => {
-                args.hold = Duration::from_secs(value.parse().map_err(|_| bad("seconds"))?)
-            }
-            "--server-pid" => args.server_pid = Some(value.parse().map_err(|_| bad("a pid"))?),
-            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+
+    fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.0.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{name} {v:?} is not valid\n{USAGE}")),
         }
     }
-    if args.sources == 0 || args.sources == 255 || args.concurrency == 0 {
-        return Err(USAGE.into());
+
+    fn required<T: std::str::FromStr>(&self, name: &str) -> Result<T, String> {
+        let v = self
+            .0
+            .get(name)
+            .ok_or_else(|| format!("--{name} is required\n{USAGE}"))?;
+        v.parse()
+            .map_err(|_| format!("--{name} {v:?} is not valid\n{USAGE}"))
     }
-    Ok(args)
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// `ws://IP:PORT/PATH` into address and path.
+fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or(format!("{url:?}: expected ws://IP:PORT/PATH"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = host
+        .parse()
+        .map_err(|_| format!("{url:?}: expected ws://IP:PORT/PATH"))?;
+    Ok((addr, format!("/{path}")))
 }
 
 /// Resident memory of a process in bytes, from `/proc/PID/status`.
-fn rss_bytes(pid: u32) -> Option<u64> {
+pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -89,51 +101,186 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
+    let mut argv = std::env::args().skip(1);
+    let command = argv.next().unwrap_or_default();
+    let result = Flags::parse(argv).and_then(|flags| match command.as_str() {
+        "idle" => idle(&flags),
+        "fanout" => fanout_cmd(&flags),
+        "worker" => worker_cmd(&flags),
+        "floor" => floor::run(floor::FloorArgs {
+            listen: flags.required("listen")?,
+            control: flags.required("control")?,
+            shards: flags.get("shards", 2)?,
+        }),
+        _ => Err(USAGE.to_owned()),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("{msg}");
-            return ExitCode::from(2);
+            ExitCode::FAILURE
         }
-    };
-    let handle = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("loadtest")
-        .io_memory(128 * 1024)
-        .spawn(move || run_idle(args))
-        .expect("start executor");
-    match handle.join() {
-        Ok(true) => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
     }
 }
 
-async fn run_idle(args: Args) -> bool {
-    let before = args.server_pid.and_then(rss_bytes);
+fn worker_cmd(flags: &Flags) -> Result<(), String> {
+    let (target, path) = parse_url(&flags.required::<String>("url")?)?;
+    worker::run(worker::WorkerArgs {
+        target,
+        path,
+        connections: flags.required("connections")?,
+        subs_per_conn: flags.get("subs-per-conn", 1)?,
+        source_first: flags.get("source-first", 1)?,
+        sources: flags.get("sources", 1)?,
+        query: flags.required("query")?,
+        token: flags.text("token"),
+        quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
+    })
+}
+
+/// A port below 32768 that nothing listens on now.
+fn free_port() -> Result<u16, String> {
+    let seed = stats::now_ns() ^ u64::from(std::process::id());
+    (0..200u64)
+        .map(|i| 20000 + ((seed.wrapping_mul(2654435761).wrapping_add(i * 7919)) % 12000) as u16)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .ok_or_else(|| "no free port below 32768".to_owned())
+}
+
+fn fanout_cmd(flags: &Flags) -> Result<(), String> {
+    let target: String = flags.get("target", "floor".to_owned())?;
+    if target != "floor" {
+        return Err(format!(
+            "--target {target:?}: only 'floor' is available in this build\n{USAGE}"
+        ));
+    }
+    let shards: usize = flags.get("shards", 2)?;
+    let (port, control) = (free_port()?, free_port()?);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut floor = Command::new(exe)
+        .args(["floor", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--control", &format!("127.0.0.1:{control}")])
+        .args(["--shards", &shards.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("start the floor: {e}"))?;
+    let control_addr: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
     let started = Instant::now();
-    let args = Rc::new(args);
+    let stream = loop {
+        match TcpStream::connect(control_addr) {
+            Ok(s) => break s,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => {
+                let _ = floor.kill();
+                return Err(format!("the floor did not start: {e}"));
+            }
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let args = fanout::FanoutArgs {
+        label: "floor".into(),
+        target: format!("127.0.0.1:{port}").parse().unwrap(),
+        path: "/graphql".into(),
+        connections: flags.get("connections", 1000)?,
+        subs_per_conn: flags.get("subs-per-conn", 1)?,
+        workers: flags.get("workers", 2)?,
+        sources: flags.get("sources", 4)?,
+        writes: flags.get("writes", 20)?,
+        interval: Duration::from_millis(flags.get("interval-ms", 100)?),
+        query: "subscription { loadtestValues { id v } }".into(),
+        token: None,
+        server_pid: Some(floor.id()),
+        quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
+    };
+    let result = fanout::run(&args, &mut fanout::Driver::Floor(stream));
+    let _ = floor.kill();
+    let _ = floor.wait();
+    let report = result?;
+    if flags.get("json", false)? {
+        println!("{}", report.json());
+    } else {
+        report.print(None);
+        println!("{}", report.json());
+    }
+    if report.lost > 0 || report.errors > 0 {
+        return Err(format!(
+            "{} lost updates, {} errors",
+            report.lost, report.errors
+        ));
+    }
+    Ok(())
+}
+
+fn idle(flags: &Flags) -> Result<(), String> {
+    let (target, path) = parse_url(&flags.required::<String>("url")?)?;
+    let connections: usize = flags.get("connections", 1000)?;
+    let concurrency: usize = flags.get("concurrency", 256)?;
+    let sources: u8 = flags.get("sources", 1)?;
+    let hold = Duration::from_secs(flags.get("hold-secs", 0)?);
+    let server_pid: Option<u32> = flags.text("server-pid").and_then(|p| p.parse().ok());
+    if sources == 0 || sources == 255 || concurrency == 0 {
+        return Err(USAGE.to_owned());
+    }
+    let ok = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("loadtest")
+        .io_memory(128 * 1024)
+        .spawn(move || {
+            run_idle(
+                target,
+                path,
+                connections,
+                concurrency,
+                sources,
+                hold,
+                server_pid,
+            )
+        })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|e| e.to_string())?;
+    if ok {
+        Ok(())
+    } else {
+        Err("some connections failed".into())
+    }
+}
+
+async fn run_idle(
+    target: SocketAddr,
+    path: String,
+    connections: usize,
+    concurrency: usize,
+    sources: u8,
+    hold: Duration,
+    server_pid: Option<u32>,
+) -> bool {
+    let before = server_pid.and_then(rss_bytes);
+    let started = Instant::now();
+    let path = Rc::new(path);
     // `concurrency` workers take connection numbers from one counter until all are taken.
-    let next = Rc::new(Cell::new(0usize));
-    let results = Rc::new(RefCell::new(Vec::with_capacity(args.connections)));
-    let workers: Vec<_> = (0..args.concurrency.min(args.connections))
+    let next = Rc::new(std::cell::Cell::new(0usize));
+    let results = Rc::new(std::cell::RefCell::new(Vec::with_capacity(connections)));
+    let tasks: Vec<_> = (0..concurrency.min(connections))
         .map(|_| {
-            let (args, next, results) = (Rc::clone(&args), Rc::clone(&next), Rc::clone(&results));
+            let (next, results, path) = (Rc::clone(&next), Rc::clone(&results), Rc::clone(&path));
             glommio::spawn_local(async move {
                 loop {
                     let i = next.get();
-                    if i >= args.connections {
+                    if i >= connections {
                         break;
                     }
                     next.set(i + 1);
-                    let source = Ipv4Addr::new(127, 0, 0, 1 + (i % args.sources as usize) as u8);
-                    let r =
-                        client::Connection::open_initialised(source, args.target, &args.path).await;
+                    let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources as usize) as u8);
+                    let r = client::Connection::open_initialised(source, target, &path, None).await;
                     results.borrow_mut().push(r);
                 }
             })
         })
         .collect();
-    for w in workers {
-        w.await;
+    for t in tasks {
+        t.await;
     }
     let elapsed = started.elapsed();
     let results = results.take();
@@ -152,7 +299,7 @@ async fn run_idle(args: Args) -> bool {
     }
     // Let the server settle (freed handshake buffers) before reading its memory.
     glommio::timer::sleep(Duration::from_millis(500)).await;
-    let after = args.server_pid.and_then(rss_bytes);
+    let after = server_pid.and_then(rss_bytes);
     let per_conn = match (before, after) {
         (Some(b), Some(a)) if !open.is_empty() => Some(a.saturating_sub(b) / open.len() as u64),
         _ => None,
@@ -177,7 +324,7 @@ async fn run_idle(args: Args) -> bool {
         after.map_or("null".into(), |v| v.to_string()),
         per_conn.map_or("null".into(), |v| v.to_string()),
     );
-    glommio::timer::sleep(args.hold).await;
+    glommio::timer::sleep(hold).await;
     drop(open);
     errors == 0
 }

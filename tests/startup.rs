@@ -116,3 +116,45 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_limit() {
         "soft limit 256 raised to the hard limit {hard}: {stderr}"
     );
 }
+
+#[test]
+fn the_fan_out_harness_runs_against_the_floor_without_loss() {
+    let out = Command::new(env!("CARGO_BIN_EXE_postrust-loadtest"))
+        .args([
+            "fanout",
+            "--target",
+            "floor",
+            "--connections",
+            "200",
+            "--subs-per-conn",
+            "3",
+        ])
+        .args([
+            "--workers",
+            "2",
+            "--sources",
+            "2",
+            "--writes",
+            "5",
+            "--interval-ms",
+            "20",
+        ])
+        .args(["--quiet-secs", "5", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#""connections":200,"subscriptions":600"#),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#""received":3000,"#),
+        "600 subscriptions × 5 changes: {stdout}"
+    );
+    assert!(stdout.contains(r#""lost":0,"errors":0"#), "{stdout}");
+}
