@@ -226,6 +226,12 @@ settings! {
     log_level: LogLevel = "POSTRUST_LOG", "info";
     /// Channel the change triggers notify on and the server listens to.
     notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
+    /// Most operations (subscriptions and queries) running at once on one WebSocket; 0 means no limit.
+    max_subscriptions_per_connection: usize = "POSTRUST_MAX_SUBSCRIPTIONS_PER_CONNECTION", "1000";
+    /// Operations a WebSocket may start per second, on average; 0 means no limit.
+    subscribe_rate: usize = "POSTRUST_SUBSCRIBE_RATE", "100";
+    /// Operations a WebSocket may start at once before `POSTRUST_SUBSCRIBE_RATE` applies.
+    subscribe_burst: usize = "POSTRUST_SUBSCRIBE_BURST", "200";
     /// Most open connections on the whole server (each shard takes an equal share); 0 means no limit beyond the process's file descriptors.
     max_connections: usize = "POSTRUST_MAX_CONNECTIONS", "0";
     /// Most open connections on one shard; 0 means no limit of its own.

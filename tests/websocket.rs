@@ -253,3 +253,33 @@ fn shutdown_sends_going_away_and_exits_zero() {
     assert_eq!(second.0, 1001);
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn operations_started_too_fast_get_rate_limited_errors() {
+    let server = Server::start(&[
+        ("POSTRUST_SUBSCRIBE_RATE", "1"),
+        ("POSTRUST_SUBSCRIBE_BURST", "2"),
+    ]);
+    let mut c = acknowledged(&server);
+    for id in 1..=4 {
+        c.send_text(&SUBSCRIBE.replace(r#""id":"1""#, &format!(r#""id":"{id}""#)));
+    }
+    let codes: Vec<String> = (0..4)
+        .map(|_| {
+            let m = c.recv_text();
+            let code = m
+                .split(r#""code":""#)
+                .nth(1)
+                .and_then(|r| r.split('"').next());
+            code.unwrap_or_else(|| panic!("no code in {m}")).to_owned()
+        })
+        .collect();
+    assert_eq!(codes[2..], ["RATE_LIMITED", "RATE_LIMITED"], "{codes:?}");
+    assert!(
+        codes[..2].iter().all(|c| c != "RATE_LIMITED"),
+        "the burst passes: {codes:?}"
+    );
+    // The socket stays open.
+    c.send_text(r#"{"type":"ping"}"#);
+    assert_eq!(c.recv_text(), r#"{"type":"pong"}"#);
+}

@@ -8,6 +8,7 @@
 
 mod deadlines;
 mod outbox;
+mod rate;
 mod websocket;
 
 pub use outbox::{Outbox, SharedPayload, SlotId};

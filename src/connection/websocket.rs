@@ -18,6 +18,7 @@ use glommio::timer::Timer;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use super::deadlines::{Deadline, Deadlines};
+use super::rate::TokenBucket;
 use super::{Outbox, ShardContext};
 use crate::auth::{Auth, AuthError, Identity};
 use crate::config::Config;
@@ -81,6 +82,8 @@ pub struct WsConn<'a> {
     actions: Vec<Action>,
     /// The socket stopped draining for longer than the send timeout: drop it.
     stalled: bool,
+    /// Limits how fast operations may be started.
+    subscribe_rate: TokenBucket,
 }
 
 impl<'a> WsConn<'a> {
@@ -104,6 +107,11 @@ impl<'a> WsConn<'a> {
             timer: None,
             actions: Vec::new(),
             stalled: false,
+            subscribe_rate: TokenBucket::new(
+                config.subscribe_rate,
+                config.subscribe_burst,
+                Instant::now(),
+            ),
         };
         if conn.session.is_some() {
             conn.arm(Deadline::Init, config.connection_init_timeout.0);
@@ -325,6 +333,17 @@ impl<'a> WsConn<'a> {
                     }
                 }
                 Action::Start { id, .. } => {
+                    let refusal = refuse_start(
+                        self.config,
+                        &mut self.subscribe_rate,
+                        session.active_count(),
+                    );
+                    if let Some(refusal) = refusal {
+                        self.metrics.error(refusal.code);
+                        let message = session.error(&id, &[refusal]);
+                        self.send_text(&message);
+                        continue;
+                    }
                     let message = session.error(
                         &id,
                         &[GraphqlError::new(
@@ -417,6 +436,25 @@ impl<'a> WsConn<'a> {
             self.arm(Deadline::CloseReply, self.config.close_timeout.0);
         }
     }
+}
+
+/// Why a new operation may not start: the connection's subscribe rate or its number of
+/// running operations (`active` counts the new one).
+fn refuse_start(config: &Config, rate: &mut TokenBucket, active: usize) -> Option<GraphqlError> {
+    let max = config.max_subscriptions_per_connection;
+    if max > 0 && active > max {
+        return Some(GraphqlError::new(
+            "TOO_MANY_SUBSCRIPTIONS",
+            format!("this connection already runs {max} operations, the most allowed"),
+        ));
+    }
+    if !rate.take(Instant::now()) {
+        return Some(GraphqlError::new(
+            "RATE_LIMITED",
+            "operations are started too fast on this connection; try again shortly",
+        ));
+    }
+    None
 }
 
 /// Time from now until `unix_secs`; zero if it has passed.

@@ -45,6 +45,10 @@ fn error_message(kind: &str, id: Option<&str>, message: &str) -> String {
 }
 
 impl LegacySession {
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
     pub fn is_acknowledged(&self) -> bool {
         self.state == State::Acknowledged
     }

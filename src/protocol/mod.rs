@@ -110,6 +110,14 @@ impl Session {
         }
     }
 
+    /// Operations running now.
+    pub fn active_count(&self) -> usize {
+        match self {
+            Session::Transport(s) => s.active_count(),
+            Session::Legacy(s) => s.active_count(),
+        }
+    }
+
     /// Whether `connection_init` has been accepted.
     pub fn is_acknowledged(&self) -> bool {
         match self {

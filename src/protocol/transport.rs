@@ -53,6 +53,10 @@ fn bad_request(reason: impl Into<String>) -> Action {
 }
 
 impl TransportSession {
+    pub fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
     pub fn is_acknowledged(&self) -> bool {
         self.state == State::Acknowledged
     }
