@@ -301,8 +301,15 @@ mod tests {
     fn every_setting_is_documented_in_tuning_md() {
         let tuning = include_str!("../tuning.md");
         for s in SETTINGS {
-            assert!(tuning.contains(s.var), "{} is missing from tuning.md", s.var);
+            assert!(
+                tuning.contains(s.var),
+                "{} is missing from tuning.md",
+                s.var
+            );
         }
-        assert_eq!(SETTINGS.len(), Config::from_lookup(|_| None).unwrap().effective().len());
+        assert_eq!(
+            SETTINGS.len(),
+            Config::from_lookup(|_| None).unwrap().effective().len()
+        );
     }
 }

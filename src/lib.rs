@@ -21,5 +21,7 @@
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
 
+pub mod catalog;
 pub mod config;
 pub mod logging;
+pub mod schema;
