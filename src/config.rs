@@ -144,6 +144,21 @@ impl SettingValue for LogLevel {
     }
 }
 
+/// A comma-separated list of names (PostgreSQL schemas), at least one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameList(pub Vec<String>);
+
+impl SettingValue for NameList {
+    const FORM: &'static str = "a comma-separated list of names, such as public,app";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        let names: Vec<String> = raw.split(',').map(|n| n.trim().to_owned()).collect();
+        (!names.iter().any(String::is_empty)).then_some(NameList(names))
+    }
+    fn show(&self) -> String {
+        self.0.join(",")
+    }
+}
+
 macro_rules! settings {
     ($( $(#[doc = $doc:literal])+ $field:ident: $ty:ty = $var:literal, $default:expr; )+) => {
         /// The effective configuration. Built once at start-up and shared read-only by all
@@ -218,6 +233,10 @@ settings! {
     shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
+    /// PostgreSQL schemas whose tables and views are served, comma-separated; on a name clash the earlier schema keeps the plain name.
+    db_schemas: NameList = "POSTRUST_DB_SCHEMAS", "public";
+    /// Deepest nesting of object fields a GraphQL operation may select (introspection excluded); a deeper one is refused before any SQL runs.
+    max_query_depth: Count = "POSTRUST_MAX_QUERY_DEPTH", "10";
 }
 
 impl Config {

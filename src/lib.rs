@@ -11,6 +11,20 @@
 //!              ─▶ connection  the per-socket driver: timers, outbox, dispatch to the engine
 //! ```
 //!
+//! A GraphQL operation travels on through these, all pure (no I/O):
+//!
+//! ```text
+//! query text ─▶ graphql        parse (async-graphql-parser), validate, coerce variables
+//!            ─▶ introspection  `__schema` / `__type` answered from the schema in Rust
+//!            ─▶ sql            one parameterized statement that builds the `data` JSON
+//!            ─▶ engine         the entry point the server calls: `Engine::prepare`
+//! ```
+//!
+//! The schema they read is generated once per catalog:
+//!
+//! - [`catalog`]: the introspection query over `pg_catalog` and its JSON result.
+//! - [`schema`]: the GraphQL types generated from the catalog, naming rules, built-ins.
+//!
 //! Around them:
 //!
 //! - [`config`]: every `POSTRUST_` setting, from one table.
@@ -23,5 +37,9 @@
 
 pub mod catalog;
 pub mod config;
+pub mod engine;
+pub mod graphql;
+pub mod introspection;
 pub mod logging;
 pub mod schema;
+pub mod sql;

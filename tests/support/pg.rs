@@ -67,7 +67,17 @@ impl Cluster {
     /// Runs SQL through psql against `url`, panicking with psql's output on failure.
     pub fn psql(&self, url: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                url,
+                "-c",
+                sql,
+            ])
             .output()
             .expect("run psql");
         assert!(
@@ -75,7 +85,10 @@ impl Cluster {
             "psql failed on {sql:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
     }
 
     /// Creates a new, empty database and returns its URL.

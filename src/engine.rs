@@ -1,0 +1,122 @@
+//! The GraphQL engine's entry point for the server: pure, no I/O.
+//!
+//! [`Engine::new`] generates the schema from a catalog once; [`Engine::prepare`] takes a
+//! request (query text, variables, operation name) through parse, validate and compile, and
+//! returns a [`Prepared`] operation: SQL and text parameters to run (one row, one text
+//! column: the response's `data`), or an immediate result for pure introspection, plus the
+//! base tables the result depends on.
+
+use std::collections::BTreeSet;
+
+use simd_json::OwnedValue;
+
+use crate::catalog::{Catalog, QualifiedName};
+use crate::config::Config;
+use crate::graphql::json::quote;
+use crate::graphql::{self, FieldRef, GraphQLError, OperationKind, Selected};
+use crate::introspection;
+use crate::schema::{Schema, build};
+use crate::sql::{self, RootRead};
+
+pub use crate::graphql::{ErrorCode, Location, PathSegment};
+
+/// What running a prepared operation takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Run `sql` with `params` (all text); the single value returned is the `data` object.
+    Sql { sql: String, params: Vec<String> },
+    /// The `data` object, already known (an operation with only introspection fields).
+    Immediate(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    pub kind: OperationKind,
+    pub operation_name: Option<String>,
+    pub plan: Plan,
+    /// Base tables read, schema-qualified, views resolved through `pg_depend`.
+    pub tables: BTreeSet<QualifiedName>,
+    /// Each root field's relation and filter, for testing change events against it.
+    pub roots: Vec<RootRead>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    schema: Schema,
+    max_depth: usize,
+}
+
+/// The value of `$1` for [`crate::catalog::INTROSPECTION_SQL`]: a PostgreSQL array literal.
+pub fn schemas_param(schemas: &[String]) -> String {
+    let quoted: Vec<String> = schemas
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+impl Engine {
+    pub fn new(catalog: Catalog, config: &Config) -> Engine {
+        Engine {
+            schema: build::build(catalog),
+            max_depth: config.max_query_depth.0,
+        }
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Parses, validates and compiles one request.
+    pub fn prepare(
+        &self,
+        query: &str,
+        variables: Option<&OwnedValue>,
+        operation_name: Option<&str>,
+    ) -> Result<Prepared, Vec<GraphQLError>> {
+        let schema = &self.schema;
+        let op = graphql::validate(schema, query, variables, operation_name, self.max_depth)?;
+        let introspect = |sel: &Selected| {
+            let mut out = String::new();
+            introspection::resolve(schema, sel, &mut out);
+            out
+        };
+        let pure = op
+            .selection
+            .iter()
+            .all(|s| !matches!(s.field, FieldRef::Field(_)));
+        if pure {
+            let mut data = String::from("{");
+            for (i, s) in op.selection.iter().enumerate() {
+                if i > 0 {
+                    data.push(',');
+                }
+                quote(&s.key, &mut data);
+                data.push(':');
+                match s.field {
+                    FieldRef::Typename => quote(schema.name(op.root), &mut data),
+                    _ => data.push_str(&introspect(s)),
+                }
+            }
+            data.push('}');
+            return Ok(Prepared {
+                kind: op.kind,
+                operation_name: op.name,
+                plan: Plan::Immediate(data),
+                tables: BTreeSet::new(),
+                roots: Vec::new(),
+            });
+        }
+        let statement = sql::compile(schema, &op, &introspect).map_err(|e| vec![e])?;
+        Ok(Prepared {
+            kind: op.kind,
+            operation_name: op.name,
+            plan: Plan::Sql {
+                sql: statement.sql,
+                params: statement.params,
+            },
+            tables: statement.tables,
+            roots: statement.roots,
+        })
+    }
+}

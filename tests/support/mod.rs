@@ -1,0 +1,4 @@
+#![allow(dead_code)] // Each test binary uses a different part of the support code.
+
+pub mod gql;
+pub mod pg;
