@@ -5,63 +5,8 @@ mod support;
 
 use postrust::catalog::QualifiedName;
 use postrust::graphql::OperationKind;
+use support::docs::{APOLLO, DASHBOARD, JS_CLIENT, PENDING_ORDERS, USERS};
 use support::gql::{assert_data, demo_database, engine, execute};
-
-const USERS: &str = "# Subscribe to all changes on a table
-subscription {
-users {
-id
-name
-email
-updatedAt
-}
-}";
-
-const PENDING_ORDERS: &str = r#"# Subscribe with filters
-subscription {
-orders(filter: { status: { eq: "pending" } }) {
-id
-total
-status
-customer {
-name
-email
-}
-}
-}"#;
-
-const DASHBOARD: &str = "subscription {
-salesDashboard {
-totalRevenue
-orderCount
-averageOrderValue
-topProducts {
-name
-salesCount
-}
-}
-}";
-
-const JS_CLIENT: &str = r#"
-subscription {
-orders(filter: { status: { eq: "pending" } }) {
-id
-total
-status
-}
-}
-"#;
-
-const APOLLO: &str = r#"
-subscription OnOrderUpdate {
-orders(filter: { status: { eq: "pending" } }) {
-id
-total
-status
-customer { name }
-}
-}
-"#;
 
 fn as_query(op: &str) -> String {
     op.replacen("subscription", "query", 1)

@@ -63,6 +63,21 @@ fn scalar_literal_ok(scalar: Scalar, v: &Value) -> bool {
     }
 }
 
+/// graphql-js's wording for a literal the built-in scalars refuse.
+fn scalar_message(scalar: Scalar, v: &Value) -> Option<String> {
+    Some(match scalar {
+        Scalar::Int if matches!(v, Value::Number(n) if n.is_i64()) => {
+            format!("Int cannot represent non 32-bit signed integer value: {v}")
+        }
+        Scalar::Int => format!("Int cannot represent non-integer value: {v}"),
+        Scalar::Float => format!("Float cannot represent non numeric value: {v}"),
+        Scalar::String => format!("String cannot represent a non string value: {v}"),
+        Scalar::Boolean => format!("Boolean cannot represent a non boolean value: {v}"),
+        Scalar::Id => format!("ID cannot represent a non-string and non-integer value: {v}"),
+        _ => return None,
+    })
+}
+
 /// Checks a literal against `ty`, pushing one message per problem and recording variables.
 pub fn check_literal(
     schema: &Schema,
@@ -108,7 +123,7 @@ pub fn check_literal(
         TypeRef::Named(id) => match &schema.ty(*id).kind {
             Kind::Scalar(s) => {
                 if !scalar_literal_ok(*s, value) {
-                    errors.push(expected());
+                    errors.push(scalar_message(*s, value).unwrap_or_else(expected));
                 }
             }
             Kind::Enum { values, .. } => match value {
@@ -117,7 +132,10 @@ pub fn check_literal(
                     "Value \"{n}\" does not exist in \"{}\" enum.",
                     schema.name(*id)
                 )),
-                _ => errors.push(expected()),
+                other => errors.push(format!(
+                    "Enum \"{}\" cannot represent non-enum value: {other}.",
+                    schema.name(*id)
+                )),
             },
             Kind::Input { fields, .. } => match value {
                 Value::Object(map) => {
