@@ -531,3 +531,6 @@ fn fragment_cycles(doc: &ExecutableDocument, errors: &mut Vec<GraphQLError>) {
         done.insert(start);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -255,7 +255,7 @@ impl<'a> Walker<'a> {
         };
         let name = cond.node.on.node.as_str();
         let Some(id) = self.schema.type_id(name) else {
-            self.error(format!("Unknown type \"{name}\"."), &[cond.pos]);
+            self.error(format!("Unknown type \"{name}\"."), &[cond.node.on.pos]);
             return None;
         };
         if !matches!(self.schema.ty(id).kind, Kind::Object { .. }) {
@@ -265,7 +265,7 @@ impl<'a> Walker<'a> {
                 }
                 None => format!("Fragment cannot condition on non composite type \"{name}\"."),
             };
-            self.error(message, &[cond.pos]);
+            self.error(message, &[cond.node.on.pos]);
             return None;
         }
         if id != parent {
