@@ -159,7 +159,7 @@ impl<'a> Walker<'a> {
                 );
                 continue;
             }
-            let args = self.arguments(&d.node.arguments, &def.args.clone(), name, true, d.pos);
+            let args = self.arguments(&d.node.arguments, &def.args, name, true, d.pos);
             let flag = args.iter().find(|(n, _)| n == "if").map(|(_, v)| v);
             match (name, flag) {
                 ("skip", Some(ConstValue::Boolean(true))) => keep = false,
@@ -295,24 +295,28 @@ impl<'a> Walker<'a> {
         let name = f.node.name.node.as_str();
         let parent_name = schema.name(parent);
         let string_t = TypeRef::Named(schema.type_id("String")?);
-        let (field_ref, ty, defs): (FieldRef, TypeRef, Vec<InputValue>) = match name {
-            "__typename" => (FieldRef::Typename, string_t.non_null(), Vec::new()),
+        let type_args;
+        let (field_ref, ty, defs): (FieldRef, TypeRef, &[InputValue]) = match name {
+            "__typename" => (FieldRef::Typename, string_t.non_null(), &[]),
             "__schema" if parent == schema.query => (
                 FieldRef::Schema,
                 TypeRef::Named(schema.type_id("__Schema")?).non_null(),
-                Vec::new(),
+                &[],
             ),
-            "__type" if parent == schema.query => (
-                FieldRef::Type,
-                TypeRef::Named(schema.type_id("__Type")?),
-                vec![crate::schema::meta::input(
+            "__type" if parent == schema.query => {
+                type_args = [crate::schema::meta::input(
                     "name",
                     string_t.non_null(),
                     None,
-                )],
-            ),
+                )];
+                (
+                    FieldRef::Type,
+                    TypeRef::Named(schema.type_id("__Type")?),
+                    &type_args,
+                )
+            }
             _ => match schema.field(parent, name) {
-                Some((i, def)) => (FieldRef::Field(i), def.ty.clone(), def.args.clone()),
+                Some((i, def)) => (FieldRef::Field(i), def.ty.clone(), &def.args),
                 None => {
                     self.error(
                         format!("Cannot query field \"{name}\" on type \"{parent_name}\"."),
@@ -323,7 +327,7 @@ impl<'a> Walker<'a> {
             },
         };
         let owner = format!("{parent_name}.{name}");
-        let args = self.arguments(&f.node.arguments, &defs, &owner, false, f.pos);
+        let args = self.arguments(&f.node.arguments, defs, &owner, false, f.pos);
         let named = ty.named();
         let has_selection = !f.node.selection_set.node.items.is_empty();
         let meta = meta || matches!(field_ref, FieldRef::Schema | FieldRef::Type);
