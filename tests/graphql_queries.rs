@@ -253,3 +253,30 @@ fn each_type_family_and_nulls() {
         r#"{"samples":[{"id":1}]}"#,
     );
 }
+
+#[test]
+fn wide_selections_and_clashing_column_names_run() {
+    let url = demo_database(
+        "CREATE TABLE clash (id int PRIMARY KEY, user_id int, \"userId\" int);
+         INSERT INTO clash VALUES (1, 10, 20), (2, 30, 5);",
+    );
+    let e = engine(&url, &["public"]);
+    let fields: Vec<String> = (0..60).map(|i| format!("f{i}: id")).collect();
+    let q = format!("{{ users(limit: 1) {{ {} name }} }}", fields.join(" "));
+    let mut expected: Vec<String> = (0..60).map(|i| format!("\"f{i}\":1")).collect();
+    expected.push("\"name\":\"Ada Lovelace\"".into());
+    assert_data(
+        &e,
+        &url,
+        &q,
+        None,
+        &format!("{{\"users\":[{{{}}}]}}", expected.join(",")),
+    );
+    assert_data(
+        &e,
+        &url,
+        "{ clash(orderBy: { userId2: ASC }, filter: { userId: { gt: 1 } }) { id userId userId2 } }",
+        None,
+        r#"{"clash":[{"id":2,"userId":30,"userId2":5},{"id":1,"userId":10,"userId2":20}]}"#,
+    );
+}

@@ -132,14 +132,16 @@ impl Builder<'_> {
     fn relation_fields(&self, index: usize) -> Vec<Field> {
         let catalog = self.catalog;
         let rel = &catalog.relations[index];
+        let names = column_names(rel.columns.iter().map(|c| c.name.as_str()));
         let mut fields: Vec<Field> = rel
             .columns
             .iter()
+            .zip(names)
             .enumerate()
-            .map(|(i, c)| {
+            .map(|(i, (c, name))| {
                 let ty = self.column_type(&c.ty);
                 Field {
-                    name: lower_camel(&c.name),
+                    name,
                     description: c.comment.clone(),
                     args: Vec::new(),
                     ty: if c.not_null { ty.non_null() } else { ty },
@@ -209,6 +211,13 @@ impl Builder<'_> {
         }
         fields
     }
+}
+
+/// The field names of a relation's (or composite's) columns: lowerCamelCase, numbered on
+/// a clash in column order.
+fn column_names<'a>(columns: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut names = Namespace::default();
+    columns.map(|c| names.claim(lower_camel(c))).collect()
 }
 
 /// The index of the relation a foreign key points at, when it and every column involved is
@@ -341,14 +350,15 @@ pub fn build(catalog: Catalog) -> Schema {
             },
         });
         let sort = TypeRef::Named(b.t.id(SORT_DIRECTION));
+        let names = column_names(r.columns.iter().map(|c| c.name.as_str()));
         let order_fields = r
             .columns
             .iter()
             .enumerate()
             .filter(|(_, c)| c.ty.sortable)
-            .map(|(ci, c)| InputValue {
+            .map(|(ci, _)| InputValue {
                 column: Some(ci),
-                ..meta::input(&lower_camel(&c.name), sort.clone(), None)
+                ..meta::input(&names[ci], sort.clone(), None)
             })
             .collect();
         let order_id = b.t.add(TypeDef {
@@ -367,7 +377,7 @@ pub fn build(catalog: Catalog) -> Schema {
                 let ft = b.filter_type(&c.ty)?;
                 Some(InputValue {
                     column: Some(ci),
-                    ..meta::input(&lower_camel(&c.name), TypeRef::Named(ft), None)
+                    ..meta::input(&names[ci], TypeRef::Named(ft), None)
                 })
             })
             .collect();
@@ -400,12 +410,14 @@ pub fn build(catalog: Catalog) -> Schema {
         };
     }
     for (i, c) in catalog.composites.iter().enumerate() {
+        let names = column_names(c.attributes.iter().map(|a| a.name.as_str()));
         let fields = c
             .attributes
             .iter()
+            .zip(names)
             .enumerate()
-            .map(|(ai, a)| Field {
-                name: lower_camel(&a.name),
+            .map(|(ai, (a, name))| Field {
+                name,
                 description: None,
                 args: Vec::new(),
                 ty: b.column_type(&a.ty),

@@ -242,3 +242,6 @@ impl TypeTable {
         self.by_name[name]
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -145,7 +145,7 @@ impl Compiler<'_> {
             (Some(v), Some(ty)) => Filter::from_value(schema, relation, ty, v),
             _ => Filter::All(Vec::new()),
         };
-        let mut order = self.order(sel, relation)?;
+        let mut order = self.order(sel, relation);
         if order.is_empty() {
             order = default_order(relation);
         }
@@ -370,25 +370,33 @@ impl Compiler<'_> {
         json_object(&pairs)
     }
 
-    /// `orderBy` as (column, direction SQL) pairs.
-    fn order(
-        &self,
-        sel: &Selected,
-        relation: &Relation,
-    ) -> Result<Vec<(String, &'static str)>, GraphQLError> {
+    /// `orderBy` as (column, direction SQL) pairs, then the default order to break ties.
+    fn order(&self, sel: &Selected, relation: &Relation) -> Vec<(String, &'static str)> {
         let mut out: Vec<(String, &'static str)> = Vec::new();
         let Some(ConstValue::List(keys)) = sel.arg("orderBy") else {
-            return Ok(out);
+            return out;
+        };
+        let schema = self.schema;
+        let FieldRef::Field(i) = sel.field else {
+            return out;
+        };
+        let input = schema.fields(sel.parent)[i]
+            .args
+            .iter()
+            .find(|a| a.name == "orderBy")
+            .map(|a| a.ty.named());
+        let Some(Kind::Input { fields, .. }) = input.map(|id| &schema.ty(id).kind) else {
+            return out;
         };
         for key in keys {
             let ConstValue::Object(map) = key else {
                 continue;
             };
             for (field, dir) in map {
-                let Some(column) = relation
-                    .columns
+                let Some(ci) = fields
                     .iter()
-                    .find(|c| crate::schema::naming::lower_camel(&c.name) == field.as_str())
+                    .find(|f| f.name == field.as_str())
+                    .and_then(|f| f.column)
                 else {
                     continue;
                 };
@@ -404,8 +412,9 @@ impl Compiler<'_> {
                     },
                     _ => continue,
                 };
-                if !out.iter().any(|(c, _)| *c == column.name) {
-                    out.push((column.name.clone(), dir));
+                let column = &relation.columns[ci].name;
+                if !out.iter().any(|(c, _)| c == column) {
+                    out.push((column.clone(), dir));
                 }
             }
         }
@@ -416,7 +425,7 @@ impl Compiler<'_> {
                 }
             }
         }
-        Ok(out)
+        out
     }
 
     /// A `limit` or `offset` argument as a parameter placeholder.
@@ -489,3 +498,6 @@ pub fn compile(
         roots,
     })
 }
+
+#[cfg(test)]
+mod tests;
