@@ -120,3 +120,59 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(vars: &[(&str, &str)]) -> Engine {
+        let config = Config::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap();
+        let catalog =
+            Catalog::from_json(include_str!("../tests/fixtures/demo-catalog.json")).unwrap();
+        Engine::new(catalog, &config)
+    }
+
+    #[test]
+    fn settings_reach_the_engine() {
+        let deep = "{ orders { customer { orders { id } } } }";
+        assert!(engine(&[]).prepare(deep, None, None).is_ok());
+        let errors = engine(&[("POSTRUST_MAX_QUERY_DEPTH", "2")])
+            .prepare(deep, None, None)
+            .unwrap_err();
+        assert_eq!(errors[0].code, ErrorCode::TooDeep);
+        let config = Config::from_lookup(|k| {
+            (k == "POSTRUST_DB_SCHEMAS").then(|| " public , app ".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.db_schemas.0, ["public", "app"]);
+        assert_eq!(schemas_param(&config.db_schemas.0), r#"{"public","app"}"#);
+        assert_eq!(schemas_param(&[r#"we"ird\"#.into()]), r#"{"we\"ird\\"}"#);
+        let bad = Config::from_lookup(|k| (k == "POSTRUST_DB_SCHEMAS").then(|| "a,,b".into()));
+        assert_eq!(bad.unwrap_err().var, "POSTRUST_DB_SCHEMAS");
+    }
+
+    #[test]
+    fn pure_introspection_needs_no_sql() {
+        let p = engine(&[])
+            .prepare(
+                "query Q { __typename s: __schema { queryType { name } subscriptionType { name } } }",
+                None,
+                Some("Q"),
+            )
+            .unwrap();
+        assert_eq!(p.kind, OperationKind::Query);
+        assert_eq!(
+            p.plan,
+            Plan::Immediate(
+                r#"{"__typename":"Query","s":{"queryType":{"name":"Query"},"subscriptionType":{"name":"Subscription"}}}"#
+                    .into()
+            )
+        );
+        assert!(p.tables.is_empty());
+    }
+}

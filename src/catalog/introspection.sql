@@ -6,6 +6,7 @@ rels AS (
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = ANY ($1::text[])
+    AND has_schema_privilege(n.oid, 'USAGE')
     AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
     AND NOT c.relispartition
     AND (has_table_privilege(c.oid, 'SELECT')
@@ -131,6 +132,7 @@ SELECT json_build_object(
     JOIN pg_namespace n ON n.oid = t.typnamespace
     JOIN pg_class c ON c.oid = t.typrelid AND c.relkind = 'c'
     WHERE n.nspname = ANY ($1::text[]) AND t.typtype = 'c'
+      AND has_schema_privilege(n.oid, 'USAGE')
   ), '[]'),
   'enums', coalesce((
     SELECT json_agg(json_build_object(
@@ -143,5 +145,6 @@ SELECT json_build_object(
     FROM pg_type t
     JOIN pg_namespace n ON n.oid = t.typnamespace
     WHERE n.nspname = ANY ($1::text[]) AND t.typtype = 'e'
+      AND has_schema_privilege(n.oid, 'USAGE')
   ), '[]')
 )::text

@@ -311,30 +311,27 @@ pub fn coerce_json(schema: &Schema, v: &OwnedValue, ty: &TypeRef) -> Result<Cons
                     let map = v
                         .as_object()
                         .ok_or_else(|| format!("Expected type \"{name}\" to be an object."))?;
-                    for k in map.keys() {
-                        if !fields.iter().any(|f| f.name == k.as_str()) {
-                            return Err(format!(
-                                "Field \"{k}\" is not defined by type \"{name}\"."
-                            ));
-                        }
-                    }
+                    // Fields keep the client's order: it matters for `orderBy`.
                     let mut out = IndexMap::new();
-                    for f in fields {
-                        match map.get(f.name.as_str()) {
-                            Some(fv) => {
-                                let c = coerce_json(schema, fv, &f.ty)
-                                    .map_err(|e| format!("At \"{}\": {e}", f.name))?;
-                                out.insert(Name::new(&f.name), c);
-                            }
-                            None if matches!(f.ty, TypeRef::NonNull(_)) => {
-                                return Err(format!(
-                                    "Field \"{}\" of required type \"{}\" was not provided.",
-                                    f.name,
-                                    schema.display(&f.ty)
-                                ));
-                            }
-                            None => {}
-                        }
+                    for (k, fv) in map.iter() {
+                        let f = fields
+                            .iter()
+                            .find(|f| f.name == k.as_str())
+                            .ok_or_else(|| {
+                                format!("Field \"{k}\" is not defined by type \"{name}\".")
+                            })?;
+                        let c = coerce_json(schema, fv, &f.ty)
+                            .map_err(|e| format!("At \"{}\": {e}", f.name))?;
+                        out.insert(Name::new(&f.name), c);
+                    }
+                    if let Some(f) = fields.iter().find(|f| {
+                        matches!(f.ty, TypeRef::NonNull(_)) && !map.contains_key(f.name.as_str())
+                    }) {
+                        return Err(format!(
+                            "Field \"{}\" of required type \"{}\" was not provided.",
+                            f.name,
+                            schema.display(&f.ty)
+                        ));
                     }
                     Ok(ConstValue::Object(out))
                 }

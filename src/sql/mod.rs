@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use async_graphql_value::ConstValue;
 
 use crate::catalog::{PgType, QualifiedName, Relation, TypeKind};
-use crate::graphql::{ErrorCode, FieldRef, GraphQLError, Operation, Selected};
+use crate::graphql::{ErrorCode, FieldRef, GraphQLError, Operation, PathSegment, Selected};
 use crate::schema::{Kind, Scalar, Schema, Source, TypeId};
 pub use filter::{Filter, Op};
 use quote::{ident, literal};
@@ -56,12 +56,10 @@ struct Compiler<'s> {
     params: Params,
     tables: BTreeSet<QualifiedName>,
     aliases: usize,
+    /// The response path of the field being compiled, for errors.
+    path: Vec<PathSegment>,
     /// Writes a root `__schema`/`__type` value (introspection is answered in Rust).
     introspect: &'s dyn Fn(&Selected) -> String,
-}
-
-fn bad_argument(message: String, sel: &Selected) -> GraphQLError {
-    GraphQLError::new(ErrorCode::BadArgument, message, &[sel.pos])
 }
 
 /// A JSON object from (key, SQL expression) pairs, in order. `json_build_object` takes at
@@ -107,7 +105,9 @@ impl Compiler<'_> {
                     let Source::Root(rel) = field.source else {
                         continue;
                     };
+                    self.path.push(PathSegment::Key(sel.key.clone()));
                     let (sql, filter) = self.rows(sel, rel, None)?;
+                    self.path.pop();
                     roots.push(RootRead {
                         key: sel.key.clone(),
                         relation: self.schema.catalog.relations[rel].name.clone(),
@@ -268,13 +268,19 @@ impl Compiler<'_> {
                             .position(|r| r.name == fk.references)
                             .expect("the schema only links exposed relations");
                         columns.extend(fk.columns.iter().cloned());
-                        self.one(child, target, &fk.columns, &fk.ref_columns, alias)?
+                        self.path.push(PathSegment::Key(child.key.clone()));
+                        let one = self.one(child, target, &fk.columns, &fk.ref_columns, alias)?;
+                        self.path.pop();
+                        one
                     }
                     Source::ToMany { rel, fk } => {
                         let fk = &schema.catalog.relations[rel].foreign_keys[fk];
                         columns.extend(fk.ref_columns.iter().cloned());
                         let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
-                        self.rows(child, rel, Some(link))?.0
+                        self.path.push(PathSegment::Key(child.key.clone()));
+                        let rows = self.rows(child, rel, Some(link))?.0;
+                        self.path.pop();
+                        rows
                     }
                     Source::Root(_) | Source::Meta => continue,
                 },
@@ -433,10 +439,12 @@ impl Compiler<'_> {
         match sel.arg(name) {
             Some(ConstValue::Number(n)) => match n.as_i64() {
                 Some(v) if v >= 0 => Ok(Some(self.params.push(v.to_string()))),
-                _ => Err(bad_argument(
-                    format!("Argument \"{name}\" must not be negative, got {n}."),
-                    sel,
-                )),
+                _ => {
+                    let message = format!("Argument \"{name}\" must not be negative, got {n}.");
+                    let mut e = GraphQLError::new(ErrorCode::BadArgument, message, &[sel.pos]);
+                    e.path = self.path.clone();
+                    Err(e)
+                }
             },
             _ => Ok(None),
         }
@@ -488,6 +496,7 @@ pub fn compile(
         params: Params::default(),
         tables: BTreeSet::new(),
         aliases: 0,
+        path: Vec::new(),
         introspect,
     };
     let (data, roots) = c.root(op)?;
