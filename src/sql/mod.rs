@@ -15,7 +15,7 @@ use async_graphql_value::ConstValue;
 
 use crate::catalog::{PgType, QualifiedName, Relation, TypeKind};
 use crate::graphql::{ErrorCode, FieldRef, GraphQLError, Operation, PathSegment, Selected};
-use crate::schema::{Kind, Scalar, Schema, Source, TypeId};
+use crate::schema::{Field, Kind, Scalar, Schema, Source, TypeId};
 pub use filter::{Filter, Op};
 use quote::{ident, literal};
 
@@ -51,6 +51,16 @@ pub struct Statement {
     pub roots: Vec<RootRead>,
 }
 
+/// A relation field being compiled: `outer` aliases its rows in the JSON-building query,
+/// `inner` in the query that selects `columns` from the relation.
+struct Scope<'s> {
+    relation: &'s Relation,
+    outer: String,
+    inner: String,
+    object: String,
+    columns: BTreeSet<String>,
+}
+
 struct Compiler<'s> {
     schema: &'s Schema,
     params: Params,
@@ -83,7 +93,7 @@ fn json_object(pairs: &[(String, String)]) -> String {
     )
 }
 
-impl Compiler<'_> {
+impl<'s> Compiler<'s> {
     fn alias(&mut self) -> usize {
         self.aliases += 1;
         self.aliases
@@ -106,7 +116,7 @@ impl Compiler<'_> {
                         continue;
                     };
                     self.path.push(PathSegment::Key(sel.key.clone()));
-                    let (sql, filter) = self.rows(sel, rel, None)?;
+                    let (sql, filter) = self.rows(sel, field, rel, None)?;
                     self.path.pop();
                     roots.push(RootRead {
                         key: sel.key.clone(),
@@ -126,21 +136,18 @@ impl Compiler<'_> {
     fn rows(
         &mut self,
         sel: &Selected,
+        field: &Field,
         rel: usize,
         link: Option<(&[String], &[String], &str)>,
     ) -> Result<(String, Filter), GraphQLError> {
         let schema = self.schema;
-        let relation = &schema.catalog.relations[rel];
-        self.tables.extend(relation.base_tables());
-        let n = self.alias();
-        let (outer, inner) = (format!("t{n}"), format!("s{n}"));
-        let field = match sel.field {
-            FieldRef::Field(i) => &schema.fields(sel.parent)[i],
-            _ => unreachable!("rows are selected through fields"),
-        };
-        let object_type = field.ty.named();
-        let mut columns = BTreeSet::new();
-        let object = self.object(sel, object_type, relation, &outer, &mut columns)?;
+        let Scope {
+            relation,
+            outer,
+            inner,
+            object,
+            mut columns,
+        } = self.scope(sel, field, rel)?;
         let filter = match (sel.arg("filter"), filter::filter_type(schema, &field.args)) {
             (Some(v), Some(ty)) => Filter::from_value(schema, relation, ty, v),
             _ => Filter::All(Vec::new()),
@@ -208,22 +215,17 @@ impl Compiler<'_> {
     fn one(
         &mut self,
         sel: &Selected,
+        field: &Field,
         rel: usize,
-        here: &[String],
-        there: &[String],
-        parent: &str,
+        (here, there, parent): (&[String], &[String], &str),
     ) -> Result<String, GraphQLError> {
-        let schema = self.schema;
-        let relation = &schema.catalog.relations[rel];
-        self.tables.extend(relation.base_tables());
-        let n = self.alias();
-        let (outer, inner) = (format!("t{n}"), format!("s{n}"));
-        let object_type = match sel.field {
-            FieldRef::Field(i) => schema.fields(sel.parent)[i].ty.named(),
-            _ => unreachable!("relations are fields"),
-        };
-        let mut columns = BTreeSet::new();
-        let object = self.object(sel, object_type, relation, &outer, &mut columns)?;
+        let Scope {
+            relation,
+            outer,
+            inner,
+            object,
+            columns,
+        } = self.scope(sel, field, rel)?;
         let conditions: Vec<String> = there
             .iter()
             .zip(here)
@@ -236,6 +238,29 @@ impl Compiler<'_> {
             ident(&relation.name.name),
             conditions.join(" AND ")
         ))
+    }
+
+    /// Starts compiling a relation field: records the tables it reads, names its aliases
+    /// and builds the object of one row.
+    fn scope(
+        &mut self,
+        sel: &Selected,
+        field: &Field,
+        rel: usize,
+    ) -> Result<Scope<'s>, GraphQLError> {
+        let relation = &self.schema.catalog.relations[rel];
+        self.tables.extend(relation.base_tables());
+        let n = self.alias();
+        let (outer, inner) = (format!("t{n}"), format!("s{n}"));
+        let mut columns = BTreeSet::new();
+        let object = self.object(sel, field.ty.named(), relation, &outer, &mut columns)?;
+        Ok(Scope {
+            relation,
+            outer,
+            inner,
+            object,
+            columns,
+        })
     }
 
     /// The JSON object of one row of `relation` (alias `alias`) for `sel`'s sub-selection.
@@ -252,38 +277,42 @@ impl Compiler<'_> {
         let mut pairs = Vec::new();
         for child in &sel.children {
             let expr = match child.field {
-                FieldRef::Field(i) => match schema.fields(type_id)[i].source {
-                    Source::Column(ci) => {
-                        let c = &relation.columns[ci];
-                        columns.insert(c.name.clone());
-                        let value = format!("{alias}.{}", ident(&c.name));
-                        self.value(&value, &c.ty, child)
+                FieldRef::Field(i) => {
+                    let field = &schema.fields(type_id)[i];
+                    match field.source {
+                        Source::Column(ci) => {
+                            let c = &relation.columns[ci];
+                            columns.insert(c.name.clone());
+                            let value = format!("{alias}.{}", ident(&c.name));
+                            self.value(&value, &c.ty, child)
+                        }
+                        Source::ToOne { fk } => {
+                            let fk = &relation.foreign_keys[fk];
+                            let target = schema
+                                .catalog
+                                .relations
+                                .iter()
+                                .position(|r| r.name == fk.references)
+                                .expect("the schema only links exposed relations");
+                            columns.extend(fk.columns.iter().cloned());
+                            self.path.push(PathSegment::Key(child.key.clone()));
+                            let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
+                            let one = self.one(child, field, target, link)?;
+                            self.path.pop();
+                            one
+                        }
+                        Source::ToMany { rel, fk } => {
+                            let fk = &schema.catalog.relations[rel].foreign_keys[fk];
+                            columns.extend(fk.ref_columns.iter().cloned());
+                            let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
+                            self.path.push(PathSegment::Key(child.key.clone()));
+                            let rows = self.rows(child, field, rel, Some(link))?.0;
+                            self.path.pop();
+                            rows
+                        }
+                        Source::Root(_) | Source::Meta => continue,
                     }
-                    Source::ToOne { fk } => {
-                        let fk = &relation.foreign_keys[fk];
-                        let target = schema
-                            .catalog
-                            .relations
-                            .iter()
-                            .position(|r| r.name == fk.references)
-                            .expect("the schema only links exposed relations");
-                        columns.extend(fk.columns.iter().cloned());
-                        self.path.push(PathSegment::Key(child.key.clone()));
-                        let one = self.one(child, target, &fk.columns, &fk.ref_columns, alias)?;
-                        self.path.pop();
-                        one
-                    }
-                    Source::ToMany { rel, fk } => {
-                        let fk = &schema.catalog.relations[rel].foreign_keys[fk];
-                        columns.extend(fk.ref_columns.iter().cloned());
-                        let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
-                        self.path.push(PathSegment::Key(child.key.clone()));
-                        let rows = self.rows(child, rel, Some(link))?.0;
-                        self.path.pop();
-                        rows
-                    }
-                    Source::Root(_) | Source::Meta => continue,
-                },
+                }
                 _ => literal(schema.name(type_id)),
             };
             pairs.push((child.key.clone(), expr));
