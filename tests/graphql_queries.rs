@@ -107,6 +107,20 @@ fn ordering_limit_and_offset() {
     assert_data(
         &e,
         &url,
+        "query ($o: [OrdersOrderBy!] = { total: ASC }, $n: Int = 2) { orders(orderBy: $o, limit: $n) { id } }",
+        None,
+        r#"{"orders":[{"id":5},{"id":3}]}"#,
+    );
+    assert_data(
+        &e,
+        &url,
+        "query ($o: [OrdersOrderBy!] = { total: ASC }) { orders(orderBy: $o, limit: 2) { id } }",
+        Some(r#"{"o": [{"status": "ASC", "total": "DESC"}]}"#),
+        r#"{"orders":[{"id":5},{"id":2}]}"#,
+    );
+    assert_data(
+        &e,
+        &url,
         "{ orders(offset: 4) { id } none: orders(limit: 0) { id } }",
         None,
         r#"{"orders":[{"id":5}],"none":[]}"#,

@@ -310,7 +310,11 @@ fn operation(
             let value = given.and_then(|g| g.get(vname));
             match (value, &v.node.default_value) {
                 (None, Some(d)) => {
-                    out.insert(vname.to_owned(), d.node.clone());
+                    // Coerced like an argument literal: a single value given for a list wraps.
+                    let lit = d.node.clone().into_value();
+                    if let Some(c) = values::coerce_literal(&lit, ty, schema, &HashMap::new()) {
+                        out.insert(vname.to_owned(), c);
+                    }
                 }
                 (None, None) if matches!(ty, TypeRef::NonNull(_)) => {
                     errors.push(GraphQLError::new(
