@@ -137,3 +137,46 @@ fn only_what_the_role_may_select_is_exposed() {
         r#"{"users":[{"name":"Ada Lovelace"},{"name":"Grace Hopper"},{"name":"Linus Torvalds"}]}"#
     );
 }
+
+#[test]
+fn the_demo_roles_see_what_they_are_granted() {
+    let roles = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/roles.sql"),
+    )
+    .unwrap();
+    let url = demo_database(&format!("{roles}\n{roles}"));
+    let exposed = |role: &str| -> Vec<String> {
+        let json = psql(
+            &url,
+            &format!(
+                "SET ROLE {role};\nPREPARE c(text[]) AS {};\nEXECUTE c({});",
+                postrust::catalog::INTROSPECTION_SQL,
+                dollar_quote("{public}")
+            ),
+        );
+        let c = Catalog::from_json(&json).unwrap();
+        c.relations
+            .iter()
+            .map(|r| {
+                let cols: Vec<&str> = r.columns.iter().map(|c| c.name.as_str()).collect();
+                format!("{}({})", r.name.name, cols.len())
+            })
+            .collect()
+    };
+    assert_eq!(
+        exposed("web_anon"),
+        ["products(8)", "sales_dashboard(4)", "sales_headline(2)"]
+    );
+    assert_eq!(
+        exposed("web_user"),
+        [
+            "customers(5)",
+            "order_items(5)",
+            "orders(8)",
+            "products(8)",
+            "sales_dashboard(4)",
+            "sales_headline(2)",
+            "users(2)"
+        ]
+    );
+}
