@@ -6,6 +6,7 @@
 //! only from the catalog and are always quoted. Rows come in a deterministic order: the
 //! requested keys, then the primary key (or, without one, every sortable column).
 
+pub mod eval;
 pub mod filter;
 pub mod quote;
 
