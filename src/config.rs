@@ -237,6 +237,8 @@ settings! {
     db_schemas: NameList = "POSTRUST_DB_SCHEMAS", "public";
     /// Deepest nesting of object fields a GraphQL operation may select (introspection excluded); a deeper one is refused before any SQL runs.
     max_query_depth: Count = "POSTRUST_MAX_QUERY_DEPTH", "10";
+    /// Most fields a GraphQL operation may select, each fragment counted wherever it is spread; a larger one is refused before any SQL runs.
+    max_query_fields: Count = "POSTRUST_MAX_QUERY_FIELDS", "2000";
 }
 
 impl Config {

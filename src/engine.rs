@@ -43,7 +43,7 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 pub struct Engine {
     schema: Schema,
-    max_depth: usize,
+    limits: graphql::Limits,
 }
 
 /// The value of `$1` for [`crate::catalog::INTROSPECTION_SQL`]: a PostgreSQL array literal.
@@ -59,7 +59,10 @@ impl Engine {
     pub fn new(catalog: Catalog, config: &Config) -> Engine {
         Engine {
             schema: build::build(catalog),
-            max_depth: config.max_query_depth.0,
+            limits: graphql::Limits {
+                max_depth: config.max_query_depth.0,
+                max_fields: config.max_query_fields.0,
+            },
         }
     }
 
@@ -75,7 +78,7 @@ impl Engine {
         operation_name: Option<&str>,
     ) -> Result<Prepared, Vec<GraphQLError>> {
         let schema = &self.schema;
-        let op = graphql::validate(schema, query, variables, operation_name, self.max_depth)?;
+        let op = graphql::validate(schema, query, variables, operation_name, &self.limits)?;
         let introspect = |sel: &Selected| {
             let mut out = String::new();
             introspection::resolve(schema, sel, &mut out);

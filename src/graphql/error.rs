@@ -20,6 +20,8 @@ pub enum ErrorCode {
     OperationResolution,
     /// The selection nests deeper than `POSTRUST_MAX_QUERY_DEPTH`.
     TooDeep,
+    /// The selection, fragments expanded, has more fields than `POSTRUST_MAX_QUERY_FIELDS`.
+    TooComplex,
     /// An argument is valid GraphQL but not a value the server accepts (a negative limit).
     BadArgument,
 }
@@ -32,6 +34,7 @@ impl ErrorCode {
             ErrorCode::BadVariables => "BAD_USER_INPUT",
             ErrorCode::OperationResolution => "OPERATION_RESOLUTION_FAILURE",
             ErrorCode::TooDeep => "QUERY_TOO_DEEP",
+            ErrorCode::TooComplex => "QUERY_TOO_COMPLEX",
             ErrorCode::BadArgument => "BAD_ARGUMENT",
         }
     }

@@ -75,6 +75,25 @@ impl Selected {
     }
 }
 
+/// Bounds on what one operation may ask for, checked before any SQL is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest nesting of object fields (introspection excluded).
+    pub max_depth: usize,
+    /// Most fields walked, each fragment counted wherever it is spread.
+    pub max_fields: usize,
+}
+
+impl Default for Limits {
+    /// The defaults of `POSTRUST_MAX_QUERY_DEPTH` and `POSTRUST_MAX_QUERY_FIELDS`.
+    fn default() -> Self {
+        Limits {
+            max_depth: 10,
+            max_fields: 2000,
+        }
+    }
+}
+
 /// A validated operation, ready for introspection and compilation.
 #[derive(Debug, Clone)]
 pub struct Operation {
@@ -135,7 +154,7 @@ pub fn validate(
     query: &str,
     variables: Option<&OwnedValue>,
     operation_name: Option<&str>,
-    max_depth: usize,
+    limits: &Limits,
 ) -> Result<Operation, Vec<GraphQLError>> {
     let doc = async_graphql_parser::parse_query(query).map_err(syntax)?;
     let mut errors = Vec::new();
@@ -177,7 +196,7 @@ pub fn validate(
             name,
             op,
             is_chosen.then_some(variables),
-            max_depth,
+            limits,
             &mut errors,
         );
         used_fragments.extend(used);
@@ -213,8 +232,11 @@ pub fn validate(
 fn dedup(errors: &mut Vec<GraphQLError>) {
     let mut seen = HashSet::new();
     errors.retain(|e| seen.insert((e.message.clone(), e.locations.clone())));
-    // Variable coercion errors are meaningless next to validation errors.
-    if errors.iter().any(|e| e.code != ErrorCode::BadVariables) {
+    // Variable coercion errors are meaningless next to validation errors, and a walk cut
+    // short by the field limit leaves fragments looking unused.
+    if errors.iter().any(|e| e.code == ErrorCode::TooComplex) {
+        errors.retain(|e| e.code == ErrorCode::TooComplex);
+    } else if errors.iter().any(|e| e.code != ErrorCode::BadVariables) {
         errors.retain(|e| e.code != ErrorCode::BadVariables);
     }
 }
@@ -231,7 +253,7 @@ fn operation(
     name: Option<&Name>,
     op: &Positioned<OperationDefinition>,
     variables: Option<Option<&OwnedValue>>,
-    max_depth: usize,
+    limits: &Limits,
     errors: &mut Vec<GraphQLError>,
 ) -> (Option<Vec<Selected>>, HashSet<Name>) {
     let root = match op.node.ty {
@@ -344,7 +366,7 @@ fn operation(
         }
         out
     });
-    let mut walker = Walker::new(schema, doc, coerced.as_ref(), max_depth);
+    let mut walker = Walker::new(schema, doc, coerced.as_ref(), *limits);
     let location = match op.node.ty {
         OperationType::Subscription => "SUBSCRIPTION",
         _ => "QUERY",

@@ -9,6 +9,13 @@ fn schema() -> Schema {
     build(Catalog::from_json(json).unwrap())
 }
 
+fn depth(max_depth: usize) -> Limits {
+    Limits {
+        max_depth,
+        ..Limits::default()
+    }
+}
+
 fn vars(json: &str) -> OwnedValue {
     let mut bytes = json.as_bytes().to_vec();
     simd_json::to_owned_value(&mut bytes).unwrap()
@@ -21,7 +28,7 @@ fn errors_with(
     op: Option<&str>,
 ) -> Vec<(String, Vec<(usize, usize)>)> {
     let v = variables.map(vars);
-    let errs = validate(&schema(), query, v.as_ref(), op, 10).expect_err(query);
+    let errs = validate(&schema(), query, v.as_ref(), op, &Limits::default()).expect_err(query);
     errs.into_iter()
         .map(|e| {
             (
@@ -182,7 +189,14 @@ fn known_directives_locations_and_uniqueness() {
 fn skip_and_include_apply() {
     let s = schema();
     let q = "query ($no: Boolean!) { users { id @skip(if: true) name @include(if: $no) email } }";
-    let op = validate(&s, q, Some(&vars(r#"{"no": false}"#)), None, 10).unwrap();
+    let op = validate(
+        &s,
+        q,
+        Some(&vars(r#"{"no": false}"#)),
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
     let keys: Vec<&str> = op.selection[0]
         .children
         .iter()
@@ -226,7 +240,7 @@ fn fragments() {
     );
     let s = schema();
     let q = "{ users { ...F ... on Users { email } } } fragment F on Users { id name }";
-    let op = validate(&s, q, None, None, 10).unwrap();
+    let op = validate(&s, q, None, None, &Limits::default()).unwrap();
     let keys: Vec<&str> = op.selection[0]
         .children
         .iter()
@@ -318,7 +332,7 @@ fn operation_selection() {
         errors_with(two, None, Some("C"))[0].0,
         "Unknown operation named \"C\"."
     );
-    let op = validate(&schema(), two, None, Some("B"), 10).unwrap();
+    let op = validate(&schema(), two, None, Some("B"), &Limits::default()).unwrap();
     assert_eq!(op.name.as_deref(), Some("B"));
     assert_eq!(op.selection[0].key, "orders");
     one(
@@ -364,7 +378,14 @@ fn overlapping_fields() {
         "Fields \"users\" conflict because they have differing arguments. Use different aliases on the fields to fetch both if this was intentional.",
         &[(1, 3), (1, 26)],
     );
-    let op = validate(&schema(), "{ users { id } users { name } }", None, None, 10).unwrap();
+    let op = validate(
+        &schema(),
+        "{ users { id } users { name } }",
+        None,
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
     let keys: Vec<&str> = op.selection[0]
         .children
         .iter()
@@ -376,8 +397,8 @@ fn overlapping_fields() {
 #[test]
 fn depth_limit() {
     let q = "{ orders { customer { orders { orderItems { order { id } } } } } }";
-    assert!(validate(&schema(), q, None, None, 5).is_ok());
-    let e = validate(&schema(), q, None, None, 4).unwrap_err();
+    assert!(validate(&schema(), q, None, None, &depth(5)).is_ok());
+    let e = validate(&schema(), q, None, None, &depth(4)).unwrap_err();
     assert_eq!(e[0].code, ErrorCode::TooDeep);
     assert_eq!(
         e[0].message,
@@ -390,4 +411,26 @@ fn depth_limit() {
             column: 45
         }]
     );
+}
+
+#[test]
+fn field_limit_stops_fragment_bombs() {
+    // Each fragment spreads the next one under four aliases: 4^8 fields from a short text.
+    let mut q = String::from("{ customers { ...F0 } }");
+    for i in 0..8 {
+        let (on, field) = if i % 2 == 0 {
+            ("Customers", "orders")
+        } else {
+            ("Orders", "customer")
+        };
+        let n = i + 1;
+        q.push_str(&format!(
+            " fragment F{i} on {on} {{ a: {field} {{ ...F{n} }} b: {field} {{ ...F{n} }} c: {field} {{ ...F{n} }} d: {field} {{ ...F{n} }} }}"
+        ));
+    }
+    q.push_str(" fragment F8 on Customers { id }");
+    let e = validate(&schema(), &q, None, None, &Limits::default()).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].code, ErrorCode::TooComplex);
+    assert_eq!(e[0].message, "The operation selects more than 2000 fields.");
 }

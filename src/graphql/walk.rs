@@ -12,7 +12,7 @@ use async_graphql_parser::types::{
 use async_graphql_value::{ConstValue, Name, Value};
 
 use super::values::{Usage, check_literal, coerce_literal};
-use super::{FieldRef, GraphQLError, Selected};
+use super::{FieldRef, GraphQLError, Limits, Selected};
 use crate::schema::{InputValue, Kind, Schema, TypeId, TypeRef};
 
 pub(super) struct Walker<'a> {
@@ -20,7 +20,9 @@ pub(super) struct Walker<'a> {
     pub doc: &'a ExecutableDocument,
     /// Coerced variable values; `None` while walking operations that will not run.
     pub vars: Option<&'a HashMap<String, ConstValue>>,
-    pub max_depth: usize,
+    pub limits: Limits,
+    /// Fields walked so far; past `limits.max_fields` the walk stops.
+    fields: usize,
     pub errors: Vec<GraphQLError>,
     pub usages: Vec<Usage>,
     pub used_fragments: HashSet<Name>,
@@ -43,13 +45,14 @@ impl<'a> Walker<'a> {
         schema: &'a Schema,
         doc: &'a ExecutableDocument,
         vars: Option<&'a HashMap<String, ConstValue>>,
-        max_depth: usize,
+        limits: Limits,
     ) -> Self {
         Walker {
             schema,
             doc,
             vars,
-            max_depth,
+            limits,
+            fields: 0,
             errors: Vec::new(),
             usages: Vec::new(),
             used_fragments: HashSet::new(),
@@ -180,8 +183,25 @@ impl<'a> Walker<'a> {
         out: &mut Vec<Selected>,
     ) {
         for item in &set.node.items {
+            if self.fields > self.limits.max_fields {
+                // Fragments spread within fragments can multiply a short document without
+                // bound; stop walking rather than spend the time.
+                return;
+            }
             match &item.node {
                 Selection::Field(f) => {
+                    self.fields += 1;
+                    if self.fields > self.limits.max_fields {
+                        self.errors.push(GraphQLError::new(
+                            super::ErrorCode::TooComplex,
+                            format!(
+                                "The operation selects more than {} fields.",
+                                self.limits.max_fields
+                            ),
+                            &[f.pos],
+                        ));
+                        return;
+                    }
                     let keep = self.directives(&f.node.directives, "FIELD");
                     if let Some(sel) = self.field(parent, f, depth, meta)
                         && keep
@@ -352,13 +372,13 @@ impl<'a> Walker<'a> {
             );
         } else {
             let depth = if meta { depth } else { depth + 1 };
-            if depth > self.max_depth && !self.depth_reported {
+            if depth > self.limits.max_depth && !self.depth_reported {
                 self.depth_reported = true;
                 self.errors.push(GraphQLError::new(
                     super::ErrorCode::TooDeep,
                     format!(
                         "The selection nests {depth} levels deep; at most {} are allowed.",
-                        self.max_depth
+                        self.limits.max_depth
                     ),
                     &[f.pos],
                 ));

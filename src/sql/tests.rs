@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::catalog::Catalog;
-use crate::graphql::validate;
+use crate::graphql::{Limits, validate};
 use crate::schema::build::build;
 
 fn schema() -> Schema {
@@ -16,7 +16,7 @@ fn compile_text(query: &str, variables: Option<&str>) -> Statement {
         let mut bytes = v.as_bytes().to_vec();
         simd_json::to_owned_value(&mut bytes).unwrap()
     });
-    let op = validate(&s, query, vars.as_ref(), None, 10).unwrap();
+    let op = validate(&s, query, vars.as_ref(), None, &Limits::default()).unwrap();
     compile(&s, &op, &|_| "null".to_owned()).unwrap()
 }
 
