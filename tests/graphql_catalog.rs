@@ -105,7 +105,11 @@ fn several_schemas_multi_column_keys_and_name_clashes() {
 #[test]
 fn only_what_the_role_may_select_is_exposed() {
     let url = demo_database(
-        "CREATE ROLE gql_reader;
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gql_reader') THEN
+             CREATE ROLE gql_reader;
+           END IF;
+         END $$;
          GRANT USAGE ON SCHEMA public TO gql_reader;
          GRANT SELECT (id, name) ON users TO gql_reader;
          GRANT SELECT ON orders, customers TO gql_reader;",

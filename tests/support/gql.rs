@@ -128,29 +128,7 @@ pub fn run(engine: &Engine, url: &str, query: &str, variables: Option<&str>) -> 
     execute(url, &prepared)
 }
 
-/// JSON text without the whitespace between tokens, for exact comparison (key order kept).
-pub fn compact(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !c.is_whitespace() {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use postrust::graphql::json::compact;
 
 /// Asserts that `query` returns exactly `expected` (compared without whitespace).
 pub fn assert_data(engine: &Engine, url: &str, query: &str, vars: Option<&str>, expected: &str) {
