@@ -20,6 +20,9 @@
 //!            ─▶ engine         the entry point the server calls: `Engine::prepare`
 //! ```
 //!
+//! The compiled operation also names the base tables it reads and keeps each root field's
+//! filter, which `sql::eval` tests change events against without a query.
+//!
 //! The schema they read is generated once per catalog:
 //!
 //! - [`catalog`]: the introspection query over `pg_catalog` and its JSON result.

@@ -115,7 +115,11 @@ fn syntax(err: async_graphql_parser::Error) -> Vec<GraphQLError> {
                 .rfind(|l| l.trim_start().starts_with('='))
                 .map(|l| l.trim_start().trim_start_matches('=').trim().to_owned())
                 .unwrap_or_else(|| message.clone());
-            (format!("Syntax Error: {what}"), vec![*start])
+            // pest names grammar rules (`executable_definition`); read them as words.
+            (
+                format!("Syntax Error: {}", what.replace('_', " ")),
+                vec![*start],
+            )
         }
         E::MultipleOperations { anonymous, .. } => (
             "This anonymous operation must be the only defined operation.".into(),

@@ -432,12 +432,8 @@ impl<'a> Walker<'a> {
             self.errors.push(e);
             return;
         }
-        let mut children = std::mem::take(&mut existing.children);
         for c in sel.children {
-            self.merge(&mut children, c);
-        }
-        if let Some(existing) = out.iter_mut().find(|s| s.key == sel.key) {
-            existing.children = children;
+            self.merge(&mut existing.children, c);
         }
     }
 }
