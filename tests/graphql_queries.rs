@@ -258,7 +258,7 @@ INSERT INTO samples VALUES
    ROW(1, 2), ARRAY[ROW(3, 4)::point2, NULL],
    '1 day 02:00:00', '\x0102'),
   (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-   NULL, NULL, NULL, NULL, 'true', NULL, '{}', NULL, NULL);
+   NULL, NULL, NULL, NULL, 'true', ROW(NULL, NULL), '{"(,)"}', NULL, NULL);
 "#;
 
 #[test]
@@ -281,8 +281,8 @@ fn each_type_family_and_nulls() {
            "spots":[{"x":3,"y":4},null],"span":"1 day 02:00:00","bytes":"\\x0102"},
           {"id":2,"small":null,"big":null,"dec":null,"real4":null,"dbl":null,"txt":null,"vc":null,
            "flag":null,"uid":null,"at":null,"local":null,"day":null,"doc":null,"docb":null,
-           "ints":null,"texts":null,"bigs":null,"moods":null,"feeling":"true_","spot":null,
-           "spots":[],"span":null,"bytes":null}]}"#,
+           "ints":null,"texts":null,"bigs":null,"moods":null,"feeling":"true_",
+           "spot":{"x":null,"y":null},"spots":[{"x":null,"y":null}],"span":null,"bytes":null}]}"#,
     );
     assert_data(
         &e,

@@ -343,11 +343,14 @@ impl<'s> Compiler<'s> {
                     let element = format!("({expr})[g{n}.i]");
                     let object = self.composite(&element, ci, type_id, sel);
                     format!(
-                        "CASE WHEN {expr} IS NULL THEN NULL ELSE coalesce((SELECT json_agg(CASE WHEN {element} IS NULL THEN NULL ELSE {object} END ORDER BY g{n}.i) FROM generate_subscripts({expr}, 1) AS g{n}(i)), '[]'::json) END"
+                        "CASE WHEN {expr} IS NULL THEN NULL ELSE coalesce((SELECT json_agg(CASE WHEN {element} IS NOT DISTINCT FROM NULL THEN NULL ELSE {object} END ORDER BY g{n}.i) FROM generate_subscripts({expr}, 1) AS g{n}(i)), '[]'::json) END"
                     )
                 } else {
                     let object = self.composite(expr, ci, type_id, sel);
-                    format!("CASE WHEN {expr} IS NULL THEN NULL ELSE {object} END")
+                    // `IS NULL` is also true of a row whose fields are all null.
+                    format!(
+                        "CASE WHEN {expr} IS NOT DISTINCT FROM NULL THEN NULL ELSE {object} END"
+                    )
                 }
             }
             TypeKind::Base | TypeKind::Other => {
