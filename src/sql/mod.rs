@@ -367,7 +367,7 @@ impl<'s> Compiler<'s> {
     }
 
     /// Enum labels that are not GraphQL names are renamed in the schema; map them back.
-    fn enum_value(&self, expr: &str, ty: &PgType) -> String {
+    fn enum_value(&mut self, expr: &str, ty: &PgType) -> String {
         let schema = self.schema;
         let values = schema.types.iter().find_map(|t| match &t.kind {
             Kind::Enum {
@@ -376,16 +376,21 @@ impl<'s> Compiler<'s> {
             } if schema.catalog.enums[*i].name == ty.qualified() => Some(values),
             _ => None,
         });
-        match values {
-            Some(values) if !ty.array && values.iter().any(|v| v.name != v.value) => {
-                let arms: Vec<String> = values
-                    .iter()
-                    .map(|v| format!("WHEN {} THEN {}", literal(&v.value), literal(&v.name)))
-                    .collect();
-                format!("CASE {expr}::text {} END", arms.join(" "))
-            }
-            _ => expr.to_owned(),
+        let Some(values) = values.filter(|vs| vs.iter().any(|v| v.name != v.value)) else {
+            return expr.to_owned();
+        };
+        let arms: Vec<String> = values
+            .iter()
+            .map(|v| format!("WHEN {} THEN {}", literal(&v.value), literal(&v.name)))
+            .collect();
+        let arms = arms.join(" ");
+        if !ty.array {
+            return format!("CASE {expr}::text {arms} END");
         }
+        let n = self.alias();
+        format!(
+            "CASE WHEN {expr} IS NULL THEN NULL ELSE coalesce((SELECT json_agg(CASE u{n}.x::text {arms} END ORDER BY u{n}.o) FROM unnest({expr}) WITH ORDINALITY AS u{n}(x, o)), '[]'::json) END"
+        )
     }
 
     fn composite(&mut self, expr: &str, ci: usize, type_id: TypeId, sel: &Selected) -> String {
