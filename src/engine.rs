@@ -5,6 +5,25 @@
 //! returns a [`Prepared`] operation: SQL and text parameters to run (one row, one text
 //! column: the response's `data`), or an immediate result for pure introspection, plus the
 //! base tables the result depends on.
+//!
+//! How the server uses it:
+//!
+//! ```text
+//! start-up / reload:
+//!   text    = run catalog::INTROSPECTION_SQL with $1 = schemas_param(&config.db_schemas.0)
+//!   engine  = Engine::new(Catalog::from_json(&text)?, &config)
+//! per request:
+//!   match engine.prepare(query, variables, operation_name) {
+//!     Err(errors)   => {"errors": GraphQLError::list_json(&errors)}
+//!     Ok(prepared)  => match prepared.plan {
+//!       Plan::Immediate(data)      => {"data": data}
+//!       Plan::Sql { sql, params }  => {"data": <the one text value sql returns>}
+//!     }
+//!   }
+//! ```
+//!
+//! The SQL text and parameters identify a live query completely (the schema is fixed), so
+//! they can key the sharing of results between subscribers, together with role and claims.
 
 use std::collections::BTreeSet;
 

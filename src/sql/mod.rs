@@ -73,10 +73,14 @@ struct Compiler<'s> {
     introspect: &'s dyn Fn(&Selected) -> String,
 }
 
-/// A JSON object from (key, SQL expression) pairs, in order. `json_build_object` takes at
-/// most 100 arguments; wider objects aggregate a `VALUES` list instead.
+/// The most key/value pairs one `json_build_object` call takes: PostgreSQL functions take at
+/// most 100 arguments (`FUNC_MAX_ARGS`).
+const MAX_OBJECT_PAIRS: usize = 50;
+
+/// A JSON object from (key, SQL expression) pairs, in order; wider objects than one
+/// `json_build_object` call can build aggregate a `VALUES` list instead.
 fn json_object(pairs: &[(String, String)]) -> String {
-    if pairs.len() <= 50 {
+    if pairs.len() <= MAX_OBJECT_PAIRS {
         let args: Vec<String> = pairs
             .iter()
             .map(|(k, v)| format!("{}, {v}", literal(k)))
