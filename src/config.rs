@@ -144,6 +144,21 @@ impl SettingValue for LogLevel {
     }
 }
 
+/// A comma-separated list of names (PostgreSQL schemas), at least one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameList(pub Vec<String>);
+
+impl SettingValue for NameList {
+    const FORM: &'static str = "a comma-separated list of names, such as public,app";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        let names: Vec<String> = raw.split(',').map(|n| n.trim().to_owned()).collect();
+        (!names.iter().any(String::is_empty)).then_some(NameList(names))
+    }
+    fn show(&self) -> String {
+        self.0.join(",")
+    }
+}
+
 macro_rules! settings {
     ($( $(#[doc = $doc:literal])+ $field:ident: $ty:ty = $var:literal, $default:expr; )+) => {
         /// The effective configuration. Built once at start-up and shared read-only by all
@@ -248,6 +263,12 @@ settings! {
     jwt_leeway_s: usize = "POSTRUST_JWT_LEEWAY_S", "30";
     /// Role for clients without a token (or whose token names no role); empty refuses them.
     anon_role: String = "POSTRUST_ANON_ROLE", "";
+    /// PostgreSQL schemas whose tables and views are served, comma-separated; on a name clash the earlier schema keeps the plain name.
+    db_schemas: NameList = "POSTRUST_DB_SCHEMAS", "public";
+    /// Deepest nesting of object fields a GraphQL operation may select (introspection excluded); a deeper one is refused before any SQL runs.
+    max_query_depth: Count = "POSTRUST_MAX_QUERY_DEPTH", "10";
+    /// Most fields a GraphQL operation may select, each fragment counted wherever it is spread; a larger one is refused before any SQL runs.
+    max_query_fields: Count = "POSTRUST_MAX_QUERY_FIELDS", "2000";
 }
 
 impl Config {

@@ -11,6 +11,23 @@
 //!              ─▶ connection  the per-socket driver: timers, outbox, dispatch to the engine
 //! ```
 //!
+//! A GraphQL operation travels on through these, all pure (no I/O):
+//!
+//! ```text
+//! query text ─▶ graphql        parse (async-graphql-parser), validate, coerce variables
+//!            ─▶ introspection  `__schema` / `__type` answered from the schema in Rust
+//!            ─▶ sql            one parameterized statement that builds the `data` JSON
+//!            ─▶ engine         the entry point the server calls: `Engine::prepare`
+//! ```
+//!
+//! The compiled operation also names the base tables it reads and keeps each root field's
+//! filter, which `sql::eval` tests change events against without a query.
+//!
+//! The schema they read is generated once per catalog:
+//!
+//! - [`catalog`]: the introspection query over `pg_catalog` and its JSON result.
+//! - [`schema`]: the GraphQL types generated from the catalog, naming rules, built-ins.
+//!
 //! Around them:
 //!
 //! - [`config`]: every `POSTRUST_` setting, from one table.
@@ -28,14 +45,20 @@
 
 pub mod auth;
 pub mod broadcast;
+pub mod catalog;
 pub mod change;
 pub mod config;
 pub mod connection;
+pub mod engine;
+pub mod graphql;
 pub mod http;
+pub mod introspection;
 pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
+pub mod schema;
 pub mod shard;
+pub mod sql;
 pub mod triggers;
 pub mod websocket;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const binary = process.env.POSTRUST_BIN ?? path.join(here, '..', '..', 'target', 'debug', 'postrust');
+const binary = process.env.POSTRUST_BIN ?? path.join(here, '..', '..', '..', 'target', 'debug', 'postrust');
 
 function portIsFree(port) {
   return new Promise((resolve) => {

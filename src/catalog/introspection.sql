@@ -1,0 +1,150 @@
+-- The catalog of the exposed schemas as one JSON document. $1: the schemas, text[].
+-- Only relations and columns the connecting role may SELECT are listed.
+WITH RECURSIVE
+rels AS (
+  SELECT c.oid, n.nspname, c.relname, c.relkind
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = ANY ($1::text[])
+    AND has_schema_privilege(n.oid, 'USAGE')
+    AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    AND NOT c.relispartition
+    AND (has_table_privilege(c.oid, 'SELECT')
+         OR has_any_column_privilege(c.oid, 'SELECT'))
+),
+-- A type as the schema sees it: domains resolved to their base type, arrays to their
+-- element type plus a flag.
+types AS (
+  SELECT t.oid,
+         CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END AS elem,
+         t.typcategory = 'A' AND t.typelem <> 0 AS is_array
+  FROM pg_type t
+),
+type_json AS (
+  SELECT ty.oid,
+         json_build_object(
+           'schema', en.nspname,
+           'name', et.typname,
+           'kind', et.typtype,
+           'array', ty.is_array,
+           'sortable', NOT ty.is_array AND EXISTS (
+             SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+             WHERE am.amname = 'btree' AND oc.opcdefault
+               AND (oc.opcintype = et.oid
+                    OR (et.typtype = 'e' AND oc.opcintype = 'anyenum'::regtype)))
+         ) AS j
+  FROM types ty
+  JOIN LATERAL (
+    -- Domains over domains resolve to the innermost base type.
+    WITH RECURSIVE d(oid) AS (
+      SELECT ty.elem
+      UNION ALL
+      SELECT t.typbasetype FROM d JOIN pg_type t ON t.oid = d.oid WHERE t.typtype = 'd'
+    )
+    SELECT t.* FROM d JOIN pg_type t ON t.oid = d.oid WHERE t.typtype <> 'd' LIMIT 1
+  ) et ON true
+  JOIN pg_namespace en ON en.oid = et.typnamespace
+),
+-- Views to the relations their rewrite rules read, followed through views on views.
+view_reads(view_oid, oid) AS (
+  SELECT DISTINCT r.oid, d.refobjid
+  FROM rels r
+  JOIN pg_rewrite rw ON rw.ev_class = r.oid
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+                  AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.oid
+  WHERE r.relkind = 'v'
+  UNION
+  SELECT vr.view_oid, d.refobjid
+  FROM view_reads vr
+  JOIN pg_class c ON c.oid = vr.oid AND c.relkind = 'v'
+  JOIN pg_rewrite rw ON rw.ev_class = c.oid
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+                  AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid
+)
+SELECT json_build_object(
+  'relations', coalesce((
+    SELECT json_agg(json_build_object(
+      'schema', r.nspname,
+      'name', r.relname,
+      'kind', r.relkind,
+      'comment', obj_description(r.oid, 'pg_class'),
+      'columns', coalesce((
+        SELECT json_agg(json_build_object(
+          'name', a.attname,
+          'type', tj.j,
+          'notNull', a.attnotnull,
+          'comment', col_description(r.oid, a.attnum)
+        ) ORDER BY a.attnum)
+        FROM pg_attribute a
+        JOIN type_json tj ON tj.oid = a.atttypid
+        WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND has_column_privilege(r.oid, a.attnum, 'SELECT')
+      ), '[]'),
+      'primaryKey', coalesce((
+        SELECT json_agg(a.attname ORDER BY k.ord)
+        FROM pg_constraint con
+        CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+        WHERE con.conrelid = r.oid AND con.contype = 'p'
+      ), '[]'),
+      'foreignKeys', coalesce((
+        SELECT json_agg(json_build_object(
+          'name', con.conname,
+          'columns', (
+            SELECT json_agg(a.attname ORDER BY k.ord)
+            FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+            JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum),
+          'refSchema', fn.nspname,
+          'refTable', fc.relname,
+          'refColumns', (
+            SELECT json_agg(a.attname ORDER BY k.ord)
+            FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
+            JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum)
+        ) ORDER BY con.conname)
+        FROM pg_constraint con
+        JOIN pg_class fc ON fc.oid = con.confrelid
+        JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+        WHERE con.conrelid = r.oid AND con.contype = 'f'
+      ), '[]'),
+      'reads', coalesce((
+        SELECT json_agg(DISTINCT jsonb_build_object('schema', bn.nspname, 'name', bc.relname))
+        FROM view_reads vr
+        JOIN pg_class bc ON bc.oid = vr.oid AND bc.relkind IN ('r', 'p', 'm', 'f')
+        JOIN pg_namespace bn ON bn.oid = bc.relnamespace
+        WHERE vr.view_oid = r.oid
+      ), '[]')
+    ) ORDER BY array_position($1::text[], r.nspname::text), r.relname)
+    FROM rels r
+  ), '[]'),
+  'composites', coalesce((
+    SELECT json_agg(json_build_object(
+      'schema', n.nspname,
+      'name', t.typname,
+      'comment', obj_description(t.oid, 'pg_type'),
+      'attributes', coalesce((
+        SELECT json_agg(json_build_object('name', a.attname, 'type', tj.j) ORDER BY a.attnum)
+        FROM pg_attribute a
+        JOIN type_json tj ON tj.oid = a.atttypid
+        WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+      ), '[]')
+    ) ORDER BY array_position($1::text[], n.nspname::text), t.typname)
+    FROM pg_type t
+    JOIN pg_namespace n ON n.oid = t.typnamespace
+    JOIN pg_class c ON c.oid = t.typrelid AND c.relkind = 'c'
+    WHERE n.nspname = ANY ($1::text[]) AND t.typtype = 'c'
+      AND has_schema_privilege(n.oid, 'USAGE')
+  ), '[]'),
+  'enums', coalesce((
+    SELECT json_agg(json_build_object(
+      'schema', n.nspname,
+      'name', t.typname,
+      'comment', obj_description(t.oid, 'pg_type'),
+      'values', (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
+                 FROM pg_enum e WHERE e.enumtypid = t.oid)
+    ) ORDER BY array_position($1::text[], n.nspname::text), t.typname)
+    FROM pg_type t
+    JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = ANY ($1::text[]) AND t.typtype = 'e'
+      AND has_schema_privilege(n.oid, 'USAGE')
+  ), '[]')
+)::text

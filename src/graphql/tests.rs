@@ -1,0 +1,436 @@
+//! One test per validation rule: the message (graphql-js wording) and its locations.
+
+use super::*;
+use crate::catalog::Catalog;
+use crate::schema::build::build;
+
+fn schema() -> Schema {
+    let json = include_str!("../../tests/fixtures/demo-catalog.json");
+    build(Catalog::from_json(json).unwrap())
+}
+
+fn depth(max_depth: usize) -> Limits {
+    Limits {
+        max_depth,
+        ..Limits::default()
+    }
+}
+
+fn vars(json: &str) -> OwnedValue {
+    let mut bytes = json.as_bytes().to_vec();
+    simd_json::to_owned_value(&mut bytes).unwrap()
+}
+
+/// The errors for `query` as (message, [(line, column)]).
+fn errors_with(
+    query: &str,
+    variables: Option<&str>,
+    op: Option<&str>,
+) -> Vec<(String, Vec<(usize, usize)>)> {
+    let v = variables.map(vars);
+    let errs = validate(&schema(), query, v.as_ref(), op, &Limits::default()).expect_err(query);
+    errs.into_iter()
+        .map(|e| {
+            (
+                e.message,
+                e.locations.iter().map(|l| (l.line, l.column)).collect(),
+            )
+        })
+        .collect()
+}
+
+fn errors(query: &str) -> Vec<(String, Vec<(usize, usize)>)> {
+    errors_with(query, None, None)
+}
+
+fn one(query: &str, message: &str, at: &[(usize, usize)]) {
+    assert_eq!(
+        errors(query),
+        vec![(message.to_owned(), at.to_vec())],
+        "{query}"
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_location() {
+    let e = errors("{ users { id }");
+    assert!(e[0].0.starts_with("Syntax Error: "), "{e:?}");
+    assert_eq!(e[0].1, vec![(1, 15)]);
+}
+
+#[test]
+fn fields_on_correct_type() {
+    one(
+        "{ users { nope } }",
+        "Cannot query field \"nope\" on type \"Users\".",
+        &[(1, 11)],
+    );
+    assert_eq!(
+        errors("subscription { __schema { types { name } } }"),
+        vec![
+            (
+                "Cannot query field \"__schema\" on type \"Subscription\".".to_owned(),
+                vec![(1, 16)]
+            ),
+            (
+                "Anonymous Subscription must not select an introspection top level field."
+                    .to_owned(),
+                vec![(1, 16)]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn known_argument_names() {
+    one(
+        "{ users(first: 1) { id } }",
+        "Unknown argument \"first\" on field \"Query.users\".",
+        &[(1, 9)],
+    );
+    one(
+        "{ users { id @skip(when: true, if: true) } }",
+        "Unknown argument \"when\" on directive \"@skip\".",
+        &[(1, 20)],
+    );
+}
+
+#[test]
+fn unique_argument_names() {
+    one(
+        "{ users(limit: 1, limit: 2) { id } }",
+        "There can be only one argument named \"limit\".",
+        &[(1, 19)],
+    );
+}
+
+#[test]
+fn provided_required_arguments() {
+    one(
+        "{ __type { name } }",
+        "Field \"__type\" argument \"name\" of type \"String!\" is required, but it was not provided.",
+        &[(1, 3)],
+    );
+    one(
+        "{ users { id @include } }",
+        "Directive \"@include\" argument \"if\" of type \"Boolean!\" is required, but it was not provided.",
+        &[(1, 14)],
+    );
+}
+
+#[test]
+fn values_of_correct_type() {
+    one(
+        "{ users(limit: \"ten\") { id } }",
+        "Int cannot represent non-integer value: \"ten\"",
+        &[(1, 16)],
+    );
+    one(
+        "{ orders(filter: { total: { gt: true } }) { id } }",
+        "Expected value of type \"BigFloat\", found true.",
+        &[(1, 18)],
+    );
+    one(
+        "{ orders(filter: { nope: { eq: 1 } }) { id } }",
+        "Field \"nope\" is not defined by type \"OrdersFilter\".",
+        &[(1, 18)],
+    );
+    one(
+        "{ orders(filter: { priority: { eq: URGENT } }) { id } }",
+        "Value \"URGENT\" does not exist in \"OrderPriority\" enum.",
+        &[(1, 18)],
+    );
+    one(
+        "{ orders(orderBy: { total: \"DESC\" }) { id } }",
+        "Enum \"SortDirection\" cannot represent non-enum value: \"DESC\".",
+        &[(1, 19)],
+    );
+    one(
+        "{ orders(filter: { status: \"pending\" }) { id } }",
+        "Expected value of type \"StringFilter\", found \"pending\".",
+        &[(1, 18)],
+    );
+}
+
+#[test]
+fn scalar_leafs() {
+    one(
+        "{ users { id { x } } }",
+        "Field \"id\" must not have a selection since type \"Int!\" has no subfields.",
+        &[(1, 14)],
+    );
+    one(
+        "{ orders { customer } }",
+        "Field \"customer\" of type \"Customers\" must have a selection of subfields. Did you mean \"customer { ... }\"?",
+        &[(1, 12)],
+    );
+}
+
+#[test]
+fn known_directives_locations_and_uniqueness() {
+    one(
+        "{ users { id @nope } }",
+        "Unknown directive \"@nope\".",
+        &[(1, 14)],
+    );
+    one(
+        "query @skip(if: true) { users { id } }",
+        "Directive \"@skip\" may not be used on QUERY.",
+        &[(1, 7)],
+    );
+    one(
+        "{ users { id @skip(if: false) @skip(if: false) } }",
+        "The directive \"@skip\" can only be used once at this location.",
+        &[(1, 31)],
+    );
+}
+
+#[test]
+fn skip_and_include_apply() {
+    let s = schema();
+    let q = "query ($no: Boolean!) { users { id @skip(if: true) name @include(if: $no) email } }";
+    let op = validate(
+        &s,
+        q,
+        Some(&vars(r#"{"no": false}"#)),
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    let keys: Vec<&str> = op.selection[0]
+        .children
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(keys, ["email"]);
+}
+
+#[test]
+fn fragments() {
+    one("{ users { ...F } }", "Unknown fragment \"F\".", &[(1, 11)]);
+    one(
+        "{ users { id } } fragment F on Users { id }",
+        "Fragment \"F\" is never used.",
+        &[(1, 18)],
+    );
+    one(
+        "{ users { ...F } } fragment F on Orders { id }",
+        "Fragment \"F\" cannot be spread here as objects of type \"Users\" can never be of type \"Orders\".",
+        &[(1, 11)],
+    );
+    one(
+        "{ users { ... on Orders { id } } }",
+        "Fragment cannot be spread here as objects of type \"Users\" can never be of type \"Orders\".",
+        &[(1, 11)],
+    );
+    one(
+        "{ users { ... on Int { id } } }",
+        "Fragment cannot condition on non composite type \"Int\".",
+        &[(1, 18)],
+    );
+    one(
+        "{ users { ... on Nope { id } } }",
+        "Unknown type \"Nope\".",
+        &[(1, 18)],
+    );
+    one(
+        "{ users { ...F } } fragment F on Users { id } fragment F on Users { name }",
+        "There can be only one fragment named \"F\".",
+        &[(1, 20), (1, 47)],
+    );
+    let s = schema();
+    let q = "{ users { ...F ... on Users { email } } } fragment F on Users { id name }";
+    let op = validate(&s, q, None, None, &Limits::default()).unwrap();
+    let keys: Vec<&str> = op.selection[0]
+        .children
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(keys, ["id", "name", "email"]);
+}
+
+#[test]
+fn no_fragment_cycles() {
+    one(
+        "{ users { ...A } } fragment A on Users { ...A }",
+        "Cannot spread fragment \"A\" within itself.",
+        &[(1, 42)],
+    );
+    one(
+        "{ users { ...A } } fragment A on Users { ...B } fragment B on Users { ...A }",
+        "Cannot spread fragment \"A\" within itself via \"B\".",
+        &[(1, 42), (1, 71)],
+    );
+}
+
+#[test]
+fn variables() {
+    one(
+        "query ($n: Int, $n: Int) { users(limit: $n) { id } }",
+        "There can be only one variable named \"$n\".",
+        &[(1, 17)],
+    );
+    one(
+        "query ($u: Users) { users(filter: $u) { id } }",
+        "Variable \"$u\" cannot be non-input type \"Users\".",
+        &[(1, 12)],
+    );
+    one(
+        "query Q { users(limit: $n) { id } }",
+        "Variable \"$n\" is not defined by operation \"Q\".",
+        &[(1, 24), (1, 1)],
+    );
+    one(
+        "query Q($n: Int) { users { id } }",
+        "Variable \"$n\" is never used in operation \"Q\".",
+        &[(1, 9)],
+    );
+    one(
+        "query ($n: String) { users(limit: $n) { id } }",
+        "Variable \"$n\" of type \"String\" used in position expecting type \"Int\".",
+        &[(1, 8), (1, 35)],
+    );
+    one(
+        "query ($n: Int = \"x\") { users(limit: $n) { id } }",
+        "Int cannot represent non-integer value: \"x\"",
+        &[(1, 18)],
+    );
+}
+
+#[test]
+fn variable_values_are_coerced() {
+    let e = errors_with("query ($n: Int!) { users(limit: $n) { id } }", None, None);
+    assert_eq!(
+        e[0].0,
+        "Variable \"$n\" of required type \"Int!\" was not provided."
+    );
+    let e = errors_with(
+        "query ($n: Int) { users(limit: $n) { id } }",
+        Some(r#"{"n": "ten"}"#),
+        None,
+    );
+    assert_eq!(
+        e[0].0,
+        "Variable \"$n\" got invalid value \"ten\"; Expected type \"Int\"."
+    );
+    let e = errors_with(
+        "query ($f: OrdersFilter) { orders(filter: $f) { id } }",
+        Some(r#"{"f": {"status": {"eq": 1}}}"#),
+        None,
+    );
+    assert!(e[0].0.contains("At \"status\""), "{e:?}");
+}
+
+#[test]
+fn operation_selection() {
+    let two = "query A { users { id } } query B { orders { id } }";
+    assert_eq!(
+        errors(two)[0].0,
+        "Must provide operation name if query contains multiple operations."
+    );
+    assert_eq!(
+        errors_with(two, None, Some("C"))[0].0,
+        "Unknown operation named \"C\"."
+    );
+    let op = validate(&schema(), two, None, Some("B"), &Limits::default()).unwrap();
+    assert_eq!(op.name.as_deref(), Some("B"));
+    assert_eq!(op.selection[0].key, "orders");
+    one(
+        "{ users { id } } query A { users { id } }",
+        "This anonymous operation must be the only defined operation.",
+        &[(1, 1)],
+    );
+    one(
+        "query A { users { id } } query A { users { id } }",
+        "There can be only one operation named \"A\".",
+        &[(1, 1), (1, 26)],
+    );
+    one(
+        "mutation { users { id } }",
+        "Schema is not configured to execute mutation operation.",
+        &[(1, 1)],
+    );
+}
+
+#[test]
+fn single_field_subscriptions() {
+    one(
+        "subscription S { users { id } orders { id } }",
+        "Subscription \"S\" must select only one top level field.",
+        &[(1, 31)],
+    );
+    one(
+        "subscription { __typename }",
+        "Anonymous Subscription must not select an introspection top level field.",
+        &[(1, 16)],
+    );
+}
+
+#[test]
+fn overlapping_fields() {
+    one(
+        "{ users { a: id a: name } }",
+        "Fields \"a\" conflict because \"id\" and \"name\" are different fields. Use different aliases on the fields to fetch both if this was intentional.",
+        &[(1, 11), (1, 17)],
+    );
+    one(
+        "{ users(limit: 1) { id } users(limit: 2) { id } }",
+        "Fields \"users\" conflict because they have differing arguments. Use different aliases on the fields to fetch both if this was intentional.",
+        &[(1, 3), (1, 26)],
+    );
+    let op = validate(
+        &schema(),
+        "{ users { id } users { name } }",
+        None,
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    let keys: Vec<&str> = op.selection[0]
+        .children
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(keys, ["id", "name"]);
+}
+
+#[test]
+fn depth_limit() {
+    let q = "{ orders { customer { orders { orderItems { order { id } } } } } }";
+    assert!(validate(&schema(), q, None, None, &depth(5)).is_ok());
+    let e = validate(&schema(), q, None, None, &depth(4)).unwrap_err();
+    assert_eq!(e[0].code, ErrorCode::TooDeep);
+    assert_eq!(
+        e[0].message,
+        "The selection nests 5 levels deep; at most 4 are allowed."
+    );
+    assert_eq!(
+        e[0].locations,
+        vec![Location {
+            line: 1,
+            column: 45
+        }]
+    );
+}
+
+#[test]
+fn field_limit_stops_fragment_bombs() {
+    // Each fragment spreads the next one under four aliases: 4^8 fields from a short text.
+    let mut q = String::from("{ customers { ...F0 } }");
+    for i in 0..8 {
+        let (on, field) = if i % 2 == 0 {
+            ("Customers", "orders")
+        } else {
+            ("Orders", "customer")
+        };
+        let n = i + 1;
+        q.push_str(&format!(
+            " fragment F{i} on {on} {{ a: {field} {{ ...F{n} }} b: {field} {{ ...F{n} }} c: {field} {{ ...F{n} }} d: {field} {{ ...F{n} }} }}"
+        ));
+    }
+    q.push_str(" fragment F8 on Customers { id }");
+    let e = validate(&schema(), &q, None, None, &Limits::default()).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].code, ErrorCode::TooComplex);
+    assert_eq!(e[0].message, "The operation selects more than 2000 fields.");
+}

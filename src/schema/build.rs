@@ -1,0 +1,472 @@
+//! Generates the GraphQL schema from the catalog: an object type per relation and composite
+//! type, an enum per PostgreSQL enum, filter and order-by inputs per relation, relation fields
+//! from foreign keys, and the `Query` and `Subscription` roots.
+
+use std::collections::HashMap;
+
+use super::meta::{self, ENUM_OPERATORS, SORT_DIRECTION};
+use super::naming::{Namespace, by_columns, lower_camel, to_one_name, upper_camel};
+use super::{
+    EnumValue, Field, InputOrigin, InputValue, Kind, ObjectOrigin, Scalar, Schema, Source, TypeDef,
+    TypeId, TypeRef, TypeTable,
+};
+use crate::catalog::{Catalog, PgType, QualifiedName, Relation, TypeKind};
+
+/// The GraphQL scalar for a PostgreSQL base type; anything unknown travels as its text form.
+pub fn scalar_for(pg: &PgType) -> Scalar {
+    if pg.schema != "pg_catalog" {
+        return Scalar::String;
+    }
+    match pg.name.as_str() {
+        "int2" | "int4" => Scalar::Int,
+        "int8" => Scalar::BigInt,
+        "float4" | "float8" => Scalar::Float,
+        "numeric" | "money" => Scalar::BigFloat,
+        "bool" => Scalar::Boolean,
+        "uuid" => Scalar::Uuid,
+        "timestamptz" | "timestamp" => Scalar::Datetime,
+        "date" => Scalar::Date,
+        "json" | "jsonb" => Scalar::Json,
+        _ => Scalar::String,
+    }
+}
+
+struct Builder<'c> {
+    catalog: &'c Catalog,
+    t: TypeTable,
+    names: Namespace,
+    enums: HashMap<QualifiedName, TypeId>,
+    composites: HashMap<QualifiedName, TypeId>,
+    objects: Vec<TypeId>,
+    /// Enum type to its operator filter type.
+    enum_filters: HashMap<TypeId, TypeId>,
+    /// Per relation: its filter and order-by input types.
+    inputs: Vec<(TypeId, TypeId)>,
+}
+
+impl Builder<'_> {
+    /// A type name for a catalog object, qualified by its schema when the plain one is taken.
+    fn type_name(&mut self, name: &QualifiedName) -> String {
+        let plain = upper_camel(&name.name);
+        if self.names.is_taken(&plain) {
+            self.names
+                .claim(upper_camel(&format!("{}_{}", name.schema, name.name)))
+        } else {
+            self.names.claim(plain)
+        }
+    }
+
+    /// The output type of a column, nullable; `None` when it cannot be exposed.
+    fn column_type(&self, pg: &PgType) -> TypeRef {
+        let q = pg.qualified();
+        let named = match pg.kind {
+            TypeKind::Enum => self.enums.get(&q).copied(),
+            TypeKind::Composite => self.composites.get(&q).copied(),
+            _ => None,
+        };
+        let named = named.unwrap_or_else(|| {
+            let scalar = match pg.kind {
+                TypeKind::Composite => Scalar::Json,
+                _ => scalar_for(pg),
+            };
+            let name = meta::SCALARS
+                .iter()
+                .find(|(_, s, _)| *s == scalar)
+                .map(|(n, _, _)| *n)
+                .expect("every scalar is listed");
+            self.t.id(name)
+        });
+        let t = TypeRef::Named(named);
+        if pg.array { t.list() } else { t }
+    }
+
+    /// The operator filter type for a column, if it can be filtered on.
+    fn filter_type(&self, pg: &PgType) -> Option<TypeId> {
+        if pg.array {
+            return None;
+        }
+        let named = self.column_type(pg).named();
+        match self.t.types[named].kind {
+            Kind::Scalar(_) => {
+                let name = format!("{}Filter", self.t.types[named].name);
+                self.t.by_name.get(&name).copied()
+            }
+            Kind::Enum { .. } => self.enum_filters.get(&named).copied(),
+            _ => None,
+        }
+    }
+
+    fn list_args(&self, rel: usize) -> Vec<InputValue> {
+        let (filter, order) = self.inputs[rel];
+        vec![
+            meta::input(
+                "filter",
+                TypeRef::Named(filter),
+                Some("Only rows matching all of these conditions."),
+            ),
+            meta::input(
+                "orderBy",
+                TypeRef::Named(order).non_null().list(),
+                Some("Sort keys, most significant first; the primary key breaks ties."),
+            ),
+            meta::input(
+                "limit",
+                TypeRef::Named(self.t.id("Int")),
+                Some("At most this many rows."),
+            ),
+            meta::input(
+                "offset",
+                TypeRef::Named(self.t.id("Int")),
+                Some("Skip this many rows first."),
+            ),
+        ]
+    }
+
+    fn rows_type(&self, rel: usize) -> TypeRef {
+        TypeRef::Named(self.objects[rel])
+            .non_null()
+            .list()
+            .non_null()
+    }
+
+    fn relation_fields(&self, index: usize) -> Vec<Field> {
+        let catalog = self.catalog;
+        let rel = &catalog.relations[index];
+        let names = column_names(rel.columns.iter().map(|c| c.name.as_str()));
+        let mut fields: Vec<Field> = rel
+            .columns
+            .iter()
+            .zip(names)
+            .enumerate()
+            .map(|(i, (c, name))| {
+                let ty = self.column_type(&c.ty);
+                Field {
+                    name,
+                    description: c.comment.clone(),
+                    args: Vec::new(),
+                    ty: if c.not_null { ty.non_null() } else { ty },
+                    source: Source::Column(i),
+                }
+            })
+            .collect();
+        // Relation fields: short names unless two want the same one or a column has it.
+        let mut wanted: Vec<(String, String, Field)> = Vec::new();
+        for (fk_index, fk) in rel.foreign_keys.iter().enumerate() {
+            if let Some(target) = exposed_target(catalog, rel, fk_index) {
+                wanted.push((
+                    to_one_name(&fk.columns, &fk.references.name),
+                    by_columns(&lower_camel(&fk.references.name), &fk.columns),
+                    Field {
+                        name: String::new(),
+                        description: Some(format!(
+                            "The row of `{}` this row points at.",
+                            fk.references
+                        )),
+                        args: Vec::new(),
+                        ty: TypeRef::Named(self.objects[target]),
+                        source: Source::ToOne { fk: fk_index },
+                    },
+                ));
+            }
+        }
+        for (other_index, other) in catalog.relations.iter().enumerate() {
+            for (fk_index, fk) in other.foreign_keys.iter().enumerate() {
+                if fk.references == rel.name
+                    && exposed_target(catalog, other, fk_index) == Some(index)
+                {
+                    let short = lower_camel(&other.name.name);
+                    wanted.push((
+                        short.clone(),
+                        by_columns(&short, &fk.columns),
+                        Field {
+                            name: String::new(),
+                            description: Some(format!(
+                                "The rows of `{}` that point at this row.",
+                                other.name
+                            )),
+                            args: self.list_args(other_index),
+                            ty: self.rows_type(other_index),
+                            source: Source::ToMany {
+                                rel: other_index,
+                                fk: fk_index,
+                            },
+                        },
+                    ));
+                }
+            }
+        }
+        let mut names = Namespace::default();
+        for f in &fields {
+            names.claim(f.name.clone());
+        }
+        for (short, long, mut field) in wanted.clone() {
+            let shared = wanted.iter().filter(|(s, _, _)| *s == short).count() > 1;
+            let name = if shared || names.is_taken(&short) {
+                long
+            } else {
+                short
+            };
+            field.name = names.claim(name);
+            fields.push(field);
+        }
+        fields
+    }
+}
+
+/// The field names of a relation's (or composite's) columns: lowerCamelCase, numbered on
+/// a clash in column order.
+fn column_names<'a>(columns: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut names = Namespace::default();
+    columns.map(|c| names.claim(lower_camel(c))).collect()
+}
+
+/// The index of the relation a foreign key points at, when it and every column involved is
+/// exposed.
+fn exposed_target(catalog: &Catalog, rel: &Relation, fk: usize) -> Option<usize> {
+    let fk = &rel.foreign_keys[fk];
+    let target = catalog
+        .relations
+        .iter()
+        .position(|r| r.name == fk.references)?;
+    let t = &catalog.relations[target];
+    let all = fk.columns.iter().all(|c| rel.column(c).is_some())
+        && fk.ref_columns.iter().all(|c| t.column(c).is_some());
+    all.then_some(target)
+}
+
+fn object(name: String, description: Option<String>, origin: ObjectOrigin) -> TypeDef {
+    TypeDef {
+        name,
+        description,
+        kind: Kind::Object {
+            fields: Vec::new(),
+            origin,
+        },
+    }
+}
+
+/// GraphQL enum values must be names and not `true`, `false` or `null`.
+fn enum_value_name(label: &str, taken: &mut Namespace) -> String {
+    let mut name: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    if matches!(name.as_str(), "true" | "false" | "null") {
+        name.push('_');
+    }
+    taken.claim(name)
+}
+
+/// Generates the schema of `catalog`.
+pub fn build(catalog: Catalog) -> Schema {
+    let mut t = TypeTable::default();
+    let directives = meta::install(&mut t);
+    let mut names = Namespace::default();
+    for ty in &t.types {
+        names.claim(ty.name.clone());
+    }
+    for reserved in ["Query", "Subscription", "Mutation"] {
+        names.claim(reserved.to_owned());
+    }
+    let mut b = Builder {
+        catalog: &catalog,
+        t,
+        names,
+        enums: HashMap::new(),
+        composites: HashMap::new(),
+        objects: Vec::new(),
+        inputs: Vec::new(),
+        enum_filters: HashMap::new(),
+    };
+    let query = b.t.add(object("Query".into(), None, ObjectOrigin::Query));
+    let subscription = b.t.add(object(
+        "Subscription".into(),
+        Some("Each field sends the current result, then a new one whenever it changes.".into()),
+        ObjectOrigin::Subscription,
+    ));
+
+    for (i, e) in catalog.enums.iter().enumerate() {
+        let name = b.type_name(&e.name);
+        let mut taken = Namespace::default();
+        let values = e
+            .values
+            .iter()
+            .map(|label| EnumValue {
+                name: enum_value_name(label, &mut taken),
+                description: None,
+                value: label.clone(),
+            })
+            .collect();
+        let id = b.t.add(TypeDef {
+            name: name.clone(),
+            description: e.comment.clone(),
+            kind: Kind::Enum {
+                values,
+                pg: Some(i),
+            },
+        });
+        b.enums.insert(e.name.clone(), id);
+        let filter_name = b.names.claim(format!("{name}Filter"));
+        let fields = meta::operator_fields(&b.t, TypeRef::Named(id), ENUM_OPERATORS);
+        let filter_id = b.t.add(TypeDef {
+            name: filter_name,
+            description: Some(format!("Conditions on a {name} column; all must hold.")),
+            kind: Kind::Input {
+                fields,
+                origin: InputOrigin::Operators,
+            },
+        });
+        b.enum_filters.insert(id, filter_id);
+    }
+    for (i, c) in catalog.composites.iter().enumerate() {
+        let name = b.type_name(&c.name);
+        let id =
+            b.t.add(object(name, c.comment.clone(), ObjectOrigin::Composite(i)));
+        b.composites.insert(c.name.clone(), id);
+    }
+    for (i, r) in catalog.relations.iter().enumerate() {
+        let name = b.type_name(&r.name);
+        let id =
+            b.t.add(object(name, r.comment.clone(), ObjectOrigin::Relation(i)));
+        b.objects.push(id);
+    }
+    // Inputs before fields: relation fields take them as arguments.
+    for (i, r) in catalog.relations.iter().enumerate() {
+        let object = b.t.types[b.objects[i]].name.clone();
+        let filter_name = b.names.claim(format!("{object}Filter"));
+        let order_name = b.names.claim(format!("{object}OrderBy"));
+        let filter_id = b.t.add(TypeDef {
+            name: filter_name,
+            description: Some(format!(
+                "Conditions on rows of `{}`; all given conditions must hold.",
+                r.name
+            )),
+            kind: Kind::Input {
+                fields: Vec::new(),
+                origin: InputOrigin::Filter(i),
+            },
+        });
+        let sort = TypeRef::Named(b.t.id(SORT_DIRECTION));
+        let names = column_names(r.columns.iter().map(|c| c.name.as_str()));
+        let order_fields = r
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.ty.sortable)
+            .map(|(ci, _)| InputValue {
+                column: Some(ci),
+                ..meta::input(&names[ci], sort.clone(), None)
+            })
+            .collect();
+        let order_id = b.t.add(TypeDef {
+            name: order_name,
+            description: Some(format!("A sort key on `{}`.", r.name)),
+            kind: Kind::Input {
+                fields: order_fields,
+                origin: InputOrigin::OrderBy(i),
+            },
+        });
+        let mut filter_fields: Vec<InputValue> = r
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(ci, c)| {
+                let ft = b.filter_type(&c.ty)?;
+                Some(InputValue {
+                    column: Some(ci),
+                    ..meta::input(&names[ci], TypeRef::Named(ft), None)
+                })
+            })
+            .collect();
+        let own = TypeRef::Named(filter_id);
+        let mut taken = Namespace::default();
+        for f in &filter_fields {
+            taken.claim(f.name.clone());
+        }
+        // Combinators keep their names; a column called `and`, `or` or `not` yields.
+        for f in &mut filter_fields {
+            if matches!(f.name.as_str(), "and" | "or" | "not") {
+                f.name = taken.claim(format!("{}Column", f.name));
+            }
+        }
+        filter_fields.push(meta::input(
+            "and",
+            own.clone().non_null().list(),
+            Some("All of these hold."),
+        ));
+        filter_fields.push(meta::input(
+            "or",
+            own.clone().non_null().list(),
+            Some("At least one of these holds."),
+        ));
+        filter_fields.push(meta::input("not", own, Some("This does not hold.")));
+        b.inputs.push((filter_id, order_id));
+        b.t.types[filter_id].kind = Kind::Input {
+            fields: filter_fields,
+            origin: InputOrigin::Filter(i),
+        };
+    }
+    for (i, c) in catalog.composites.iter().enumerate() {
+        let names = column_names(c.attributes.iter().map(|a| a.name.as_str()));
+        let fields = c
+            .attributes
+            .iter()
+            .zip(names)
+            .enumerate()
+            .map(|(ai, (a, name))| Field {
+                name,
+                description: None,
+                args: Vec::new(),
+                ty: b.column_type(&a.ty),
+                source: Source::Column(ai),
+            })
+            .collect();
+        let id = b.composites[&c.name];
+        b.t.types[id].kind = Kind::Object {
+            fields,
+            origin: ObjectOrigin::Composite(i),
+        };
+    }
+    let mut roots = Namespace::default();
+    let mut root_fields = Vec::new();
+    for (i, r) in catalog.relations.iter().enumerate() {
+        let plain = lower_camel(&r.name.name);
+        let name = if roots.is_taken(&plain) {
+            roots.claim(lower_camel(&format!("{}_{}", r.name.schema, r.name.name)))
+        } else {
+            roots.claim(plain)
+        };
+        root_fields.push(Field {
+            name,
+            description: r.comment.clone(),
+            args: b.list_args(i),
+            ty: b.rows_type(i),
+            source: Source::Root(i),
+        });
+        let fields = b.relation_fields(i);
+        b.t.types[b.objects[i]].kind = Kind::Object {
+            fields,
+            origin: ObjectOrigin::Relation(i),
+        };
+    }
+    b.t.types[query].kind = Kind::Object {
+        fields: root_fields.clone(),
+        origin: ObjectOrigin::Query,
+    };
+    b.t.types[subscription].kind = Kind::Object {
+        fields: root_fields,
+        origin: ObjectOrigin::Subscription,
+    };
+    let TypeTable { types, by_name } = b.t;
+    Schema {
+        catalog,
+        types,
+        by_name,
+        query,
+        subscription,
+        directives,
+    }
+}

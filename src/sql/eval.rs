@@ -1,0 +1,325 @@
+//! Tests a changed row (as `row_to_json` renders it in a change notification) against a
+//! [`Filter`] without asking PostgreSQL, so live queries can skip refreshes a change provably
+//! cannot affect.
+//!
+//! The answer is conservative: `Some(true)` or `Some(false)` only where the result is certain
+//! under PostgreSQL's semantics (three-valued logic included), `None` otherwise. Comparisons
+//! that depend on collation, locale, time zones or numeric scale are never guessed: only
+//! integers, booleans, enum labels, text equality and `LIKE` on text are decided.
+
+use simd_json::OwnedValue;
+use simd_json::prelude::*;
+
+use super::filter::{Filter, Op};
+use crate::catalog::{Relation, TypeKind};
+
+/// The values a condition may take under SQL's three-valued logic, as a set: a decided
+/// condition has one, an undecided one all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Truths(u8);
+
+impl Truths {
+    const TRUE: Truths = Truths(1);
+    const FALSE: Truths = Truths(2);
+    const NULL: Truths = Truths(4);
+    const ANY: Truths = Truths(7);
+
+    fn from_bool(b: bool) -> Truths {
+        if b { Truths::TRUE } else { Truths::FALSE }
+    }
+
+    fn has(self, t: Truths) -> bool {
+        self.0 & t.0 != 0
+    }
+
+    fn each(self) -> impl Iterator<Item = Truths> {
+        [Truths::TRUE, Truths::FALSE, Truths::NULL]
+            .into_iter()
+            .filter(move |t| self.has(*t))
+    }
+
+    /// Applies a binary connective to every pair of possible values.
+    fn combine(self, other: Truths, op: fn(Truths, Truths) -> Truths) -> Truths {
+        let mut out = Truths(0);
+        for a in self.each() {
+            for b in other.each() {
+                out.0 |= op(a, b).0;
+            }
+        }
+        out
+    }
+}
+
+fn and(a: Truths, b: Truths) -> Truths {
+    if a == Truths::FALSE || b == Truths::FALSE {
+        Truths::FALSE
+    } else if a == Truths::NULL || b == Truths::NULL {
+        Truths::NULL
+    } else {
+        Truths::TRUE
+    }
+}
+
+fn or(a: Truths, b: Truths) -> Truths {
+    if a == Truths::TRUE || b == Truths::TRUE {
+        Truths::TRUE
+    } else if a == Truths::NULL || b == Truths::NULL {
+        Truths::NULL
+    } else {
+        Truths::FALSE
+    }
+}
+
+fn not(a: Truths) -> Truths {
+    let mut out = Truths(0);
+    for t in a.each() {
+        out.0 |= match t {
+            Truths::TRUE => Truths::FALSE.0,
+            Truths::FALSE => Truths::TRUE.0,
+            _ => Truths::NULL.0,
+        };
+    }
+    out
+}
+
+/// How a column's values compare, as far as this module decides them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Integer,
+    Text,
+    Boolean,
+    Enum,
+}
+
+fn family(relation: &Relation, column: &str) -> Option<Family> {
+    let ty = &relation.column(column)?.ty;
+    if ty.array {
+        return None;
+    }
+    match (ty.kind, ty.schema.as_str(), ty.name.as_str()) {
+        (TypeKind::Enum, _, _) => Some(Family::Enum),
+        (_, "pg_catalog", "int2" | "int4" | "int8") => Some(Family::Integer),
+        (_, "pg_catalog", "text" | "varchar") => Some(Family::Text),
+        (_, "pg_catalog", "bool") => Some(Family::Boolean),
+        _ => None,
+    }
+}
+
+/// `LIKE` with `%`, `_` and the default escape `\`.
+fn like(text: &[char], pattern: &[char]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some(('%', rest)) => (0..=text.len()).any(|i| like(&text[i..], rest)),
+        Some(('_', rest)) => !text.is_empty() && like(&text[1..], rest),
+        Some(('\\', rest)) if !rest.is_empty() => {
+            text.first() == rest.first() && like(&text[1..], &rest[1..])
+        }
+        Some((c, rest)) => text.first() == Some(c) && like(&text[1..], rest),
+    }
+}
+
+/// `column op value` for a non-null column value.
+fn compare(family: Family, op: Op, row: &OwnedValue, value: &str) -> Option<bool> {
+    use std::cmp::Ordering;
+    let ordering: Option<Ordering> = match family {
+        Family::Integer => Some(row.as_i64()?.cmp(&value.parse::<i64>().ok()?)),
+        Family::Boolean => {
+            let v = match value {
+                "true" => true,
+                "false" => false,
+                _ => return None,
+            };
+            Some(row.as_bool()?.cmp(&v))
+        }
+        // Equality of text and enum labels does not depend on collation (for the default,
+        // deterministic collations); their order does, so only equality is decided.
+        Family::Text | Family::Enum => {
+            let s = row.as_str()?;
+            return match op {
+                Op::Eq => Some(s == value),
+                Op::Neq => Some(s != value),
+                Op::Like if family == Family::Text => {
+                    let t: Vec<char> = s.chars().collect();
+                    let p: Vec<char> = value.chars().collect();
+                    Some(like(&t, &p))
+                }
+                _ => None,
+            };
+        }
+    };
+    let o = ordering?;
+    Some(match op {
+        Op::Eq => o.is_eq(),
+        Op::Neq => o.is_ne(),
+        Op::Gt => o.is_gt(),
+        Op::Gte => o.is_ge(),
+        Op::Lt => o.is_lt(),
+        Op::Lte => o.is_le(),
+        Op::Like | Op::Ilike => return None,
+    })
+}
+
+fn truth(filter: &Filter, relation: &Relation, row: &OwnedValue) -> Truths {
+    // A column missing from the payload (a notification cut down to the key) is unknown.
+    let value = |column: &str| row.get(column);
+    match filter {
+        Filter::All(items) => items.iter().fold(Truths::TRUE, |acc, f| {
+            acc.combine(truth(f, relation, row), and)
+        }),
+        Filter::Any(items) => items.iter().fold(Truths::FALSE, |acc, f| {
+            acc.combine(truth(f, relation, row), or)
+        }),
+        Filter::Not(inner) => not(truth(inner, relation, row)),
+        Filter::IsNull { column, is_null } => match value(column) {
+            Some(v) => Truths::from_bool(v.is_null() == *is_null),
+            None => Truths::ANY,
+        },
+        Filter::Compare {
+            column,
+            op,
+            value: operand,
+        } => match (value(column), family(relation, column)) {
+            (Some(v), _) if v.is_null() => Truths::NULL,
+            (Some(v), Some(fam)) => {
+                compare(fam, *op, v, operand).map_or(Truths::ANY, Truths::from_bool)
+            }
+            _ => Truths::ANY,
+        },
+        Filter::In {
+            column,
+            values,
+            negated,
+        } => match (value(column), family(relation, column)) {
+            // NULL = ANY('{}') is false and NULL <> ALL('{}') true; with elements, NULL.
+            (Some(v), _) if v.is_null() => match (values.is_empty(), negated) {
+                (true, false) => Truths::FALSE,
+                (true, true) => Truths::TRUE,
+                _ => Truths::NULL,
+            },
+            (Some(v), Some(fam)) => {
+                let mut found = Some(false);
+                for operand in values {
+                    found = match (found, compare(fam, Op::Eq, v, operand)) {
+                        (Some(f), Some(eq)) => Some(f || eq),
+                        _ => None,
+                    };
+                }
+                found.map_or(Truths::ANY, |f| Truths::from_bool(f != *negated))
+            }
+            _ => Truths::ANY,
+        },
+    }
+}
+
+impl Filter {
+    /// Whether `row` (a JSON object keyed by column name) is selected by this filter on
+    /// `relation`: `None` when that cannot be decided here.
+    pub fn matches(&self, relation: &Relation, row: &OwnedValue) -> Option<bool> {
+        let t = truth(self, relation, row);
+        if t == Truths::TRUE {
+            Some(true)
+        } else if !t.has(Truths::TRUE) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn orders() -> Relation {
+        let c = Catalog::from_json(include_str!("../../tests/fixtures/demo-catalog.json")).unwrap();
+        c.relations
+            .into_iter()
+            .find(|r| r.name.name == "orders")
+            .unwrap()
+    }
+
+    fn row(json: &str) -> OwnedValue {
+        let mut bytes = json.as_bytes().to_vec();
+        simd_json::to_owned_value(&mut bytes).unwrap()
+    }
+
+    fn cmp(column: &str, op: Op, value: &str) -> Filter {
+        Filter::Compare {
+            column: column.into(),
+            op,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn decides_what_is_certain() {
+        let rel = orders();
+        let r = row(
+            r#"{"id": 3, "status": "pending", "note": null, "priority": "low",
+                        "total": 19.98, "customer_id": 2}"#,
+        );
+        let check = |f: Filter| f.matches(&rel, &r);
+        assert_eq!(check(cmp("status", Op::Eq, "pending")), Some(true));
+        assert_eq!(check(cmp("status", Op::Neq, "pending")), Some(false));
+        assert_eq!(check(cmp("id", Op::Gt, "2")), Some(true));
+        assert_eq!(check(cmp("id", Op::Lte, "2")), Some(false));
+        assert_eq!(check(cmp("status", Op::Like, "p%d_ng")), Some(true));
+        assert_eq!(check(cmp("status", Op::Like, "P%")), Some(false));
+        assert_eq!(check(cmp("priority", Op::Eq, "low")), Some(true));
+        // Numeric scale, text order and ILIKE are left to PostgreSQL.
+        assert_eq!(check(cmp("total", Op::Eq, "19.98")), None);
+        assert_eq!(check(cmp("status", Op::Gt, "a")), None);
+        assert_eq!(check(cmp("status", Op::Ilike, "PENDING")), None);
+        // A column missing from the payload is unknown.
+        assert_eq!(check(cmp("updated_at", Op::Eq, "x")), None);
+        let is_in = |values: &[&str], negated| Filter::In {
+            column: "customer_id".into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            negated,
+        };
+        assert_eq!(check(is_in(&["1", "2"], false)), Some(true));
+        assert_eq!(check(is_in(&["1", "2"], true)), Some(false));
+        assert_eq!(check(is_in(&[], false)), Some(false));
+    }
+
+    #[test]
+    fn nulls_follow_three_valued_logic() {
+        let rel = orders();
+        let r = row(r#"{"id": 1, "note": null, "status": "paid"}"#);
+        let check = |f: Filter| f.matches(&rel, &r);
+        let note_eq = || cmp("note", Op::Eq, "x");
+        assert_eq!(check(note_eq()), Some(false));
+        // NOT (NULL) is NULL: the row is still excluded.
+        assert_eq!(check(Filter::Not(Box::new(note_eq()))), Some(false));
+        assert_eq!(
+            check(Filter::Any(vec![note_eq(), cmp("id", Op::Eq, "1")])),
+            Some(true)
+        );
+        assert_eq!(
+            check(Filter::All(vec![note_eq(), cmp("total", Op::Eq, "1")])),
+            Some(false),
+            "NULL AND anything is never true"
+        );
+        // ... but under NOT it may be: NOT (NULL AND false) is true.
+        assert_eq!(
+            check(Filter::Not(Box::new(Filter::All(vec![
+                note_eq(),
+                cmp("total", Op::Eq, "1")
+            ])))),
+            None
+        );
+        assert_eq!(
+            check(Filter::IsNull {
+                column: "note".into(),
+                is_null: true
+            }),
+            Some(true)
+        );
+        // Unknown beats NULL in OR: `NULL OR unknown` may be true.
+        assert_eq!(
+            check(Filter::Any(vec![note_eq(), cmp("total", Op::Gt, "1")])),
+            None
+        );
+    }
+}

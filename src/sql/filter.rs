@@ -1,0 +1,257 @@
+//! The `filter` argument as a tree of conditions on columns. The compiler renders it as SQL;
+//! live queries keep it to test a changed row against a subscription without a query.
+
+use async_graphql_value::ConstValue;
+
+use super::Params;
+use super::quote::ident;
+use crate::catalog::{PgType, Relation};
+use crate::graphql::json::quote;
+use crate::schema::{InputOrigin, Kind, Schema, TypeId, TypeRef};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Like,
+    Ilike,
+}
+
+impl Op {
+    fn parse(name: &str) -> Option<Op> {
+        Some(match name {
+            "eq" => Op::Eq,
+            "neq" => Op::Neq,
+            "gt" => Op::Gt,
+            "gte" => Op::Gte,
+            "lt" => Op::Lt,
+            "lte" => Op::Lte,
+            "like" => Op::Like,
+            "ilike" => Op::Ilike,
+            _ => return None,
+        })
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Op::Eq => "=",
+            Op::Neq => "<>",
+            Op::Gt => ">",
+            Op::Gte => ">=",
+            Op::Lt => "<",
+            Op::Lte => "<=",
+            Op::Like => "LIKE",
+            Op::Ilike => "ILIKE",
+        }
+    }
+}
+
+/// A condition on rows of one relation. Values are in PostgreSQL's text form and are only
+/// ever sent as bind parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    All(Vec<Filter>),
+    Any(Vec<Filter>),
+    Not(Box<Filter>),
+    Compare {
+        column: String,
+        op: Op,
+        value: String,
+    },
+    /// `in` (or `notIn` when `negated`).
+    In {
+        column: String,
+        values: Vec<String>,
+        negated: bool,
+    },
+    IsNull {
+        column: String,
+        is_null: bool,
+    },
+}
+
+/// A scalar or enum constant in PostgreSQL's text form. Enum values map back to their labels.
+fn text(value: &ConstValue, schema: &Schema, ty: &TypeRef) -> Option<String> {
+    Some(match value {
+        ConstValue::String(s) => s.clone(),
+        ConstValue::Number(n) => n.to_string(),
+        ConstValue::Boolean(b) => b.to_string(),
+        ConstValue::Enum(name) => match &schema.ty(ty.named()).kind {
+            Kind::Enum { values, .. } => values
+                .iter()
+                .find(|v| v.name == name.as_str())?
+                .value
+                .clone(),
+            _ => name.to_string(),
+        },
+        _ => return None,
+    })
+}
+
+impl Filter {
+    /// Builds the filter from a coerced `filter` argument of input type `ty`.
+    pub fn from_value(schema: &Schema, rel: &Relation, ty: TypeId, value: &ConstValue) -> Filter {
+        let (ConstValue::Object(map), Kind::Input { fields, .. }) = (value, &schema.ty(ty).kind)
+        else {
+            return Filter::All(Vec::new());
+        };
+        let mut all = Vec::new();
+        for (key, v) in map {
+            let Some(def) = fields.iter().find(|f| f.name == key.as_str()) else {
+                continue;
+            };
+            let nested = |v: &ConstValue| Filter::from_value(schema, rel, ty, v);
+            match (def.column, key.as_str(), v) {
+                (_, _, ConstValue::Null) => {}
+                (None, "and", ConstValue::List(items)) => {
+                    all.push(Filter::All(items.iter().map(nested).collect()))
+                }
+                (None, "or", ConstValue::List(items)) => {
+                    all.push(Filter::Any(items.iter().map(nested).collect()))
+                }
+                (None, "not", v) => all.push(Filter::Not(Box::new(nested(v)))),
+                (Some(ci), _, ConstValue::Object(ops)) => {
+                    let column = rel.columns[ci].name.clone();
+                    let Kind::Input {
+                        fields: op_defs, ..
+                    } = &schema.ty(def.ty.named()).kind
+                    else {
+                        continue;
+                    };
+                    for (op, operand) in ops {
+                        let Some(op_def) = op_defs.iter().find(|d| d.name == op.as_str()) else {
+                            continue;
+                        };
+                        let column = column.clone();
+                        match (op.as_str(), operand) {
+                            (_, ConstValue::Null) => {}
+                            ("isNull", ConstValue::Boolean(b)) => all.push(Filter::IsNull {
+                                column,
+                                is_null: *b,
+                            }),
+                            ("in" | "notIn", ConstValue::List(items)) => all.push(Filter::In {
+                                column,
+                                values: items
+                                    .iter()
+                                    .filter_map(|i| text(i, schema, &op_def.ty))
+                                    .collect(),
+                                negated: op.as_str() == "notIn",
+                            }),
+                            (name, operand) => {
+                                if let (Some(op), Some(value)) =
+                                    (Op::parse(name), text(operand, schema, &op_def.ty))
+                                {
+                                    all.push(Filter::Compare { column, op, value });
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Filter::All(all)
+    }
+
+    /// True when the filter holds for every row.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Filter::All(items) if items.iter().all(Filter::is_empty))
+    }
+
+    /// Renders the condition on rows of `rel` aliased `alias`.
+    pub(super) fn sql(&self, rel: &Relation, alias: &str, params: &mut Params, out: &mut String) {
+        let col = |name: &str| format!("{alias}.{}", ident(name));
+        let cast = |name: &str| {
+            rel.column(name)
+                .map(|c| cast_type(&c.ty))
+                .unwrap_or_default()
+        };
+        match self {
+            Filter::All(items) | Filter::Any(items) => {
+                let (joiner, empty) = match self {
+                    Filter::All(_) => (" AND ", "true"),
+                    _ => (" OR ", "false"),
+                };
+                if items.is_empty() {
+                    out.push_str(empty);
+                    return;
+                }
+                out.push('(');
+                for (i, f) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(joiner);
+                    }
+                    f.sql(rel, alias, params, out);
+                }
+                out.push(')');
+            }
+            Filter::Not(inner) => {
+                out.push_str("(NOT ");
+                inner.sql(rel, alias, params, out);
+                out.push(')');
+            }
+            Filter::Compare { column, op, value } => {
+                let p = params.push(value.clone());
+                let rhs = match op {
+                    Op::Like | Op::Ilike => format!("{p}::text"),
+                    _ => format!("{p}::text::{}", cast(column)),
+                };
+                out.push_str(&format!("({} {} {rhs})", col(column), op.sql()));
+            }
+            Filter::In {
+                column,
+                values,
+                negated,
+            } => {
+                let mut list = String::from("[");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        list.push(',');
+                    }
+                    quote(v, &mut list);
+                }
+                list.push(']');
+                let p = params.push(list);
+                let (cmp, quantifier) = if *negated {
+                    ("<>", "ALL")
+                } else {
+                    ("=", "ANY")
+                };
+                out.push_str(&format!(
+                    "({} {cmp} {quantifier} (ARRAY(SELECT x::{} FROM json_array_elements_text({p}::text::json) AS v(x))))",
+                    col(column),
+                    cast(column)
+                ));
+            }
+            Filter::IsNull { column, is_null } => {
+                let not = if *is_null { "" } else { " NOT" };
+                out.push_str(&format!("({} IS{not} NULL)", col(column)));
+            }
+        }
+    }
+}
+
+/// The quoted, schema-qualified name of a column's (element) type, for casts.
+pub(super) fn cast_type(ty: &PgType) -> String {
+    format!("{}.{}", ident(&ty.schema), ident(&ty.name))
+}
+
+/// The input type a `filter` argument of a list field has.
+pub(super) fn filter_type(schema: &Schema, args: &[crate::schema::InputValue]) -> Option<TypeId> {
+    args.iter()
+        .find(|a| a.name == "filter")
+        .map(|a| a.ty.named())
+        .filter(|id| {
+            matches!(
+                schema.ty(*id).kind,
+                Kind::Input {
+                    origin: InputOrigin::Filter(_),
+                    ..
+                }
+            )
+        })
+}
