@@ -218,6 +218,20 @@ settings! {
     shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
+    /// PostgreSQL connections each shard's pool keeps at most.
+    db_pool_size: Count = "POSTRUST_DB_POOL_SIZE", "4";
+    /// Time a caller waits for a pooled PostgreSQL connection before it gets an error.
+    db_pool_timeout: Millis = "POSTRUST_DB_POOL_TIMEOUT_MS", "5000";
+    /// Time one PostgreSQL connection attempt (TCP connect, startup, authentication) may take.
+    db_connect_timeout: Millis = "POSTRUST_DB_CONNECT_TIMEOUT_MS", "5000";
+    /// First wait before reconnecting to PostgreSQL after a failure; doubles per failure.
+    db_backoff_min: Millis = "POSTRUST_DB_BACKOFF_MIN_MS", "100";
+    /// Longest wait between two reconnection attempts.
+    db_backoff_max: Millis = "POSTRUST_DB_BACKOFF_MAX_MS", "10000";
+    /// Prepared statements each PostgreSQL connection keeps; the oldest is closed past this.
+    db_statement_cache: Count = "POSTRUST_DB_STATEMENT_CACHE", "256";
+    /// Notifications buffered between the LISTEN connection and its consumer; when full, the socket is not read and PostgreSQL holds the rest in its queue.
+    db_notify_queue: Count = "POSTRUST_DB_NOTIFY_QUEUE", "8192";
 }
 
 impl Config {
@@ -301,8 +315,15 @@ mod tests {
     fn every_setting_is_documented_in_tuning_md() {
         let tuning = include_str!("../tuning.md");
         for s in SETTINGS {
-            assert!(tuning.contains(s.var), "{} is missing from tuning.md", s.var);
+            assert!(
+                tuning.contains(s.var),
+                "{} is missing from tuning.md",
+                s.var
+            );
         }
-        assert_eq!(SETTINGS.len(), Config::from_lookup(|_| None).unwrap().effective().len());
+        assert_eq!(
+            SETTINGS.len(),
+            Config::from_lookup(|_| None).unwrap().effective().len()
+        );
     }
 }

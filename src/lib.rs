@@ -17,9 +17,13 @@
 //! - [`shard`]: the thread-per-core runtime. One glommio executor per core, each accepting on
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
+//! - [`pg`]: our PostgreSQL client on glommio sockets: connect and authenticate, pipelined
+//!   parameterized queries run under a subscriber's role and claims, the per-shard pool and
+//!   the LISTEN connection that feeds the change stream.
 //!
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
 
 pub mod config;
 pub mod logging;
+pub mod pg;

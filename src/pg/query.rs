@@ -1,0 +1,253 @@
+//! The extended query protocol: parameterized statements, prepared once per connection,
+//! sent as one pipeline.
+//!
+//! Every statement is `[Parse] Bind Describe(portal) Execute`, parameters and results in
+//! text format; `Parse` only the first time the connection sees the SQL text. A batch of
+//! statements is written in one go and read back in order, which is what makes a
+//! multi-statement call cost a single round trip.
+//!
+//! `Sync` placement decides what an error does. In a [`SyncMode::Transaction`] batch there
+//! is one `Sync` at the end, so all statements run in one transaction (the implicit one, or
+//! the caller's `BEGIN` block); after an error the server skips to the `Sync`, the rest are
+//! reported as skipped, and nothing of the batch is committed. In [`SyncMode::Each`] every
+//! statement has its own `Sync` and fails alone. Either way the connection is left idle: if
+//! the batch opened a transaction block that failed, a `ROLLBACK` follows before returning.
+
+use std::iter;
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::IsNull;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+
+use super::client::{Client, Responses, TransactionStatus};
+use super::error::{DbError, Error};
+use super::row::{Row, Rows};
+
+/// One statement of a batch: SQL with `$1..$n` placeholders and their text values.
+#[derive(Debug, Clone, Copy)]
+pub struct Statement<'a> {
+    pub sql: &'a str,
+    pub params: &'a [Option<&'a str>],
+}
+
+/// How the statements of a batch are grouped into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// One transaction: all or nothing.
+    Transaction,
+    /// Each statement on its own, as if sent one by one.
+    Each,
+}
+
+/// SQLSTATE `invalid_sql_statement_name`: the server does not have a statement we cached.
+const UNKNOWN_STATEMENT: &str = "26000";
+
+/// Runs `statements` in one round trip. The outer error means the connection is unusable;
+/// per-statement errors (including [`ErrorKind::Skipped`](super::ErrorKind::Skipped)) are
+/// in the vector, one entry per statement.
+pub(crate) async fn batch(
+    client: &Client,
+    statements: &[Statement<'_>],
+    mode: SyncMode,
+) -> Result<Vec<Result<Rows, Error>>, Error> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut buf = BytesMut::new();
+    // Statements this batch is the first to parse: unless their ParseComplete arrives they
+    // must leave the cache again.
+    let mut parsing: Vec<usize> = Vec::new();
+    let mut evicted: Vec<String> = Vec::new();
+    let mut syncs = 0;
+    {
+        let mut cache = client.shared.statements.borrow_mut();
+        for (i, stmt) in statements.iter().enumerate() {
+            let lookup = cache.lookup(stmt.sql);
+            evicted.extend(lookup.evicted);
+            if lookup.parse {
+                parsing.push(i);
+                frontend::parse(&lookup.name, stmt.sql, iter::empty(), &mut buf)
+                    .map_err(|e| Error::config(format!("statement cannot be sent: {e}")))?;
+            }
+            encode_bind(&lookup.name, stmt.params, &mut buf)?;
+            if mode == SyncMode::Each || i + 1 == statements.len() {
+                frontend::sync(&mut buf);
+                syncs += 1;
+            }
+        }
+    }
+    // Closing after the batch's last Sync: an earlier statement of the batch may be the one
+    // evicted, and a failure in the batch must not skip the Close.
+    for name in &evicted {
+        frontend::close(b'S', name, &mut buf).map_err(|e| Error::config(e.to_string()))?;
+    }
+    if !evicted.is_empty() {
+        frontend::sync(&mut buf);
+        syncs += 1;
+    }
+
+    let mut responses = client.send(buf, syncs)?;
+    let mut results = Vec::with_capacity(statements.len());
+    let mut parsed = vec![false; statements.len()];
+    let mut failed = false;
+    let mut status = TransactionStatus::Idle;
+    for (i, _) in statements.iter().enumerate() {
+        if failed {
+            results.push(Err(Error::skipped()));
+        } else {
+            let result = read_statement(&mut responses, &mut parsed[i]).await?;
+            failed = result.is_err();
+            results.push(result);
+        }
+        if mode == SyncMode::Each || i + 1 == statements.len() {
+            status = read_ready(&mut responses).await?;
+            failed = false;
+        }
+    }
+    for _ in &evicted {
+        match responses.next().await? {
+            Message::CloseComplete => {}
+            other => return Err(unexpected(&other, "closing a statement")),
+        }
+    }
+    if !evicted.is_empty() {
+        read_ready(&mut responses).await?;
+    }
+    drop(responses);
+
+    {
+        let mut cache = client.shared.statements.borrow_mut();
+        for &i in &parsing {
+            if !parsed[i] {
+                cache.forget(statements[i].sql);
+            }
+        }
+        for (stmt, result) in statements.iter().zip(&results) {
+            if result.as_ref().err().and_then(Error::code) == Some(UNKNOWN_STATEMENT) {
+                cache.forget(stmt.sql);
+            }
+        }
+    }
+    if status == TransactionStatus::Failed {
+        client.batch_execute("ROLLBACK").await?;
+    }
+    Ok(results)
+}
+
+fn encode_bind(name: &str, params: &[Option<&str>], buf: &mut BytesMut) -> Result<(), Error> {
+    let bound = frontend::bind(
+        "",
+        name,
+        // No formats: every parameter and every result column in text.
+        iter::empty(),
+        params.iter(),
+        |value, buf| match value {
+            Some(text) => {
+                buf.put_slice(text.as_bytes());
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        },
+        iter::empty(),
+        buf,
+    );
+    if bound.is_err() {
+        return Err(Error::config(format!(
+            "{} parameters or a value of 2 GiB cannot be sent in one statement",
+            params.len()
+        )));
+    }
+    frontend::describe(b'P', "", buf).map_err(|e| Error::config(e.to_string()))?;
+    frontend::execute("", 0, buf).map_err(|e| Error::config(e.to_string()))?;
+    Ok(())
+}
+
+/// Reads one statement's messages up to its completion or error. The outer error is a dead
+/// or confused connection; the inner one the statement's own failure.
+async fn read_statement(
+    responses: &mut Responses<'_>,
+    parsed: &mut bool,
+) -> Result<Result<Rows, Error>, Error> {
+    let mut rows = Rows::default();
+    loop {
+        match responses.next().await? {
+            Message::ParseComplete => *parsed = true,
+            Message::BindComplete | Message::NoData => {}
+            Message::RowDescription(body) => rows.set_columns(&body)?,
+            Message::DataRow(body) => rows.push(Row::new(body)?),
+            Message::CommandComplete(body) => {
+                let tag = body
+                    .tag()
+                    .map_err(|e| Error::protocol(format!("bad command tag: {e}")))?;
+                rows.set_tag(tag);
+                return Ok(Ok(rows));
+            }
+            Message::EmptyQueryResponse => return Ok(Ok(rows)),
+            Message::ErrorResponse(body) => {
+                let db = DbError::parse(&mut body.fields())
+                    .map_err(|e| Error::protocol(format!("malformed ErrorResponse: {e}")))?;
+                return Ok(Err(Error::db(db)));
+            }
+            Message::CopyInResponse(_) => {
+                // The server now waits for COPY data and ignores Sync until it gets
+                // CopyDone or CopyFail; refuse, so the statement fails instead of hanging.
+                let mut fail = BytesMut::new();
+                frontend::copy_fail("COPY FROM STDIN is not supported by this client", &mut fail)
+                    .map_err(|e| Error::config(e.to_string()))?;
+                responses.client().send(fail, 0)?;
+            }
+            Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {}
+            other => return Err(unexpected(&other, "reading a statement's result")),
+        }
+    }
+}
+
+/// Reads up to the `ReadyForQuery` that ends a `Sync` group.
+pub(crate) async fn read_ready(responses: &mut Responses<'_>) -> Result<TransactionStatus, Error> {
+    match responses.next().await? {
+        Message::ReadyForQuery(body) => Ok(match body.status() {
+            b'T' => TransactionStatus::InTransaction,
+            b'E' => TransactionStatus::Failed,
+            _ => TransactionStatus::Idle,
+        }),
+        other => Err(unexpected(&other, "waiting for ReadyForQuery")),
+    }
+}
+
+pub(crate) fn unexpected(message: &Message, doing: &str) -> Error {
+    let tag = match message {
+        Message::ReadyForQuery(_) => "ReadyForQuery",
+        Message::DataRow(_) => "DataRow",
+        Message::RowDescription(_) => "RowDescription",
+        Message::CommandComplete(_) => "CommandComplete",
+        Message::ParseComplete => "ParseComplete",
+        Message::BindComplete => "BindComplete",
+        Message::PortalSuspended => "PortalSuspended",
+        _ => "another message",
+    };
+    Error::protocol(format!("unexpected {tag} while {doing}"))
+}
+
+impl Client {
+    /// Runs one parameterized statement and returns its rows.
+    pub async fn query(&self, sql: &str, params: &[Option<&str>]) -> Result<Rows, Error> {
+        let mut results = batch(self, &[Statement { sql, params }], SyncMode::Each).await?;
+        results.pop().unwrap_or_else(|| Ok(Rows::default()))
+    }
+
+    /// Runs one parameterized statement and returns the number of rows it affected.
+    pub async fn execute(&self, sql: &str, params: &[Option<&str>]) -> Result<u64, Error> {
+        Ok(self.query(sql, params).await?.affected())
+    }
+
+    /// Runs several statements in one round trip; see [`SyncMode`] for what an error does.
+    /// The outer error means the connection died; otherwise one result per statement.
+    pub async fn pipeline(
+        &self,
+        statements: &[Statement<'_>],
+        mode: SyncMode,
+    ) -> Result<Vec<Result<Rows, Error>>, Error> {
+        batch(self, statements, mode).await
+    }
+}
