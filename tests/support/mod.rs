@@ -1,0 +1,30 @@
+//! Fixtures shared by the integration tests. Each test binary uses a different part of
+//! them, so items unused by one binary are expected.
+#![allow(dead_code)]
+
+pub mod pg;
+
+use std::future::Future;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// Runs `body` on a fresh glommio executor on this thread. The io_uring buffer stays small
+/// so that parallel tests fit under the 8 MiB locked-memory limit.
+pub fn run<F: Future<Output = T>, T>(body: F) -> T {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(128 * 1024)
+        .make()
+        .expect("glommio executor")
+        .run(body)
+}
+
+/// Awaits `f`, failing the test if it takes longer than `limit`: a guard against hangs,
+/// not a performance assertion.
+pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {
+    futures_lite::future::or(f, async {
+        glommio::timer::sleep(limit).await;
+        panic!("{what} did not finish within {limit:?}")
+    })
+    .await
+}
