@@ -88,14 +88,16 @@ impl Cluster {
         self.dir.as_deref()
     }
 
-    /// Stops the server, keeping its files, until [`Cluster::resume`].
-    pub fn halt(&self) {
-        run_script(&["halt", self.owned_dir()]);
+    /// Stops the server of cluster directory `dir`, keeping its files, until
+    /// [`Cluster::resume_dir`]. Blocks until it is down; takes a path so a test can call it
+    /// from a thread of its own while its executor runs.
+    pub fn halt_dir(dir: &Path) {
+        run_script(&["halt", dir.to_str().expect("UTF-8 path")]);
     }
 
     /// Starts a halted server again on the same port.
-    pub fn resume(&self) {
-        run_script(&["start", self.owned_dir()]);
+    pub fn resume_dir(dir: &Path) {
+        run_script(&["start", dir.to_str().expect("UTF-8 path")]);
     }
 
     /// Replaces `pg_hba.conf` with `rules` (after trust for the `postgres` superuser, which
