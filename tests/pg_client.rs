@@ -483,6 +483,48 @@ fn prepared_statements_are_cached_and_bounded() {
 }
 
 #[test]
+fn a_statement_prepared_before_a_schema_change_is_prepared_again() {
+    let url = cluster().fresh_database("stale");
+    run(async {
+        let c = connect(&url).await;
+        c.batch_execute("CREATE TABLE s (a int); INSERT INTO s VALUES (1)")
+            .await
+            .unwrap();
+        let rows = c.query("SELECT * FROM s", &[]).await.unwrap();
+        assert_eq!(rows.columns(), ["a"]);
+        c.batch_execute("ALTER TABLE s ADD COLUMN b text DEFAULT 'x'")
+            .await
+            .unwrap();
+        let rows = c.query("SELECT * FROM s", &[]).await.unwrap();
+        assert_eq!(rows.columns(), ["a", "b"]);
+        assert_eq!(rows.value(0, 1), Some("x"));
+        let json = c
+            .query_as(
+                "postgres",
+                "{}",
+                "SELECT json_agg(s)::text FROM (SELECT * FROM s) s",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(json.as_deref(), Some(r#"[{"a":1,"b":"x"}]"#));
+        c.batch_execute("ALTER TABLE s ADD COLUMN c int")
+            .await
+            .unwrap();
+        let json = c
+            .query_as(
+                "postgres",
+                "{}",
+                "SELECT json_agg(s)::text FROM (SELECT * FROM s) s",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(json.as_deref(), Some(r#"[{"a":1,"b":"x","c":null}]"#));
+    });
+}
+
+#[test]
 fn notify_from_another_session_arrives() {
     let cluster = cluster();
     let url = cluster.fresh_database("notify");

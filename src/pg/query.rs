@@ -1,8 +1,9 @@
 //! The extended query protocol: parameterized statements, prepared once per connection,
 //! sent as one pipeline.
 //!
-//! Every statement is `[Parse] Bind Describe(portal) Execute`, parameters and results in
-//! text format; `Parse` only the first time the connection sees the SQL text. A batch of
+//! Every statement is `[Parse Describe(statement)] Bind Execute`, parameters and results in
+//! text format; `Parse` and `Describe` only the first time the connection sees the SQL
+//! text, after which the cache knows the result columns. A batch of
 //! statements is written in one go and read back in order, which is what makes a
 //! multi-statement call cost a single round trip.
 //!
@@ -14,6 +15,7 @@
 //! the batch opened a transaction block that failed, a `ROLLBACK` follows before returning.
 
 use std::iter;
+use std::rc::Rc;
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::IsNull;
@@ -22,7 +24,8 @@ use postgres_protocol::message::frontend;
 
 use super::client::{Client, Responses, TransactionStatus};
 use super::error::{DbError, Error};
-use super::row::{Row, Rows};
+use super::row::{Row, Rows, columns};
+use super::statements::Columns;
 
 /// One statement of a batch: SQL with `$1..$n` placeholders and their text values.
 #[derive(Debug, Clone, Copy)]
@@ -42,11 +45,44 @@ pub enum SyncMode {
 
 /// SQLSTATE `invalid_sql_statement_name`: the server does not have a statement we cached.
 const UNKNOWN_STATEMENT: &str = "26000";
+/// SQLSTATE `feature_not_supported`, which is what `cached plan must not change result
+/// type` carries: a table under the statement changed shape since it was prepared.
+const STALE_STATEMENT: &str = "0A000";
+
+/// What the batch did for one statement, to read its answer and update the cache.
+struct Plan {
+    name: String,
+    parse: bool,
+    /// A `Describe` was sent: the cache learns the columns from its answer.
+    describe: bool,
+    /// Filled in from the `Describe` answer when it was not known.
+    columns: Option<Columns>,
+}
 
 /// Runs `statements` in one round trip. The outer error means the connection is unusable;
 /// per-statement errors (including [`ErrorKind::Skipped`](super::ErrorKind::Skipped)) are
 /// in the vector, one entry per statement.
+///
+/// A statement prepared before a table under it changed shape fails with "cached plan must
+/// not change result type"; the batch is then sent once more with the statement prepared
+/// afresh, when that cannot run anything twice: nothing of a one-transaction batch or of a
+/// single statement committed.
 pub(crate) async fn batch(
+    client: &Client,
+    statements: &[Statement<'_>],
+    mode: SyncMode,
+) -> Result<Vec<Result<Rows, Error>>, Error> {
+    let results = batch_once(client, statements, mode).await?;
+    let stale = results
+        .iter()
+        .any(|r| r.as_ref().err().and_then(Error::code) == Some(STALE_STATEMENT));
+    if stale && (mode == SyncMode::Transaction || statements.len() == 1) {
+        return batch_once(client, statements, mode).await;
+    }
+    Ok(results)
+}
+
+async fn batch_once(
     client: &Client,
     statements: &[Statement<'_>],
     mode: SyncMode,
@@ -55,77 +91,86 @@ pub(crate) async fn batch(
         return Ok(Vec::new());
     }
     let mut buf = BytesMut::new();
-    // Statements this batch is the first to parse: unless their ParseComplete arrives they
-    // must leave the cache again.
-    let mut parsing: Vec<usize> = Vec::new();
-    let mut evicted: Vec<String> = Vec::new();
+    let mut plans = Vec::with_capacity(statements.len());
     let mut syncs = 0;
-    {
+    let closing = {
         let mut cache = client.shared.statements.borrow_mut();
         for (i, stmt) in statements.iter().enumerate() {
             let lookup = cache.lookup(stmt.sql);
-            evicted.extend(lookup.evicted);
             if lookup.parse {
-                parsing.push(i);
                 frontend::parse(&lookup.name, stmt.sql, iter::empty(), &mut buf)
                     .map_err(|e| Error::config(format!("statement cannot be sent: {e}")))?;
+            }
+            if lookup.columns.is_none() {
+                frontend::describe(b'S', &lookup.name, &mut buf)
+                    .map_err(|e| Error::config(e.to_string()))?;
             }
             encode_bind(&lookup.name, stmt.params, &mut buf)?;
             if mode == SyncMode::Each || i + 1 == statements.len() {
                 frontend::sync(&mut buf);
                 syncs += 1;
             }
+            plans.push(Plan {
+                name: lookup.name,
+                parse: lookup.parse,
+                describe: lookup.columns.is_none(),
+                columns: lookup.columns,
+            });
         }
-    }
-    // Closing after the batch's last Sync: an earlier statement of the batch may be the one
-    // evicted, and a failure in the batch must not skip the Close.
-    for name in &evicted {
+        cache.take_closing()
+    };
+    // After the batch's last Sync: a failure in the batch must not skip the Close.
+    for name in &closing {
         frontend::close(b'S', name, &mut buf).map_err(|e| Error::config(e.to_string()))?;
     }
-    if !evicted.is_empty() {
+    if !closing.is_empty() {
         frontend::sync(&mut buf);
         syncs += 1;
     }
 
     let mut responses = client.send(buf, syncs)?;
     let mut results = Vec::with_capacity(statements.len());
-    let mut parsed = vec![false; statements.len()];
     let mut failed = false;
     let mut status = TransactionStatus::Idle;
-    for (i, _) in statements.iter().enumerate() {
+    for (i, (stmt, plan)) in statements.iter().zip(&mut plans).enumerate() {
         if failed {
             results.push(Err(Error::skipped()));
         } else {
-            let result = read_statement(&mut responses, &mut parsed[i]).await?;
+            let result = read_statement(&mut responses, plan).await?;
             failed = result.is_err();
             results.push(result);
+        }
+        if plan.parse && plan.columns.is_none() {
+            // Its Parse never completed (it failed, or an earlier failure skipped it).
+            client.shared.statements.borrow_mut().forget(stmt.sql);
         }
         if mode == SyncMode::Each || i + 1 == statements.len() {
             status = read_ready(&mut responses).await?;
             failed = false;
         }
     }
-    for _ in &evicted {
+    for _ in &closing {
         match responses.next().await? {
             Message::CloseComplete => {}
             other => return Err(unexpected(&other, "closing a statement")),
         }
     }
-    if !evicted.is_empty() {
+    if !closing.is_empty() {
         read_ready(&mut responses).await?;
     }
     drop(responses);
 
     {
         let mut cache = client.shared.statements.borrow_mut();
-        for &i in &parsing {
-            if !parsed[i] {
-                cache.forget(statements[i].sql);
-            }
-        }
-        for (stmt, result) in statements.iter().zip(&results) {
-            if result.as_ref().err().and_then(Error::code) == Some(UNKNOWN_STATEMENT) {
-                cache.forget(stmt.sql);
+        for ((stmt, plan), result) in statements.iter().zip(&plans).zip(&results) {
+            match result.as_ref().err().and_then(Error::code) {
+                Some(UNKNOWN_STATEMENT) => cache.forget(stmt.sql),
+                Some(STALE_STATEMENT) => cache.retire(stmt.sql),
+                _ => {
+                    if let (true, Some(columns)) = (plan.describe, &plan.columns) {
+                        cache.described(stmt.sql, &plan.name, columns.clone());
+                    }
+                }
             }
         }
     }
@@ -158,23 +203,32 @@ fn encode_bind(name: &str, params: &[Option<&str>], buf: &mut BytesMut) -> Resul
             params.len()
         )));
     }
-    frontend::describe(b'P', "", buf).map_err(|e| Error::config(e.to_string()))?;
     frontend::execute("", 0, buf).map_err(|e| Error::config(e.to_string()))?;
     Ok(())
 }
 
 /// Reads one statement's messages up to its completion or error. The outer error is a dead
-/// or confused connection; the inner one the statement's own failure.
+/// or confused connection; the inner one the statement's own failure. Fills in
+/// `plan.columns` when the statement was described.
 async fn read_statement(
     responses: &mut Responses<'_>,
-    parsed: &mut bool,
+    plan: &mut Plan,
 ) -> Result<Result<Rows, Error>, Error> {
     let mut rows = Rows::default();
+    if let Some(columns) = &plan.columns {
+        rows.set_columns(columns.clone());
+    }
     loop {
         match responses.next().await? {
-            Message::ParseComplete => *parsed = true,
-            Message::BindComplete | Message::NoData => {}
-            Message::RowDescription(body) => rows.set_columns(&body)?,
+            Message::ParseComplete | Message::ParameterDescription(_) | Message::BindComplete => {}
+            Message::RowDescription(body) => {
+                let described = columns(&body)?;
+                rows.set_columns(described.clone());
+                plan.columns = Some(described);
+            }
+            Message::NoData => {
+                plan.columns = Some(Rc::new([]));
+            }
             Message::DataRow(body) => rows.push(Row::new(body)?),
             Message::CommandComplete(body) => {
                 let tag = body

@@ -5,12 +5,14 @@
 //! until the caller asks for an owned string.
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::{DataRowBody, RowDescriptionBody};
 
 use super::error::Error;
+use super::statements::Columns;
 
 /// One row; values in the server's text format, `None` for NULL.
 #[derive(Debug, Clone)]
@@ -53,22 +55,37 @@ impl Row {
     }
 }
 
+/// The column names a `RowDescription` lists.
+pub(crate) fn columns(body: &RowDescriptionBody) -> Result<Columns, Error> {
+    let names: Vec<String> = body
+        .fields()
+        .map(|f| Ok(f.name().to_owned()))
+        .collect()
+        .map_err(|e| Error::protocol(format!("malformed RowDescription: {e}")))?;
+    Ok(names.into())
+}
+
 /// The result of one statement: column names, rows and the command tag.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Rows {
-    columns: Vec<String>,
+    columns: Columns,
     rows: Vec<Row>,
     tag: String,
 }
 
+impl Default for Rows {
+    fn default() -> Self {
+        Rows {
+            columns: Rc::new([]),
+            rows: Vec::new(),
+            tag: String::new(),
+        }
+    }
+}
+
 impl Rows {
-    pub(crate) fn set_columns(&mut self, body: &RowDescriptionBody) -> Result<(), Error> {
-        self.columns = body
-            .fields()
-            .map(|f| Ok(f.name().to_owned()))
-            .collect()
-            .map_err(|e| Error::protocol(format!("malformed RowDescription: {e}")))?;
-        Ok(())
+    pub(crate) fn set_columns(&mut self, columns: Columns) {
+        self.columns = columns;
     }
 
     pub(crate) fn push(&mut self, row: Row) {

@@ -9,7 +9,7 @@ use postgres_protocol::message::frontend;
 use super::client::Client;
 use super::error::{DbError, Error};
 use super::query::unexpected;
-use super::row::{Row, Rows};
+use super::row::{Row, Rows, columns};
 
 impl Client {
     /// Runs `sql` and returns one [`Rows`] per statement. On an error the statements after
@@ -25,7 +25,7 @@ impl Client {
         let mut error = None;
         loop {
             match responses.next().await? {
-                Message::RowDescription(body) => current.set_columns(&body)?,
+                Message::RowDescription(body) => current.set_columns(columns(&body)?),
                 Message::DataRow(body) => current.push(Row::new(body)?),
                 Message::CommandComplete(body) => {
                     let tag = body
