@@ -4,7 +4,9 @@
 //! - `sequential`: one `query` at a time, each waiting for its answer (one round trip per
 //!   statement), what `pgbench -M prepared -c 1` does;
 //! - `pipelined`: `pipeline` batches of `POSTRUST_BENCH_BATCH` statements (default 100), each
-//!   with its own `Sync`, written before any answer is read;
+//!   with its own `Sync` (its own transaction), written before any answer is read;
+//! - `pipelined_tx`: the same batches with one `Sync` (one transaction), as pgbench's
+//!   `\startpipeline … \endpipeline` sends them;
 //! - `query_as`: the role-and-claims call the query engine makes, one at a time.
 //!
 //! Reads the server from `POSTRUST_DATABASE_URL`; `bench/pg_roundtrip.sh` starts a private
@@ -36,7 +38,7 @@ async fn sequential(c: &Client, seconds: Duration) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn pipelined(c: &Client, seconds: Duration, batch: usize) -> f64 {
+async fn pipelined(c: &Client, seconds: Duration, batch: usize, mode: SyncMode) -> f64 {
     let values: Vec<String> = (0..batch).map(|i| (i % 1000).to_string()).collect();
     let params: Vec<[Option<&str>; 1]> = values.iter().map(|v| [Some(v.as_str())]).collect();
     let statements: Vec<Statement<'_>> = params
@@ -49,10 +51,7 @@ async fn pipelined(c: &Client, seconds: Duration, batch: usize) -> f64 {
     let start = Instant::now();
     let mut n: u64 = 0;
     while start.elapsed() < seconds {
-        let results = c
-            .pipeline(&statements, SyncMode::Each)
-            .await
-            .expect("pipeline");
+        let results = c.pipeline(&statements, mode).await.expect("pipeline");
         assert!(results.iter().all(Result::is_ok));
         n += batch as u64;
     }
@@ -99,7 +98,10 @@ fn main() {
             // Warm up: prepare the statements, fault in the buffers.
             sequential(&c, Duration::from_millis(200)).await;
             println!("sequential={:.0}", sequential(&c, seconds).await);
-            println!("pipelined={:.0}", pipelined(&c, seconds, batch).await);
+            let each = pipelined(&c, seconds, batch, SyncMode::Each).await;
+            println!("pipelined={each:.0}");
+            let tx = pipelined(&c, seconds, batch, SyncMode::Transaction).await;
+            println!("pipelined_tx={tx:.0}");
             println!("query_as={:.0}", query_as(&c, seconds).await);
         });
 }

@@ -113,6 +113,9 @@ pub(crate) struct Driver {
     output: BytesMut,
     /// Bytes read but not yet parsed into a whole message.
     input: BytesMut,
+    /// Where the socket reads into: allocated once, so a read that finds nothing costs no
+    /// buffer preparation.
+    scratch: Box<[u8]>,
     /// A `FATAL` error that belonged to no request: the server's reason for closing.
     last_word: Option<DbError>,
 }
@@ -131,6 +134,7 @@ impl Driver {
             in_flight: VecDeque::new(),
             output: BytesMut::new(),
             input,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             last_word: None,
         }
     }
@@ -222,24 +226,13 @@ impl Driver {
         {
             return Ok(false);
         }
-        let filled = self.input.len();
-        self.input.resize(filled + READ_CHUNK, 0);
-        let read = Pin::new(&mut self.socket).poll_read(cx, &mut self.input[filled..]);
-        let n = match read {
+        let n = match Pin::new(&mut self.socket).poll_read(cx, &mut self.scratch[..]) {
+            Poll::Ready(Ok(0)) => return Err(self.lost("the server closed the connection")),
             Poll::Ready(Ok(n)) => n,
-            Poll::Ready(Err(e)) => {
-                self.input.truncate(filled);
-                return Err(self.lost(&format!("reading failed: {e}")));
-            }
-            Poll::Pending => 0,
+            Poll::Ready(Err(e)) => return Err(self.lost(&format!("reading failed: {e}"))),
+            Poll::Pending => return Ok(false),
         };
-        self.input.truncate(filled + n);
-        if read.is_pending() {
-            return Ok(false);
-        }
-        if n == 0 {
-            return Err(self.lost("the server closed the connection"));
-        }
+        self.input.extend_from_slice(&self.scratch[..n]);
         while let Some(message) = Message::parse(&mut self.input)
             .map_err(|e| Error::protocol(format!("malformed message from the server: {e}")))?
         {
