@@ -1,38 +1,11 @@
-//! The PostgreSQL client against a real private server: queries, errors, pipelines, the
-//! role-and-claims call, notifications, the pool and the listener surviving a killed
-//! backend.
+//! The PostgreSQL client against a real private server: parameters and types, errors,
+//! pipelines, the role-and-claims call and the statement cache.
 
 mod support;
 
-use std::time::Duration;
-
-use postrust::pg::{
-    Client, ConnectConfig, ConnectOptions, ErrorKind, Listener, ListenerEvent, Pool, PoolOptions,
-    Statement, SyncMode, TransactionStatus,
-};
+use postrust::pg::{Client, ConnectOptions, ErrorKind, Statement, SyncMode, TransactionStatus};
 use support::pg::cluster;
-use support::{run, within};
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-fn config(url: &str) -> ConnectConfig {
-    ConnectConfig::from_url(url).expect("test URL")
-}
-
-async fn connect(url: &str) -> Client {
-    Client::connect(&config(url), &ConnectOptions::default())
-        .await
-        .expect("connect")
-}
-
-fn fast_pool_options(size: usize) -> PoolOptions {
-    PoolOptions {
-        size,
-        timeout: Duration::from_secs(10),
-        backoff_min: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(200),
-    }
-}
+use support::{LIMIT, config, connect, run, within};
 
 #[test]
 fn startup_reports_parameters_and_the_backend_pid() {
@@ -243,6 +216,7 @@ fn a_statement_error_leaves_the_connection_usable() {
             .unwrap_err();
         assert_eq!(err.code(), Some("42P01"));
         assert_eq!(c.transaction_status(), TransactionStatus::Idle);
+
         let rows = c.simple_query("SELECT 'a'; SELECT 'b', 'c'").await.unwrap();
         assert_eq!(
             (rows[0].value(0, 0), rows[1].value(0, 1)),
@@ -251,6 +225,32 @@ fn a_statement_error_leaves_the_connection_usable() {
         assert_eq!(
             c.query("SELECT 4", &[]).await.unwrap().value(0, 0),
             Some("4")
+        );
+
+        // COPY FROM STDIN leaves the server waiting for data. A simple query answers with
+        // CopyFail and goes on; in the extended protocol the connection is closed instead
+        // of hung (the pool replaces it).
+        c.batch_execute("CREATE TABLE copied (x int)")
+            .await
+            .unwrap();
+        let copy = c.batch_execute("COPY copied FROM STDIN");
+        let err = within(LIMIT, "COPY via simple query", copy)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("not supported by this client"),
+            "{err}"
+        );
+        assert_eq!(
+            c.query("SELECT 5", &[]).await.unwrap().value(0, 0),
+            Some("5")
+        );
+        let copy = c.query("COPY copied FROM STDIN", &[]);
+        let err = within(LIMIT, "COPY via query", copy).await.unwrap_err();
+        assert!(err.is_closed(), "{err}");
+        assert!(
+            err.to_string().contains("not supported by this client"),
+            "{err}"
         );
     });
 }
@@ -521,216 +521,6 @@ fn a_statement_prepared_before_a_schema_change_is_prepared_again() {
             .await
             .unwrap();
         assert_eq!(json.as_deref(), Some(r#"[{"a":1,"b":"x","c":null}]"#));
-    });
-}
-
-#[test]
-fn notify_from_another_session_arrives() {
-    let cluster = cluster();
-    let url = cluster.fresh_database("notify");
-    run(async {
-        let c = connect(&url).await;
-        let mut notifications = c.notifications();
-        c.batch_execute("LISTEN \"Mixed Case\"").await.unwrap();
-        cluster.psql(&url, "NOTIFY \"Mixed Case\", 'hello ünïcode'");
-        let n = within(LIMIT, "notification", notifications.next())
-            .await
-            .unwrap();
-        assert_eq!(n.channel, "Mixed Case");
-        assert_eq!(n.payload, "hello ünïcode");
-        assert_ne!(n.process_id, c.process_id(), "sent by the psql session");
-    });
-}
-
-#[test]
-fn a_burst_of_ten_thousand_notifications_arrives_complete_and_in_order() {
-    let url = cluster().fresh_database("burst");
-    run(async {
-        let options = ConnectOptions {
-            notify_queue: 256,
-            ..ConnectOptions::default()
-        };
-        let mut listener = Listener::start(
-            config(&url),
-            options,
-            &fast_pool_options(1),
-            vec!["burst".into()],
-        );
-        let first = within(LIMIT, "listening", listener.next()).await;
-        assert_eq!(first, Some(ListenerEvent::Listening { after_gap: false }));
-        let sender = connect(&url).await;
-        sender
-            .query(
-                "SELECT count(pg_notify('burst', i::text)) FROM generate_series(1, 10000) i",
-                &[],
-            )
-            .await
-            .unwrap();
-        for expected in 1..=10_000 {
-            match within(LIMIT, "burst", listener.next()).await {
-                Some(ListenerEvent::Notification(n)) => {
-                    assert_eq!(n.payload, expected.to_string());
-                    assert_eq!(n.process_id, sender.process_id());
-                }
-                other => panic!("expected notification {expected}, got {other:?}"),
-            }
-        }
-    });
-}
-
-#[test]
-fn a_killed_connection_is_reported_closed_not_hung() {
-    let cluster = cluster();
-    let url = cluster.fresh_database("killed");
-    run(async {
-        let c = connect(&url).await;
-        let admin = connect(&url).await;
-        let waiting = c.query("SELECT pg_sleep(30)", &[]);
-        let kill = async {
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-            admin
-                .query(
-                    "SELECT pg_terminate_backend($1::int)",
-                    &[Some(&c.process_id().to_string())],
-                )
-                .await
-                .unwrap();
-        };
-        let (result, ()) = within(
-            LIMIT,
-            "killed query",
-            futures_lite::future::zip(waiting, kill),
-        )
-        .await;
-        let err = result.unwrap_err();
-        assert!(err.is_closed(), "{err}");
-        assert_eq!(
-            err.code(),
-            Some("57P01"),
-            "the server's reason is kept: {err}"
-        );
-        let again = c.query("SELECT 1", &[]).await.unwrap_err();
-        assert!(again.is_closed(), "later requests fail at once: {again}");
-        assert!(c.is_closed());
-    });
-}
-
-#[test]
-fn the_pool_replaces_a_terminated_connection() {
-    let cluster = cluster();
-    let url = cluster.fresh_database("pool_kill");
-    run(async {
-        let pool = Pool::new(
-            config(&url),
-            ConnectOptions::default(),
-            fast_pool_options(1),
-        );
-        let first_pid = pool.get().await.unwrap().process_id();
-        assert_eq!(pool.idle_count(), 1);
-        cluster.psql(&url, &format!("SELECT pg_terminate_backend({first_pid})"));
-        // The driver may or may not have seen the close yet; either way the next request
-        // either succeeds on a new connection or says "closed", and the one after works.
-        let mut outcomes = Vec::new();
-        for _ in 0..2 {
-            let c = within(LIMIT, "pool get", pool.get()).await.unwrap();
-            outcomes.push(
-                c.query("SELECT pg_backend_pid()::text", &[])
-                    .await
-                    .map(|r| r.value(0, 0).map(str::to_owned)),
-            );
-        }
-        for o in &outcomes {
-            if let Err(e) = o {
-                assert!(e.is_closed(), "{e}");
-            }
-        }
-        let new_pid = outcomes
-            .last()
-            .unwrap()
-            .as_ref()
-            .expect("recovered")
-            .clone()
-            .unwrap();
-        assert_ne!(new_pid, first_pid.to_string());
-    });
-}
-
-#[test]
-fn a_caller_gives_up_after_the_pool_timeout() {
-    let url = cluster().fresh_database("pool_timeout");
-    run(async {
-        let options = PoolOptions {
-            timeout: Duration::from_millis(300),
-            ..fast_pool_options(1)
-        };
-        let pool = Pool::new(config(&url), ConnectOptions::default(), options.clone());
-        let held = pool.get().await.unwrap();
-        let err = within(LIMIT, "pool timeout", pool.get())
-            .await
-            .err()
-            .expect("times out");
-        assert_eq!(err.kind(), ErrorKind::PoolTimeout);
-        assert!(err.to_string().contains("within 300 ms"), "{err}");
-        assert!(err.to_string().contains("in use"), "{err}");
-        drop(held);
-        pool.get().await.expect("free again");
-
-        // Nothing listens on port 1: the error names the last connection failure.
-        let nowhere = Pool::new(
-            config("postgres://postgres@127.0.0.1:1/x"),
-            ConnectOptions::default(),
-            options,
-        );
-        let err = within(LIMIT, "pool timeout", nowhere.get())
-            .await
-            .err()
-            .expect("times out");
-        assert_eq!(err.kind(), ErrorKind::PoolTimeout);
-        assert!(err.to_string().contains("last connection error"), "{err}");
-        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
-    });
-}
-
-#[test]
-fn the_listener_recovers_from_a_terminated_backend_and_reports_the_gap() {
-    let cluster = cluster();
-    let url = cluster.fresh_database("listen_kill");
-    run(async {
-        let listen_url = format!("{url}?application_name=gap_listener");
-        let mut listener = Listener::start(
-            config(&listen_url),
-            ConnectOptions::default(),
-            &fast_pool_options(1),
-            vec!["changes".into(), "other".into()],
-        );
-        let event = within(LIMIT, "listening", listener.next()).await;
-        assert_eq!(event, Some(ListenerEvent::Listening { after_gap: false }));
-        cluster.psql(&url, "NOTIFY changes, 'before'");
-        match within(LIMIT, "first", listener.next()).await {
-            Some(ListenerEvent::Notification(n)) => assert_eq!(n.payload, "before"),
-            other => panic!("{other:?}"),
-        }
-
-        cluster.psql(
-            &url,
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gap_listener'",
-        );
-        match within(LIMIT, "lost", listener.next()).await {
-            Some(ListenerEvent::Lost(e)) => {
-                assert!(e.is_closed(), "{e}");
-                assert_eq!(e.code(), Some("57P01"), "{e}");
-            }
-            other => panic!("expected Lost, got {other:?}"),
-        }
-        let event = within(LIMIT, "relisten", listener.next()).await;
-        assert_eq!(event, Some(ListenerEvent::Listening { after_gap: true }));
-        cluster.psql(&url, "NOTIFY other, 'after'");
-        match within(LIMIT, "after", listener.next()).await {
-            Some(ListenerEvent::Notification(n)) => {
-                assert_eq!((n.channel.as_str(), n.payload.as_str()), ("other", "after"));
-            }
-            other => panic!("{other:?}"),
-        }
     });
 }
 

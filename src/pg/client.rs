@@ -11,6 +11,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use futures_lite::Stream;
 use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
 
 use super::driver::{ConnState, Notification, Request, Shared};
 use super::error::Error;
@@ -78,7 +79,7 @@ impl Client {
             return Err(self.shared.closed_error());
         }
         let (tx, rx) = mailbox::channel(None);
-        let request = Request {
+        let request = Request::Messages {
             bytes,
             syncs,
             responses: tx,
@@ -90,6 +91,21 @@ impl Client {
             self.shared.pending.set(self.shared.pending.get() + 1);
         }
         Ok(Responses { client: self, rx })
+    }
+
+    /// Answers a `CopyInResponse` to a simple query with `CopyFail`: the server would
+    /// otherwise wait for COPY data forever; this way the statement fails.
+    pub(crate) fn refuse_copy_in(&self) -> Result<(), Error> {
+        let mut fail = BytesMut::new();
+        frontend::copy_fail("COPY FROM STDIN is not supported by this client", &mut fail)
+            .map_err(|e| Error::config(e.to_string()))?;
+        self.send(fail, 0).map(drop)
+    }
+
+    /// Closes the connection for `reason`; every waiting request gets it as its error.
+    pub(crate) fn abort(&self, reason: Error) {
+        // A failed push means the driver is already gone, which is the goal.
+        let _ = self.requests.push(Request::Abort(reason));
     }
 
     /// True once the connection is gone; a pool drops such a client.

@@ -50,15 +50,21 @@ pub struct Notification {
     pub payload: String,
 }
 
-/// One caller's encoded messages and the way back to it.
-pub(crate) struct Request {
-    pub(crate) bytes: BytesMut,
-    /// `Sync` and `Query` messages in `bytes`: the response ends after as many
-    /// `ReadyForQuery`. Zero for a message that gets no answer of its own (`CopyFail`).
-    pub(crate) syncs: usize,
-    /// Sent by the driver, received by the caller. Unbounded: it holds one statement
-    /// result, which the caller asked for and is reading.
-    pub(crate) responses: Sender<Message>,
+/// What a client handle asks of the driver.
+pub(crate) enum Request {
+    /// Encoded messages to write, and the way back to the caller.
+    Messages {
+        bytes: BytesMut,
+        /// `Sync` and `Query` messages in `bytes`: the response ends after as many
+        /// `ReadyForQuery`. Zero for a message that gets no answer of its own (`CopyFail`).
+        syncs: usize,
+        /// Sent by the driver, received by the caller. Unbounded: it holds one statement
+        /// result, which the caller asked for and is reading.
+        responses: Sender<Message>,
+    },
+    /// Close the connection now, for this reason: a caller found the server in a state
+    /// this client cannot bring back to a known one.
+    Abort(Error),
 }
 
 /// State the driver publishes to client handles.
@@ -161,7 +167,7 @@ impl Driver {
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         for _ in 0..ROUNDS_PER_POLL {
-            let mut progress = self.take_requests(cx);
+            let mut progress = self.take_requests(cx)?;
             progress |= self.poll_write(cx)?;
             if self.shared.state.get() == ConnState::Terminating && self.output.is_empty() {
                 return Poll::Ready(Ok(()));
@@ -175,20 +181,25 @@ impl Driver {
         Poll::Pending
     }
 
-    fn take_requests(&mut self, cx: &mut Context<'_>) -> bool {
+    fn take_requests(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         let mut progress = false;
         while self.shared.state.get() == ConnState::Open {
             match self.requests.poll_recv(cx) {
-                Poll::Ready(Some(request)) => {
-                    self.output.extend_from_slice(&request.bytes);
-                    if request.syncs > 0 {
+                Poll::Ready(Some(Request::Messages {
+                    bytes,
+                    syncs,
+                    responses,
+                })) => {
+                    self.output.extend_from_slice(&bytes);
+                    if syncs > 0 {
                         self.in_flight.push_back(InFlight {
-                            responses: request.responses,
-                            syncs_left: request.syncs,
+                            responses,
+                            syncs_left: syncs,
                         });
                     }
                     progress = true;
                 }
+                Poll::Ready(Some(Request::Abort(reason))) => return Err(reason),
                 Poll::Ready(None) => {
                     frontend::terminate(&mut self.output);
                     self.shared.state.set(ConnState::Terminating);
@@ -197,7 +208,7 @@ impl Driver {
                 Poll::Pending => break,
             }
         }
-        progress
+        Ok(progress)
     }
 
     /// Writes what it can; true when some bytes went out.

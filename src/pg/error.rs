@@ -8,7 +8,7 @@
 use std::fmt;
 
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::backend::ErrorFields;
+use postgres_protocol::message::backend::{ErrorFields, ErrorResponseBody};
 
 /// What went wrong, coarsely; stable for matching and for log codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +136,13 @@ impl Error {
 
     pub(crate) fn db(db: DbError) -> Error {
         Error::new(ErrorKind::Db, String::new(), Some(db))
+    }
+
+    /// A statement's `ErrorResponse`; an unreadable one is a protocol error (outer).
+    pub(crate) fn from_response(body: &ErrorResponseBody) -> Result<Error, Error> {
+        DbError::parse(&mut body.fields())
+            .map(Error::db)
+            .map_err(|e| Error::protocol(format!("malformed ErrorResponse: {e}")))
     }
 
     /// The connection closed; `why` says how we noticed, `db` is the server's last word

@@ -23,7 +23,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::client::{Client, Responses, TransactionStatus};
-use super::error::{DbError, Error};
+use super::error::Error;
 use super::row::{Row, Rows, columns};
 use super::statements::Columns;
 
@@ -239,17 +239,17 @@ async fn read_statement(
             }
             Message::EmptyQueryResponse => return Ok(Ok(rows)),
             Message::ErrorResponse(body) => {
-                let db = DbError::parse(&mut body.fields())
-                    .map_err(|e| Error::protocol(format!("malformed ErrorResponse: {e}")))?;
-                return Ok(Err(Error::db(db)));
+                return Ok(Err(Error::from_response(&body)?));
             }
             Message::CopyInResponse(_) => {
-                // The server now waits for COPY data and ignores Sync until it gets
-                // CopyDone or CopyFail; refuse, so the statement fails instead of hanging.
-                let mut fail = BytesMut::new();
-                frontend::copy_fail("COPY FROM STDIN is not supported by this client", &mut fail)
-                    .map_err(|e| Error::config(e.to_string()))?;
-                responses.client().send(fail, 0)?;
+                // The server now waits for COPY data and ignores Sync; which of the batch's
+                // later messages it then skips depends on where the COPY stood, so the
+                // answers can no longer be matched to requests. Close instead of hanging.
+                responses.client().abort(Error::closed(
+                    "COPY FROM STDIN is not supported by this client; the connection was \
+                     closed",
+                    None,
+                ));
             }
             Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {}
             other => return Err(unexpected(&other, "reading a statement's result")),

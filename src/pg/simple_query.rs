@@ -7,7 +7,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::client::Client;
-use super::error::{DbError, Error};
+use super::error::Error;
 use super::query::unexpected;
 use super::row::{Row, Rows, columns};
 
@@ -36,19 +36,9 @@ impl Client {
                 }
                 Message::EmptyQueryResponse => {}
                 Message::ErrorResponse(body) => {
-                    let db = DbError::parse(&mut body.fields())
-                        .map_err(|e| Error::protocol(format!("malformed ErrorResponse: {e}")))?;
-                    error = Some(Error::db(db));
+                    error = Some(Error::from_response(&body)?);
                 }
-                Message::CopyInResponse(_) => {
-                    let mut fail = BytesMut::new();
-                    frontend::copy_fail(
-                        "COPY FROM STDIN is not supported by this client",
-                        &mut fail,
-                    )
-                    .map_err(|e| Error::config(e.to_string()))?;
-                    self.send(fail, 0)?;
-                }
+                Message::CopyInResponse(_) => self.refuse_copy_in()?,
                 Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {}
                 Message::ReadyForQuery(_) => break,
                 other => return Err(unexpected(&other, "running a simple query")),

@@ -8,6 +8,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
+use postrust::pg::{Client, ConnectConfig, ConnectOptions, PoolOptions};
+
+/// Long enough for anything a test waits on; reaching it means a hang.
+pub const LIMIT: Duration = Duration::from_secs(20);
 
 /// Runs `body` on a fresh glommio executor on this thread. The io_uring buffer stays small
 /// so that parallel tests fit under the 8 MiB locked-memory limit.
@@ -27,4 +31,24 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
         panic!("{what} did not finish within {limit:?}")
     })
     .await
+}
+
+pub fn config(url: &str) -> ConnectConfig {
+    ConnectConfig::from_url(url).expect("test URL")
+}
+
+pub async fn connect(url: &str) -> Client {
+    Client::connect(&config(url), &ConnectOptions::default())
+        .await
+        .expect("connect")
+}
+
+/// Pool settings that retry quickly, so recovery tests take milliseconds.
+pub fn fast_pool_options(size: usize) -> PoolOptions {
+    PoolOptions {
+        size,
+        timeout: Duration::from_secs(10),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+    }
 }

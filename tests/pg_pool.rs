@@ -1,0 +1,123 @@
+//! Dead connections and the pool: a terminated backend is reported as closed (never a
+//! hang), the pool replaces it, and a caller gives up after the pool timeout.
+
+mod support;
+
+use std::time::Duration;
+
+use postrust::pg::{ConnectOptions, ErrorKind, Pool, PoolOptions};
+use support::pg::cluster;
+use support::{LIMIT, config, connect, fast_pool_options, run, within};
+
+#[test]
+fn a_killed_connection_is_reported_closed_not_hung() {
+    let cluster = cluster();
+    let url = cluster.fresh_database("killed");
+    run(async {
+        let c = connect(&url).await;
+        let admin = connect(&url).await;
+        let waiting = c.query("SELECT pg_sleep(30)", &[]);
+        let kill = async {
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            admin
+                .query(
+                    "SELECT pg_terminate_backend($1::int)",
+                    &[Some(&c.process_id().to_string())],
+                )
+                .await
+                .unwrap();
+        };
+        let (result, ()) = within(
+            LIMIT,
+            "killed query",
+            futures_lite::future::zip(waiting, kill),
+        )
+        .await;
+        let err = result.unwrap_err();
+        assert!(err.is_closed(), "{err}");
+        assert_eq!(
+            err.code(),
+            Some("57P01"),
+            "the server's reason is kept: {err}"
+        );
+        let again = c.query("SELECT 1", &[]).await.unwrap_err();
+        assert!(again.is_closed(), "later requests fail at once: {again}");
+        assert!(c.is_closed());
+    });
+}
+
+#[test]
+fn the_pool_replaces_a_terminated_connection() {
+    let cluster = cluster();
+    let url = cluster.fresh_database("pool_kill");
+    run(async {
+        let pool = Pool::new(
+            config(&url),
+            ConnectOptions::default(),
+            fast_pool_options(1),
+        );
+        let first_pid = pool.get().await.unwrap().process_id();
+        assert_eq!(pool.idle_count(), 1);
+        cluster.psql(&url, &format!("SELECT pg_terminate_backend({first_pid})"));
+        // The driver may or may not have seen the close yet; either way the next request
+        // either succeeds on a new connection or says "closed", and the one after works.
+        let mut outcomes = Vec::new();
+        for _ in 0..2 {
+            let c = within(LIMIT, "pool get", pool.get()).await.unwrap();
+            outcomes.push(
+                c.query("SELECT pg_backend_pid()::text", &[])
+                    .await
+                    .map(|r| r.value(0, 0).map(str::to_owned)),
+            );
+        }
+        for o in &outcomes {
+            if let Err(e) = o {
+                assert!(e.is_closed(), "{e}");
+            }
+        }
+        let new_pid = outcomes
+            .last()
+            .unwrap()
+            .as_ref()
+            .expect("recovered")
+            .clone()
+            .unwrap();
+        assert_ne!(new_pid, first_pid.to_string());
+    });
+}
+
+#[test]
+fn a_caller_gives_up_after_the_pool_timeout() {
+    let url = cluster().fresh_database("pool_timeout");
+    run(async {
+        let options = PoolOptions {
+            timeout: Duration::from_millis(300),
+            ..fast_pool_options(1)
+        };
+        let pool = Pool::new(config(&url), ConnectOptions::default(), options.clone());
+        let held = pool.get().await.unwrap();
+        let err = within(LIMIT, "pool timeout", pool.get())
+            .await
+            .err()
+            .expect("times out");
+        assert_eq!(err.kind(), ErrorKind::PoolTimeout);
+        assert!(err.to_string().contains("within 300 ms"), "{err}");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(held);
+        pool.get().await.expect("free again");
+
+        // Nothing listens on port 1: the error names the last connection failure.
+        let nowhere = Pool::new(
+            config("postgres://postgres@127.0.0.1:1/x"),
+            ConnectOptions::default(),
+            options,
+        );
+        let err = within(LIMIT, "pool timeout", nowhere.get())
+            .await
+            .err()
+            .expect("times out");
+        assert_eq!(err.kind(), ErrorKind::PoolTimeout);
+        assert!(err.to_string().contains("last connection error"), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    });
+}
