@@ -232,6 +232,8 @@ settings! {
     db_statement_cache: Count = "POSTRUST_DB_STATEMENT_CACHE", "256";
     /// Notifications buffered between the LISTEN connection and its consumer; when full, the socket is not read and PostgreSQL holds the rest in its queue.
     db_notify_queue: Count = "POSTRUST_DB_NOTIFY_QUEUE", "8192";
+    /// A TCP connection to PostgreSQL whose peer stays silent this long (host down, network cut) is declared dead; 0 leaves the kernel defaults.
+    db_tcp_timeout: Millis = "POSTRUST_DB_TCP_TIMEOUT_MS", "30000";
 }
 
 impl Config {

@@ -121,3 +121,37 @@ fn a_caller_gives_up_after_the_pool_timeout() {
         assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     });
 }
+
+#[test]
+fn pooled_query_as_reuses_one_connection() {
+    let url = cluster().fresh_database("pool_query_as");
+    run(async {
+        let pool = Pool::new(
+            config(&url),
+            ConnectOptions::default(),
+            fast_pool_options(2),
+        );
+        let mut pids = Vec::new();
+        for i in 0..5 {
+            let n = i.to_string();
+            let json = pool
+                .query_as(
+                    "postgres",
+                    r#"{"sub":"x"}"#,
+                    "SELECT json_build_object('n', $1::int, 'pid', pg_backend_pid())::text",
+                    &[Some(&n)],
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                json.starts_with(&format!("{{\"n\" : {i}, \"pid\" : ")),
+                "{json}"
+            );
+            pids.push(json);
+            assert_eq!(pool.idle_count(), 1, "the connection went back to the pool");
+        }
+        let pid = |j: &String| j.rsplit(' ').nth(1).map(str::to_owned);
+        assert!(pids.iter().all(|j| pid(j) == pid(&pids[0])), "{pids:?}");
+    });
+}

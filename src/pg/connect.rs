@@ -36,6 +36,9 @@ pub struct ConnectOptions {
     pub statement_cache: usize,
     /// Capacity of a connection's notification stream.
     pub notify_queue: usize,
+    /// A TCP peer silent this long is declared dead (keepalive and `TCP_USER_TIMEOUT`);
+    /// zero leaves the kernel defaults.
+    pub tcp_timeout: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -44,6 +47,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             statement_cache: 256,
             notify_queue: 8192,
+            tcp_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -77,7 +81,7 @@ impl Client {
             config.dbname
         );
         let timeout = options.connect_timeout;
-        let attempt = future::or(start(config), async {
+        let attempt = future::or(start(config, options.tcp_timeout), async {
             glommio::timer::sleep(timeout).await;
             Err(Error::connect(
                 format!("no answer within {} ms", timeout.as_millis()),
@@ -105,8 +109,11 @@ impl Client {
 
 /// The startup exchange; returns the socket, bytes already read past `ReadyForQuery`, and
 /// what the server told us.
-async fn start(config: &ConnectConfig) -> Result<(Socket, BytesMut, Started), Error> {
-    let mut socket = Socket::connect(config)
+async fn start(
+    config: &ConnectConfig,
+    tcp_timeout: Duration,
+) -> Result<(Socket, BytesMut, Started), Error> {
+    let mut socket = Socket::connect(config, tcp_timeout)
         .await
         .map_err(|e| Error::connect(e.to_string(), None))?;
     let mut out = BytesMut::new();

@@ -69,6 +69,7 @@ impl Settings {
                 connect_timeout: config.db_connect_timeout.0,
                 statement_cache: config.db_statement_cache.0,
                 notify_queue: config.db_notify_queue.0,
+                tcp_timeout: config.db_tcp_timeout.0,
             },
             pool: PoolOptions {
                 size: config.db_pool_size.0,

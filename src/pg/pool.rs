@@ -146,6 +146,19 @@ impl Pool {
         }
     }
 
+    /// [`Client::query_as`] on a connection of the pool: role, claims, SQL and parameters
+    /// in, the JSON text out, one round trip once connected. What the query engine and
+    /// live-query refreshes call.
+    pub async fn query_as(
+        &self,
+        role: &str,
+        claims: &str,
+        sql: &str,
+        params: &[Option<&str>],
+    ) -> Result<Option<String>, Error> {
+        self.get().await?.query_as(role, claims, sql, params).await
+    }
+
     /// Open connections nobody holds right now.
     pub fn idle_count(&self) -> usize {
         self.0.idle.borrow().len()
