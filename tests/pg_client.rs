@@ -3,6 +3,10 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
 use postrust::pg::{Client, ConnectOptions, ErrorKind, Statement, SyncMode, TransactionStatus};
 use support::pg::cluster;
 use support::{LIMIT, config, connect, run, within};
@@ -550,5 +554,129 @@ fn clones_share_a_connection_and_pipeline_their_requests() {
             assert_eq!(doubled, (i * 2).to_string());
             assert_eq!(pid, c.process_id().to_string());
         }
+    });
+}
+
+/// A TCP relay to the server that counts turns: times the client starts sending again after
+/// the server has answered. A call that costs one round trip adds exactly one turn.
+fn turn_counting_relay(server: &str) -> (String, Arc<Mutex<Turns>>) {
+    let target: SocketAddr = server.parse().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let turns = Arc::new(Mutex::new(Turns::default()));
+    let shared = turns.clone();
+    std::thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let server = TcpStream::connect(target).unwrap();
+        let relay = |mut from: TcpStream,
+                     mut to: TcpStream,
+                     turns: Arc<Mutex<Turns>>,
+                     client_side: bool| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    {
+                        let mut t = turns.lock().unwrap();
+                        if client_side && !t.client_speaking {
+                            t.count += 1;
+                        }
+                        t.client_speaking = client_side;
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+        };
+        relay(
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            shared.clone(),
+            true,
+        );
+        relay(server, client, shared, false);
+    });
+    (address, turns)
+}
+
+#[derive(Default)]
+struct Turns {
+    count: usize,
+    client_speaking: bool,
+}
+
+#[test]
+fn query_as_and_a_transaction_pipeline_cost_one_round_trip() {
+    let url = cluster().fresh_database("turns");
+    let (authority, db) = url.rsplit_once('@').unwrap().1.split_once('/').unwrap();
+    let (relay, turns) = turn_counting_relay(authority);
+    run(async {
+        let c = connect(&format!("postgres://postgres@{relay}/{db}")).await;
+        c.batch_execute("CREATE TABLE t (n int)").await.unwrap();
+        let turns_now = || turns.lock().unwrap().count;
+        // The counter works: two awaited queries are two turns.
+        let before = turns_now();
+        c.query("SELECT 1", &[]).await.unwrap();
+        c.query("SELECT 2", &[]).await.unwrap();
+        assert_eq!(turns_now() - before, 2);
+
+        for i in 0..3 {
+            let before = turns_now();
+            let n = i.to_string();
+            let json = c
+                .query_as(
+                    "postgres",
+                    r#"{"sub":"x"}"#,
+                    "SELECT json_build_object('n', $1::int)::text",
+                    &[Some(&n)],
+                )
+                .await
+                .unwrap();
+            assert_eq!(json, Some(format!("{{\"n\" : {i}}}")));
+            assert_eq!(
+                turns_now() - before,
+                1,
+                "query_as #{i} (first one prepares too)"
+            );
+        }
+
+        let before = turns_now();
+        let statements = [
+            Statement {
+                sql: "BEGIN",
+                params: &[],
+            },
+            Statement {
+                sql: "SET LOCAL ROLE postgres",
+                params: &[],
+            },
+            Statement {
+                sql: "SELECT set_config('request.jwt.claims', $1, true)",
+                params: &[Some("{}")],
+            },
+            Statement {
+                sql: "INSERT INTO t VALUES ($1::int)",
+                params: &[Some("1")],
+            },
+            Statement {
+                sql: "SELECT count(*)::text FROM t",
+                params: &[],
+            },
+            Statement {
+                sql: "COMMIT",
+                params: &[],
+            },
+        ];
+        let results = c
+            .pipeline(&statements, SyncMode::Transaction)
+            .await
+            .unwrap();
+        assert_eq!(results[4].as_ref().unwrap().value(0, 0), Some("1"));
+        assert_eq!(turns_now() - before, 1, "BEGIN … COMMIT in one round trip");
     });
 }
