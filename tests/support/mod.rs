@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod relay;
 
 use std::future::Future;
 use std::time::Duration;
