@@ -333,6 +333,22 @@ fn a_pipeline_error_in_the_middle_is_reported_and_cleaned_up() {
         let count = c.query("SELECT count(*) FROM t", &[]).await.unwrap();
         assert_eq!(count.value(0, 0), Some("2"));
 
+        // A batch that cannot be encoded sends nothing and leaves no trace in the cache.
+        let unsendable = [
+            Statement {
+                sql: "SELECT 'fresh'",
+                params: &[],
+            },
+            Statement {
+                sql: "SELECT 'nul\0'",
+                params: &[],
+            },
+        ];
+        let err = c.pipeline(&unsendable, SyncMode::Each).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        let fresh = c.query("SELECT 'fresh'", &[]).await.unwrap();
+        assert_eq!(fresh.value(0, 0), Some("fresh"));
+
         // Success through the same explicit block commits.
         let explicit = [
             Statement {

@@ -25,7 +25,7 @@ use postgres_protocol::message::frontend;
 use super::client::{Client, Responses, TransactionStatus};
 use super::error::Error;
 use super::row::{Row, Rows, columns};
-use super::statements::Columns;
+use super::statements::{Columns, Lookup};
 
 /// One statement of a batch: SQL with `$1..$n` placeholders and their text values.
 #[derive(Debug, Clone, Copy)]
@@ -91,21 +91,26 @@ async fn batch_once(
         return Ok(Vec::new());
     }
     let mut buf = BytesMut::new();
-    let mut plans = Vec::with_capacity(statements.len());
+    let mut plans: Vec<Plan> = Vec::with_capacity(statements.len());
     let mut syncs = 0;
     let closing = {
         let mut cache = client.shared.statements.borrow_mut();
         for (i, stmt) in statements.iter().enumerate() {
             let lookup = cache.lookup(stmt.sql);
-            if lookup.parse {
-                frontend::parse(&lookup.name, stmt.sql, iter::empty(), &mut buf)
-                    .map_err(|e| Error::config(format!("statement cannot be sent: {e}")))?;
+            let encoded = encode(stmt, &lookup, &mut buf);
+            if let Err(e) = encoded {
+                // Nothing is sent: statements registered as new so far do not exist on
+                // the server.
+                for (stmt, plan) in statements.iter().zip(&plans) {
+                    if plan.parse {
+                        cache.forget(stmt.sql);
+                    }
+                }
+                if lookup.parse {
+                    cache.forget(stmt.sql);
+                }
+                return Err(e);
             }
-            if lookup.columns.is_none() {
-                frontend::describe(b'S', &lookup.name, &mut buf)
-                    .map_err(|e| Error::config(e.to_string()))?;
-            }
-            encode_bind(&lookup.name, stmt.params, &mut buf)?;
             if mode == SyncMode::Each || i + 1 == statements.len() {
                 frontend::sync(&mut buf);
                 syncs += 1;
@@ -180,13 +185,21 @@ async fn batch_once(
     Ok(results)
 }
 
-fn encode_bind(name: &str, params: &[Option<&str>], buf: &mut BytesMut) -> Result<(), Error> {
+/// `[Parse] [Describe] Bind Execute` for one statement.
+fn encode(stmt: &Statement<'_>, lookup: &Lookup, buf: &mut BytesMut) -> Result<(), Error> {
+    if lookup.parse {
+        frontend::parse(&lookup.name, stmt.sql, iter::empty(), buf)
+            .map_err(|e| Error::config(format!("statement cannot be sent: {e}")))?;
+    }
+    if lookup.columns.is_none() {
+        frontend::describe(b'S', &lookup.name, buf).map_err(|e| Error::config(e.to_string()))?;
+    }
     let bound = frontend::bind(
         "",
-        name,
+        &lookup.name,
         // No formats: every parameter and every result column in text.
         iter::empty(),
-        params.iter(),
+        stmt.params.iter(),
         |value, buf| match value {
             Some(text) => {
                 buf.put_slice(text.as_bytes());
@@ -200,7 +213,7 @@ fn encode_bind(name: &str, params: &[Option<&str>], buf: &mut BytesMut) -> Resul
     if bound.is_err() {
         return Err(Error::config(format!(
             "{} parameters or a value of 2 GiB cannot be sent in one statement",
-            params.len()
+            stmt.params.len()
         )));
     }
     frontend::execute("", 0, buf).map_err(|e| Error::config(e.to_string()))?;
