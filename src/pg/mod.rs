@@ -15,9 +15,16 @@
 //! and its driver task live on the shard that opened them.
 //!
 //! Entry points for the rest of the server:
-//! - [`Pool::get`], then [`Client::query_as`] (role + claims + SQL + params, one round trip,
-//!   returns the JSON text) or [`Client::query`] / [`Client::simple_query`];
-//! - [`Listener::start`] and its stream of [`ListenerEvent`]s.
+//! - [`Settings::from_config`], then per shard [`Settings::pool`] and, on the leader,
+//!   [`Settings::listener`];
+//! - [`Pool::query_as`] (role + claims + SQL + params, one round trip, returns the JSON
+//!   text), or [`Pool::get`] and then [`Client::query_as`], [`Client::query`],
+//!   [`Client::pipeline`], [`Client::simple_query`];
+//! - [`Listener`], a stream of [`ListenerEvent`]s: notifications, `Lost`, and
+//!   `Listening { after_gap: true }` after a reconnect, when everything must be refreshed.
+//!
+//! Errors: [`Error::is_closed`] means drop the connection (the pool does) and retry on
+//! another; [`Error::code`] is the SQLSTATE; [`ErrorKind::code`] a stable code for logs.
 
 mod backoff;
 mod client;
