@@ -42,7 +42,8 @@ pub enum TransactionStatus {
 /// The answer to one request: the messages the driver routes to it, in order.
 pub(crate) struct Responses<'a> {
     client: &'a Client,
-    /// Sent by the driver, received here.
+    /// Sent by the driver, received here. Unbounded: it holds this request's own answer,
+    /// which the caller is reading; dropping it makes the driver discard the rest.
     rx: Receiver<Message>,
 }
 

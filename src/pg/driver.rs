@@ -113,7 +113,9 @@ pub(crate) struct Driver {
     /// Sent by every client handle, received here. Unbounded: each entry is a caller
     /// awaiting its answer, so the callers themselves bound it.
     requests: Receiver<Request>,
-    /// Written requests, oldest first, whose answers have not fully arrived.
+    /// Written requests, oldest first, whose answers have not fully arrived: pushed when a
+    /// request is taken, popped at its last `ReadyForQuery`. Unbounded like `requests`:
+    /// one entry per waiting caller.
     in_flight: VecDeque<InFlight>,
     /// Encoded messages not yet written.
     output: BytesMut,

@@ -33,7 +33,8 @@ pub(crate) struct StatementCache {
     by_sql: HashMap<String, Entry>,
     /// SQL texts, oldest first: the eviction order.
     order: VecDeque<String>,
-    /// Names to `Close` on the server with the next request.
+    /// Names to `Close` on the server: pushed by eviction and `retire`, drained by the next
+    /// request, so it holds at most what one request's lookups pushed out.
     closing: Vec<String>,
     capacity: usize,
     next_id: u64,
