@@ -155,3 +155,60 @@ fn pooled_query_as_reuses_one_connection() {
         assert!(pids.iter().all(|j| pid(j) == pid(&pids[0])), "{pids:?}");
     });
 }
+
+#[test]
+fn connections_close_when_their_last_handle_goes_or_they_are_left_in_a_transaction() {
+    let cluster = cluster();
+    let url = cluster.fresh_database("pool_drop");
+    run(async {
+        let backends = |name: &str| {
+            cluster.psql(
+                &url,
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'"),
+            )
+        };
+        let gone = |name: &'static str| async move {
+            while backends(name) != "0" {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        };
+
+        let c = connect(&format!("{url}?application_name=dropped")).await;
+        let clone = c.clone();
+        drop(c);
+        assert_eq!(
+            backends("dropped"),
+            "1",
+            "a clone keeps the connection open"
+        );
+        drop(clone);
+        within(LIMIT, "backend exit after the last handle", gone("dropped")).await;
+
+        let pool = Pool::new(
+            config(&format!("{url}?application_name=abandoned")),
+            ConnectOptions::default(),
+            fast_pool_options(1),
+        );
+        let c = pool.get().await.unwrap();
+        c.batch_execute("BEGIN; CREATE TABLE half_done (x int)")
+            .await
+            .unwrap();
+        drop(c);
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "not handed to the next caller mid-transaction"
+        );
+        within(LIMIT, "abandoned backend exit", gone("abandoned")).await;
+        let c = pool.get().await.unwrap();
+        let rows = c
+            .query("SELECT to_regclass('half_done') IS NULL", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.value(0, 0),
+            Some("t"),
+            "the abandoned transaction rolled back"
+        );
+    });
+}
