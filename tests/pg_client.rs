@@ -640,3 +640,31 @@ fn query_as_and_a_transaction_pipeline_cost_one_round_trip() {
         assert_eq!(turns_now() - before, 1, "BEGIN … COMMIT in one round trip");
     });
 }
+
+#[test]
+fn notices_are_logged_at_their_level_and_do_not_disturb_results() {
+    support::logs::capture();
+    let url = cluster().fresh_database("notices");
+    run(async {
+        let c = connect(&url).await;
+        c.batch_execute(
+            "CREATE FUNCTION chatty(n int) RETURNS int LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE NOTICE 'chatty notice %', n; RAISE WARNING 'chatty warning %', n; \
+             RETURN n + 1; END $$",
+        )
+        .await
+        .unwrap();
+        let rows = c
+            .query("SELECT chatty($1::int)", &[Some("41")])
+            .await
+            .unwrap();
+        assert_eq!(rows.value(0, 0), Some("42"));
+        let notice = support::logs::containing("chatty notice 41");
+        assert_eq!(notice.len(), 1, "{notice:?}");
+        assert_eq!(notice[0].0, log::Level::Info);
+        assert!(notice[0].1.contains("NOTICE 00000"), "{notice:?}");
+        let warning = support::logs::containing("chatty warning 41");
+        assert_eq!(warning.len(), 1, "{warning:?}");
+        assert_eq!(warning[0].0, log::Level::Warn);
+    });
+}

@@ -2,6 +2,7 @@
 //! them, so items unused by one binary are expected.
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod pg;
 pub mod relay;
 
