@@ -15,9 +15,11 @@ use super::client::Client;
 use super::error::Error;
 use super::query::{Statement, SyncMode, batch};
 
-/// Sets the transaction's role and claims; `$1` role name, `$2` claims JSON text.
+/// Sets the transaction's role and claims; `$1` role name, `$2` claims JSON text. Called
+/// in FROM so the result has no columns: `set_config` returns the value it set, and the
+/// claims would otherwise travel back to us with every query.
 const SET_ROLE_AND_CLAIMS: &str =
-    "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)";
+    "SELECT FROM set_config('role', $1, true) r, set_config('request.jwt.claims', $2, true) c";
 
 impl Client {
     /// Runs `sql` with `params` as `role` with JWT `claims` (JSON text, readable in SQL and
