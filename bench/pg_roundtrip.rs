@@ -11,10 +11,6 @@
 //!
 //! Reads the server from `POSTRUST_DATABASE_URL`; `bench/pg_roundtrip.sh` starts a private
 //! cluster and runs this next to pgbench. Prints one `name=statements_per_second` per line.
-//!
-//! `POSTRUST_BENCH_SPIN_US` sets glommio's spin-before-park: with one connection and nothing
-//! else to do, the executor parks in io_uring between every request and its answer, and
-//! waking from there is a large part of a sequential round trip on loopback.
 
 use std::time::{Duration, Instant};
 
@@ -93,7 +89,6 @@ fn main() {
     let batch = env_or("POSTRUST_BENCH_BATCH", 100) as usize;
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(128 * 1024)
-        .spin_before_park(Duration::from_micros(env_or("POSTRUST_BENCH_SPIN_US", 0)))
         .make()
         .expect("executor")
         .run(async move {
