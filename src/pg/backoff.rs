@@ -50,10 +50,6 @@ impl Backoff {
         self.not_before
             .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
     }
-
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
 }
 
 /// A random draw in `[0, 1)` for [`Backoff::failed`].
@@ -111,7 +107,6 @@ mod tests {
             b.failed(now, 1.0);
         }
         b.succeeded();
-        assert_eq!(b.failures(), 0);
         assert_eq!(b.wait(now), Duration::ZERO);
         assert_eq!(b.failed(now, 1.0), 100 * MS);
     }

@@ -42,7 +42,6 @@ mod socket;
 mod statements;
 mod url;
 
-pub use backoff::Backoff;
 pub use client::{Client, Notifications, TransactionStatus};
 pub use connect::ConnectOptions;
 pub use driver::{ConnState, Notification};
