@@ -14,8 +14,17 @@ seconds=${1:-5}
 rounds=${2:-3}
 
 eval "$(scripts/pg-private start)"
-trap 'scripts/pg-private stop "$POSTRUST_PG_DIR"' EXIT
+pipeline_sql=$(mktemp /tmp/postrust-bench.XXXXXX.sql)
+trap 'scripts/pg-private stop "$POSTRUST_PG_DIR"; rm -f "$pipeline_sql"' EXIT
 export POSTRUST_DATABASE_URL
+
+# The statement of bench/roundtrip.sql, 100 times in one pgbench pipeline (one Sync).
+{
+  echo '\set x random(0, 999)'
+  echo '\startpipeline'
+  for _ in $(seq 100); do echo 'SELECT :x::int + 1;'; done
+  echo '\endpipeline'
+} >"$pipeline_sql"
 
 # Build first (serialized with other builds on this machine), then measure without cargo
 # competing for the cores.
@@ -35,7 +44,7 @@ for round in $(seq "$rounds"); do
   done
   samples[pg_seq]+="$(tps bench/roundtrip.sql) "
   # The pipeline script runs 100 statements per pgbench transaction.
-  samples[pg_pipe]+="$(awk -v t="$(tps bench/roundtrip_pipeline.sql)" 'BEGIN { printf "%.0f", t * 100 }') "
+  samples[pg_pipe]+="$(awk -v t="$(tps "$pipeline_sql")" 'BEGIN { printf "%.0f", t * 100 }') "
 done
 
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
