@@ -151,7 +151,7 @@ fn pooled_query_as_reuses_one_connection() {
             pids.push(json);
             assert_eq!(pool.idle_count(), 1, "the connection went back to the pool");
         }
-        let pid = |j: &String| j.rsplit(' ').nth(1).map(str::to_owned);
+        let pid = |j: &String| backend_pid(j);
         assert!(pids.iter().all(|j| pid(j) == pid(&pids[0])), "{pids:?}");
     });
 }
@@ -211,4 +211,50 @@ fn connections_close_when_their_last_handle_goes_or_they_are_left_in_a_transacti
             "the abandoned transaction rolled back"
         );
     });
+}
+
+#[test]
+fn concurrent_callers_share_the_pool_size_and_all_get_their_own_answer() {
+    let url = cluster().fresh_database("pool_busy");
+    run(async {
+        let pool = Pool::new(
+            config(&url),
+            ConnectOptions::default(),
+            fast_pool_options(2),
+        );
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let pool = pool.clone();
+                glommio::spawn_local(async move {
+                    let n = i.to_string();
+                    let claims = format!(r#"{{"sub":"user{i}"}}"#);
+                    let sql = "SELECT json_build_object('n', $1::int, \
+                               'sub', current_setting('request.jwt.claims')::json->>'sub', \
+                               'pid', pg_backend_pid())::text";
+                    pool.query_as("postgres", &claims, sql, &[Some(&n)])
+                        .await
+                        .unwrap()
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut pids = std::collections::HashSet::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let json = within(LIMIT, "pooled query", task).await;
+            let expected = format!(r#"{{"n" : {i}, "sub" : "user{i}", "pid" : "#);
+            assert!(json.starts_with(&expected), "{json}");
+            pids.insert(backend_pid(&json));
+        }
+        assert!(
+            pids.len() <= 2,
+            "never more connections than the pool size: {pids:?}"
+        );
+        assert_eq!(pool.idle_count(), pids.len());
+    });
+}
+
+/// The `pid` member of the JSON the tests above build, e.g. `{"n" : 1, "pid" : 4242}`.
+fn backend_pid(json: &str) -> u32 {
+    let (_, after) = json.split_once("\"pid\" : ").expect("a pid member");
+    after.trim_end_matches('}').parse().expect("a number")
 }
