@@ -269,6 +269,22 @@ settings! {
     max_query_depth: Count = "POSTRUST_MAX_QUERY_DEPTH", "10";
     /// Most fields a GraphQL operation may select, each fragment counted wherever it is spread; a larger one is refused before any SQL runs.
     max_query_fields: Count = "POSTRUST_MAX_QUERY_FIELDS", "2000";
+    /// PostgreSQL connections each shard's pool keeps at most.
+    db_pool_size: Count = "POSTRUST_DB_POOL_SIZE", "4";
+    /// Time a caller waits for a pooled PostgreSQL connection before it gets an error.
+    db_pool_timeout: Millis = "POSTRUST_DB_POOL_TIMEOUT_MS", "5000";
+    /// Time one PostgreSQL connection attempt (TCP connect, startup, authentication) may take.
+    db_connect_timeout: Millis = "POSTRUST_DB_CONNECT_TIMEOUT_MS", "5000";
+    /// First wait before reconnecting to PostgreSQL after a failure; doubles per failure.
+    db_backoff_min: Millis = "POSTRUST_DB_BACKOFF_MIN_MS", "100";
+    /// Longest wait between two reconnection attempts.
+    db_backoff_max: Millis = "POSTRUST_DB_BACKOFF_MAX_MS", "10000";
+    /// Prepared statements each PostgreSQL connection keeps; the oldest is closed past this.
+    db_statement_cache: Count = "POSTRUST_DB_STATEMENT_CACHE", "256";
+    /// Notifications buffered between the LISTEN connection and its consumer; when full, the socket is not read and PostgreSQL holds the rest in its queue.
+    db_notify_queue: Count = "POSTRUST_DB_NOTIFY_QUEUE", "8192";
+    /// A TCP connection to PostgreSQL whose peer stays silent this long (host down, network cut) is declared dead; 0 leaves the kernel defaults.
+    db_tcp_timeout: Millis = "POSTRUST_DB_TCP_TIMEOUT_MS", "30000";
 }
 
 impl Config {

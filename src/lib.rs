@@ -39,6 +39,9 @@
 //! - [`broadcast`]: the leader's fan-out of change events to the shards, coalescing per
 //!   table for a shard that lags instead of waiting for it.
 //! - [`triggers`]: the project's own change trigger (`postrust triggers sql`).
+//! - [`pg`]: our PostgreSQL client on glommio sockets: connect and authenticate, pipelined
+//!   parameterized queries run under a subscriber's role and claims, the per-shard pool and
+//!   the LISTEN connection that feeds the change stream.
 //!
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
@@ -56,6 +59,7 @@ pub mod introspection;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod pg;
 pub mod protocol;
 pub mod schema;
 pub mod shard;

@@ -1,0 +1,276 @@
+//! Opening a connection: socket, startup message, authentication, then the driver.
+//!
+//! Authentication methods: trust, cleartext password, md5 and SCRAM-SHA-256 (without
+//! channel binding, as there is no TLS). GSS, SSPI and Kerberos are refused by name. A
+//! `FATAL` error from the server (wrong password, unknown role, unknown database, too many
+//! connections) becomes an [`ErrorKind::Connect`](super::ErrorKind::Connect) error with the
+//! server's SQLSTATE and message.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+
+use super::client::Client;
+use super::driver::{ConnState, Driver, Shared, log_notice};
+use super::error::{DbError, Error};
+use super::mailbox;
+use super::socket::Socket;
+use super::statements::StatementCache;
+use super::url::ConnectConfig;
+
+/// Per-connection limits, from the `POSTRUST_DB_*` settings.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Limit on one attempt: connect, startup and authentication.
+    pub connect_timeout: Duration,
+    /// Prepared statements kept per connection.
+    pub statement_cache: usize,
+    /// Capacity of a connection's notification stream.
+    pub notify_queue: usize,
+    /// A TCP peer silent this long is declared dead (keepalive and `TCP_USER_TIMEOUT`);
+    /// zero leaves the kernel defaults.
+    pub tcp_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(5),
+            statement_cache: 256,
+            notify_queue: 8192,
+            tcp_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where authentication stands while the startup exchange runs.
+enum Phase {
+    /// Waiting for the server to name a method, or to accept us.
+    Authenticating,
+    /// In a SCRAM exchange.
+    Scram(Box<ScramSha256>),
+    /// Authenticated; collecting parameters and the key until `ReadyForQuery`.
+    Starting,
+}
+
+/// What startup learned, handed to the driver.
+struct Started {
+    process_id: i32,
+    parameters: HashMap<String, String>,
+}
+
+impl Client {
+    /// Connects on the current shard and starts the connection's driver task there.
+    pub async fn connect(
+        config: &ConnectConfig,
+        options: &ConnectOptions,
+    ) -> Result<Client, Error> {
+        let context = format!(
+            "connecting to {} as {} (database {})",
+            config.address(),
+            config.user,
+            config.dbname
+        );
+        let timeout = options.connect_timeout;
+        let attempt = future::or(start(config, options.tcp_timeout), async {
+            glommio::timer::sleep(timeout).await;
+            Err(Error::connect(
+                format!("no answer within {} ms", timeout.as_millis()),
+                None,
+            ))
+        });
+        let (socket, input, started) = attempt.await.map_err(|e| e.context(&context))?;
+
+        let (requests_tx, requests_rx) = mailbox::channel(None);
+        let shared = Rc::new(Shared {
+            state: Cell::new(ConnState::Open),
+            close_reason: RefCell::new(None),
+            parameters: RefCell::new(started.parameters),
+            transaction_status: Cell::new(b'I'),
+            pending: Cell::new(0),
+            process_id: started.process_id,
+            notifications: RefCell::new(None),
+            statements: RefCell::new(StatementCache::new(options.statement_cache)),
+        });
+        glommio::spawn_local(Driver::new(socket, input, shared.clone(), requests_rx).run())
+            .detach();
+        Ok(Client::new(shared, requests_tx, options.notify_queue))
+    }
+}
+
+/// The startup exchange; returns the socket, bytes already read past `ReadyForQuery`, and
+/// what the server told us.
+async fn start(
+    config: &ConnectConfig,
+    tcp_timeout: Duration,
+) -> Result<(Socket, BytesMut, Started), Error> {
+    let mut socket = Socket::connect(config, tcp_timeout)
+        .await
+        .map_err(|e| Error::connect(e.to_string(), None))?;
+    let mut out = BytesMut::new();
+    let params = [
+        ("user", config.user.as_str()),
+        ("database", config.dbname.as_str()),
+        ("application_name", config.application_name.as_str()),
+        // Rows are handed out as &str: ask for UTF-8 whatever the database encoding.
+        ("client_encoding", "UTF8"),
+    ];
+    frontend::startup_message(params.iter().copied(), &mut out)
+        .map_err(|e| Error::config(format!("startup parameters: {e}")))?;
+    send(&mut socket, &mut out).await?;
+
+    let mut input = BytesMut::new();
+    let mut phase = Phase::Authenticating;
+    let mut started = Started {
+        process_id: 0,
+        parameters: HashMap::new(),
+    };
+    loop {
+        let message = read(&mut socket, &mut input).await?;
+        phase = match (phase, message) {
+            (_, Message::ErrorResponse(body)) => {
+                let db = DbError::parse(&mut body.fields()).ok();
+                return Err(Error::connect("the server refused", db));
+            }
+            (phase, Message::NoticeResponse(body)) => {
+                log_notice(&mut body.fields());
+                phase
+            }
+            (Phase::Authenticating | Phase::Scram(_), Message::AuthenticationOk) => Phase::Starting,
+            (Phase::Authenticating, Message::AuthenticationCleartextPassword) => {
+                frontend::password_message(password(config, "password")?, &mut out)
+                    .map_err(|e| Error::config(e.to_string()))?;
+                send(&mut socket, &mut out).await?;
+                Phase::Authenticating
+            }
+            (Phase::Authenticating, Message::AuthenticationMd5Password(body)) => {
+                let hash = md5_hash(
+                    config.user.as_bytes(),
+                    password(config, "md5")?,
+                    body.salt(),
+                );
+                frontend::password_message(hash.as_bytes(), &mut out)
+                    .map_err(|e| Error::config(e.to_string()))?;
+                send(&mut socket, &mut out).await?;
+                Phase::Authenticating
+            }
+            (Phase::Authenticating, Message::AuthenticationSasl(body)) => {
+                let mut mechanisms = body.mechanisms();
+                let mut scram = false;
+                while let Some(m) = mechanisms.next().map_err(bad_message)? {
+                    scram |= m == sasl::SCRAM_SHA_256;
+                }
+                if !scram {
+                    return Err(Error::connect(
+                        "the server offers no SASL mechanism this client supports \
+                         (only SCRAM-SHA-256 without channel binding)",
+                        None,
+                    ));
+                }
+                let password = password(config, "scram-sha-256")?;
+                let scram = ScramSha256::new(password, ChannelBinding::unsupported());
+                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut out)
+                    .map_err(|e| Error::config(e.to_string()))?;
+                send(&mut socket, &mut out).await?;
+                Phase::Scram(Box::new(scram))
+            }
+            (Phase::Scram(mut scram), Message::AuthenticationSaslContinue(body)) => {
+                scram
+                    .update(body.data())
+                    .map_err(|e| Error::connect(format!("SCRAM exchange failed: {e}"), None))?;
+                frontend::sasl_response(scram.message(), &mut out)
+                    .map_err(|e| Error::config(e.to_string()))?;
+                send(&mut socket, &mut out).await?;
+                Phase::Scram(scram)
+            }
+            (Phase::Scram(mut scram), Message::AuthenticationSaslFinal(body)) => {
+                // Verifies the server's signature: it proves the server knows the password
+                // too, so a man in the middle cannot fake the exchange.
+                scram.finish(body.data()).map_err(|e| {
+                    Error::connect(format!("the server's SCRAM signature is wrong: {e}"), None)
+                })?;
+                Phase::Scram(scram)
+            }
+            (
+                Phase::Authenticating,
+                Message::AuthenticationGss
+                | Message::AuthenticationSspi
+                | Message::AuthenticationKerberosV5
+                | Message::AuthenticationScmCredential,
+            ) => {
+                return Err(Error::connect(
+                    "the server asks for GSS/SSPI/Kerberos authentication, which this client \
+                     does not support; use scram-sha-256, md5, password or trust in pg_hba.conf",
+                    None,
+                ));
+            }
+            (Phase::Starting, Message::BackendKeyData(body)) => {
+                started.process_id = body.process_id();
+                Phase::Starting
+            }
+            (Phase::Starting, Message::ParameterStatus(body)) => {
+                let (name, value) = (body.name().map_err(bad_message)?, body.value());
+                started
+                    .parameters
+                    .insert(name.to_owned(), value.map_err(bad_message)?.to_owned());
+                Phase::Starting
+            }
+            (Phase::Starting, Message::ReadyForQuery(_)) => return Ok((socket, input, started)),
+            (_, other) => return Err(super::query::unexpected(&other, "starting up")),
+        };
+    }
+}
+
+fn password<'a>(config: &'a ConnectConfig, method: &str) -> Result<&'a [u8], Error> {
+    config
+        .password
+        .as_deref()
+        .map(str::as_bytes)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "the server asks for {method} authentication but the database URL has no password"
+            ))
+        })
+}
+
+fn bad_message(e: std::io::Error) -> Error {
+    Error::protocol(format!("malformed startup message: {e}"))
+}
+
+async fn send(socket: &mut Socket, out: &mut BytesMut) -> Result<(), Error> {
+    socket
+        .write_all(out)
+        .await
+        .map_err(|e| Error::connect(format!("writing: {e}"), None))?;
+    out.clear();
+    Ok(())
+}
+
+async fn read(socket: &mut Socket, input: &mut BytesMut) -> Result<Message, Error> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(message) = Message::parse(input).map_err(bad_message)? {
+            return Ok(message);
+        }
+        let n = socket
+            .read(&mut chunk)
+            .await
+            .map_err(|e| Error::connect(format!("reading: {e}"), None))?;
+        if n == 0 {
+            return Err(Error::connect(
+                "the server closed the connection during startup",
+                None,
+            ));
+        }
+        input.extend_from_slice(&chunk[..n]);
+    }
+}

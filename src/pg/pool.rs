@@ -1,0 +1,214 @@
+//! A shard's pool of PostgreSQL connections.
+//!
+//! Shard-local (`Rc`, `RefCell`, not `Send`, no locks): each shard builds its own. At most
+//! `POSTRUST_DB_POOL_SIZE` connections exist; a caller takes one for the duration of a
+//! request ([`PooledClient`]) and it returns to the pool when dropped, unless it closed or
+//! was left inside a transaction. Connections are (re)opened on demand by the caller that
+//! needs one, spaced by exponential backoff with jitter after failures, and a caller that
+//! gets nothing within `POSTRUST_DB_POOL_TIMEOUT_MS` receives an
+//! [`ErrorKind::PoolTimeout`](super::ErrorKind::PoolTimeout) error naming the last failure.
+
+use std::cell::RefCell;
+use std::ops::Deref;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::sync::{Semaphore, StaticPermit};
+
+use super::backoff::{Backoff, jitter};
+use super::client::Client;
+use super::connect::ConnectOptions;
+use super::error::{Error, ErrorKind};
+use super::url::ConnectConfig;
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Connections at most.
+    pub size: usize,
+    /// How long `get` waits in total.
+    pub timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            size: 4,
+            timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The shard's pool; clones share it.
+#[derive(Clone)]
+pub struct Pool(Rc<PoolInner>);
+
+struct PoolInner {
+    config: ConnectConfig,
+    connect: ConnectOptions,
+    options: PoolOptions,
+    /// One permit per connection the pool may have. `get` holds one for as long as its
+    /// caller holds the connection; callers beyond the size wait here in FIFO order until a
+    /// connection is returned, or their timeout ends the wait.
+    permits: Rc<Semaphore>,
+    /// Open connections nobody holds. Pushed when a `PooledClient` drops, popped by `get`;
+    /// never longer than the pool size because each entry once held a permit.
+    idle: RefCell<Vec<Client>>,
+    /// Shared by every caller, so concurrent callers back off together.
+    backoff: RefCell<Backoff>,
+    /// The last connection failure, reported to callers that time out.
+    last_error: RefCell<Option<Error>>,
+}
+
+impl Pool {
+    pub fn new(config: ConnectConfig, connect: ConnectOptions, options: PoolOptions) -> Pool {
+        let size = options.size.max(1);
+        Pool(Rc::new(PoolInner {
+            permits: Rc::new(Semaphore::new(size as u64)),
+            idle: RefCell::new(Vec::with_capacity(size)),
+            backoff: RefCell::new(Backoff::new(options.backoff_min, options.backoff_max)),
+            last_error: RefCell::new(None),
+            config,
+            connect,
+            options,
+        }))
+    }
+
+    /// A connection for the caller's exclusive use, open and outside any transaction.
+    pub async fn get(&self) -> Result<PooledClient, Error> {
+        let timeout = self.0.options.timeout;
+        future::or(self.acquire(), async {
+            glommio::timer::sleep(timeout).await;
+            let last = match &*self.0.last_error.borrow() {
+                Some(e) => format!("; last connection error: {e}"),
+                None => " (all connections are in use)".to_owned(),
+            };
+            Err(Error::pool_timeout(format!(
+                "no PostgreSQL connection within {} ms{last}",
+                timeout.as_millis()
+            )))
+        })
+        .await
+    }
+
+    async fn acquire(&self) -> Result<PooledClient, Error> {
+        let permit = self
+            .0
+            .permits
+            .acquire_static_permit(1)
+            .await
+            .map_err(|e| Error::closed(format!("the pool is closed: {e}"), None))?;
+        loop {
+            let reused = self.0.idle.borrow_mut().pop();
+            match reused {
+                Some(client) if client.is_idle() => {
+                    return Ok(PooledClient {
+                        client: Some(client),
+                        pool: self.0.clone(),
+                        _permit: permit,
+                    });
+                }
+                // Died while idle (the driver saw the socket close): drop it, try the next.
+                Some(_) => continue,
+                None => {}
+            }
+            let wait = self.0.backoff.borrow().wait(Instant::now());
+            if !wait.is_zero() {
+                glommio::timer::sleep(wait).await;
+            }
+            match Client::connect(&self.0.config, &self.0.connect).await {
+                Ok(client) => {
+                    self.0.backoff.borrow_mut().succeeded();
+                    self.0.last_error.borrow_mut().take();
+                    return Ok(PooledClient {
+                        client: Some(client),
+                        pool: self.0.clone(),
+                        _permit: permit,
+                    });
+                }
+                Err(e) => {
+                    let wait = self.0.backoff.borrow_mut().failed(Instant::now(), jitter());
+                    log::warn!(
+                        target: "postrust::pg",
+                        "{e}; retrying in {} ms",
+                        wait.as_millis()
+                    );
+                    if !is_transient(&e) {
+                        return Err(e);
+                    }
+                    *self.0.last_error.borrow_mut() = Some(e);
+                }
+            }
+        }
+    }
+
+    /// [`Client::query_as`] on a connection of the pool: role, claims, SQL and parameters
+    /// in, the JSON text out, one round trip once connected. What the query engine and
+    /// live-query refreshes call.
+    pub async fn query_as(
+        &self,
+        role: &str,
+        claims: &str,
+        sql: &str,
+        params: &[Option<&str>],
+    ) -> Result<Option<String>, Error> {
+        self.get().await?.query_as(role, claims, sql, params).await
+    }
+
+    /// Open connections nobody holds right now.
+    pub fn idle_count(&self) -> usize {
+        self.0.idle.borrow().len()
+    }
+
+    /// The settings connections are opened with, password redacted by its `Display`.
+    pub fn config(&self) -> &ConnectConfig {
+        &self.0.config
+    }
+}
+
+/// Failures worth retrying: the server is unreachable, starting, stopping or full. A wrong
+/// password or a missing database will not fix itself within a caller's timeout.
+fn is_transient(e: &Error) -> bool {
+    match e.kind() {
+        ErrorKind::Config | ErrorKind::Protocol => false,
+        ErrorKind::Connect => match e.code() {
+            None => true,
+            // cannot_connect_now (starting up / shutting down), admin_shutdown,
+            // crash_shutdown, too_many_connections
+            Some(code) => matches!(code, "57P03" | "57P01" | "57P02" | "53300"),
+        },
+        _ => true,
+    }
+}
+
+/// A connection taken from the pool; derefs to [`Client`], goes back when dropped.
+pub struct PooledClient {
+    client: Option<Client>,
+    pool: Rc<PoolInner>,
+    /// Released after the client is back in the idle list (fields drop after `drop` runs),
+    /// so the caller woken by it finds the connection.
+    _permit: StaticPermit,
+}
+
+impl Deref for PooledClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // A connection left in a transaction, or with an answer still on its way (the
+            // caller gave up mid-request), is closed rather than handed to someone else.
+            if client.is_idle() {
+                self.pool.idle.borrow_mut().push(client);
+            }
+        }
+    }
+}

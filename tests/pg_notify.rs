@@ -1,0 +1,105 @@
+//! Notifications: NOTIFY from another session, a burst of 10,000 in one transaction, and
+//! the LISTEN connection surviving a terminated backend with the gap reported.
+
+mod support;
+
+use postrust::pg::{ConnectOptions, Listener, ListenerEvent};
+use support::pg::cluster;
+use support::{LIMIT, config, connect, fast_pool_options, run, within};
+
+#[test]
+fn notify_from_another_session_arrives() {
+    let cluster = cluster();
+    let url = cluster.fresh_database("notify");
+    run(async {
+        let c = connect(&url).await;
+        let mut notifications = c.notifications();
+        c.batch_execute("LISTEN \"Mixed Case\"").await.unwrap();
+        cluster.psql(&url, "NOTIFY \"Mixed Case\", 'hello ünïcode'");
+        let n = within(LIMIT, "notification", notifications.next())
+            .await
+            .unwrap();
+        assert_eq!(n.channel, "Mixed Case");
+        assert_eq!(n.payload, "hello ünïcode");
+        assert_ne!(n.process_id, c.process_id(), "sent by the psql session");
+    });
+}
+
+#[test]
+fn a_burst_of_ten_thousand_notifications_arrives_complete_and_in_order() {
+    let url = cluster().fresh_database("burst");
+    run(async {
+        let options = ConnectOptions {
+            notify_queue: 256,
+            ..ConnectOptions::default()
+        };
+        let mut listener = Listener::start(
+            config(&url),
+            options,
+            &fast_pool_options(1),
+            vec!["burst".into()],
+        );
+        let first = within(LIMIT, "listening", listener.next()).await;
+        assert_eq!(first, Some(ListenerEvent::Listening { after_gap: false }));
+        let sender = connect(&url).await;
+        sender
+            .query(
+                "SELECT count(pg_notify('burst', i::text)) FROM generate_series(1, 10000) i",
+                &[],
+            )
+            .await
+            .unwrap();
+        for expected in 1..=10_000 {
+            match within(LIMIT, "burst", listener.next()).await {
+                Some(ListenerEvent::Notification(n)) => {
+                    assert_eq!(n.payload, expected.to_string());
+                    assert_eq!(n.process_id, sender.process_id());
+                }
+                other => panic!("expected notification {expected}, got {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn the_listener_recovers_from_a_terminated_backend_and_reports_the_gap() {
+    let cluster = cluster();
+    let url = cluster.fresh_database("listen_kill");
+    run(async {
+        let listen_url = format!("{url}?application_name=gap_listener");
+        let mut listener = Listener::start(
+            config(&listen_url),
+            ConnectOptions::default(),
+            &fast_pool_options(1),
+            vec!["changes".into(), "other".into()],
+        );
+        let event = within(LIMIT, "listening", listener.next()).await;
+        assert_eq!(event, Some(ListenerEvent::Listening { after_gap: false }));
+        cluster.psql(&url, "NOTIFY changes, 'before'");
+        match within(LIMIT, "first", listener.next()).await {
+            Some(ListenerEvent::Notification(n)) => assert_eq!(n.payload, "before"),
+            other => panic!("{other:?}"),
+        }
+
+        cluster.psql(
+            &url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gap_listener'",
+        );
+        match within(LIMIT, "lost", listener.next()).await {
+            Some(ListenerEvent::Lost(e)) => {
+                assert!(e.is_closed(), "{e}");
+                assert_eq!(e.code(), Some("57P01"), "{e}");
+            }
+            other => panic!("expected Lost, got {other:?}"),
+        }
+        let event = within(LIMIT, "relisten", listener.next()).await;
+        assert_eq!(event, Some(ListenerEvent::Listening { after_gap: true }));
+        cluster.psql(&url, "NOTIFY other, 'after'");
+        match within(LIMIT, "after", listener.next()).await {
+            Some(ListenerEvent::Notification(n)) => {
+                assert_eq!((n.channel.as_str(), n.payload.as_str()), ("other", "after"));
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
