@@ -241,6 +241,12 @@ settings! {
     log_level: LogLevel = "POSTRUST_LOG", "info";
     /// Channel the change triggers notify on and the server listens to.
     notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
+    /// Window in which changes are gathered into one refresh per live query.
+    refresh_tick: Millis = "POSTRUST_REFRESH_TICK_MS", "5";
+    /// Pause before a refresh that found the database unreachable is tried again.
+    refresh_retry: Millis = "POSTRUST_REFRESH_RETRY_MS", "500";
+    /// Change events that may wait for one shard before the leader coalesces them per table.
+    change_queue: Count = "POSTRUST_CHANGE_QUEUE", "1024";
     /// Most operations (subscriptions and queries) running at once on one WebSocket; 0 means no limit.
     max_subscriptions_per_connection: usize = "POSTRUST_MAX_SUBSCRIPTIONS_PER_CONNECTION", "1000";
     /// Operations a WebSocket may start per second, on average; 0 means no limit.

@@ -309,6 +309,36 @@ pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// The value of parameter `name` in a query string, percent-decoded (`+` is a space).
+/// `None` when absent or not valid UTF-8 once decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key)? == name)
+            .then(|| percent_decode(value))
+            .flatten()
+    })
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// What the server does with a request, decided from its head alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -320,6 +350,8 @@ pub enum Route {
     Upgrade,
     /// `POST /graphql`, once its body has been read.
     GraphqlPost,
+    /// `GET /graphql?query=…`: a query in the URL.
+    GraphqlGet,
     /// A request answered at once with this response.
     Respond(Response),
 }
@@ -337,6 +369,14 @@ pub fn route(head: &RequestHead) -> Route {
         },
         "/graphql" => match method {
             Method::Get if head.upgrade_websocket => Route::Upgrade,
+            Method::Get | Method::Head
+                if head
+                    .query
+                    .as_deref()
+                    .is_some_and(|q| query_param(q, "query").is_some()) =>
+            {
+                Route::GraphqlGet
+            }
             Method::Get | Method::Head => Route::Respond(
                 Response::error(
                     Status::UpgradeRequired,
@@ -448,7 +488,7 @@ mod tests {
             Route::Respond(r) => r.status.code(),
             Route::Health | Route::Metrics => 200,
             Route::Upgrade => 101,
-            Route::GraphqlPost => 0,
+            Route::GraphqlPost | Route::GraphqlGet => 0,
         };
         assert_eq!(status(b"GET /health HTTP/1.1\r\n\r\n"), 200);
         assert_eq!(status(b"HEAD /health HTTP/1.1\r\n\r\n"), 200);
@@ -464,6 +504,19 @@ mod tests {
             status(b"POST /graphql HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
             0
         );
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        let q = "query=%7B%20users%20%7B%20id%20%7D%20%7D&operationName=A+B&x";
+        assert_eq!(query_param(q, "query").as_deref(), Some("{ users { id } }"));
+        assert_eq!(query_param(q, "operationName").as_deref(), Some("A B"));
+        assert_eq!(query_param(q, "x").as_deref(), Some(""));
+        assert_eq!(query_param(q, "variables"), None);
+        assert_eq!(query_param("query=%zz", "query"), None, "bad escape");
+        assert_eq!(query_param("query=%ff", "query"), None, "not UTF-8");
+        let get = parse(b"GET /graphql?query=%7Busers%7Bid%7D%7D HTTP/1.1\r\n\r\n");
+        assert_eq!(route(&get), Route::GraphqlGet);
     }
 
     #[test]

@@ -29,6 +29,11 @@ impl Cell {
     }
 
     /// For gauges.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+
+    /// For gauges.
     pub fn dec(&self) {
         self.0.store(
             self.0.load(Ordering::Relaxed).wrapping_sub(1),

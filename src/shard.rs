@@ -23,9 +23,14 @@ use glommio::timer::sleep;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::Auth;
+use crate::broadcast::{Broadcaster, Event};
 use crate::config::Config;
 use crate::connection::{self, Outbox, ShardContext};
+use crate::engine::Engine;
+use crate::execute::PgRunner;
+use crate::live::{Pacing, Registry};
 use crate::metrics::ShardMetrics;
+use crate::pg;
 
 /// Pause after a failed accept (out of file descriptors, most likely) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -38,6 +43,20 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 #[derive(Debug)]
 enum Control {
     Shutdown,
+}
+
+/// What the main thread hands each shard at start.
+struct ShardStart {
+    index: usize,
+    config: Arc<Config>,
+    auth: Arc<Auth>,
+    all_metrics: Arc<[ShardMetrics]>,
+    settings: pg::Settings,
+    engine: Arc<Engine>,
+    /// Change events from the leader.
+    changes: flume::Receiver<Event>,
+    /// Shard 0 only: every shard's change channel, for the leader's broadcaster.
+    leader_of: Option<Vec<flume::Sender<Event>>>,
 }
 
 /// Why the server could not start or run.
@@ -69,6 +88,9 @@ impl std::error::Error for ServeError {}
 pub fn run(mut config: Config) -> Result<(), ServeError> {
     config.listen = probe_listen_address(config.listen)?;
     let auth = Arc::new(Auth::from_config(&config).map_err(ServeError::Config)?);
+    let settings =
+        pg::Settings::from_config(&config).map_err(|e| ServeError::Config(e.to_string()))?;
+    let engine = Arc::new(load_engine_now(&settings, &config)?);
     if !auth.is_enabled() {
         log::warn!(
             "JWT verification is OFF: every client runs as the database user of \
@@ -88,20 +110,33 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
     // receives all of them before announcing the server. Unbounded: one message per shard.
     let (ready_tx, ready_rx) = flume::unbounded::<Result<(), ServeError>>();
     let all_metrics: Arc<[ShardMetrics]> = (0..shards).map(|_| ShardMetrics::default()).collect();
+    // The leader sends change events, each shard receives its own; bounded, and the leader
+    // coalesces instead of waiting when one is full (see `broadcast`).
+    let (change_txs, change_rxs): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| flume::bounded::<Event>(config.change_queue.0))
+        .unzip();
+    let mut change_rxs = change_rxs.into_iter();
     let mut controls = Vec::with_capacity(shards);
     let mut handles = Vec::with_capacity(shards);
     for id in 0..shards {
         // Main thread sends, shard `id` receives; one message at most (Shutdown).
         let (control_tx, control_rx) = flume::bounded::<Control>(1);
         controls.push(control_tx);
-        let config = Arc::clone(&config);
-        let auth = Arc::clone(&auth);
-        let all_metrics = Arc::clone(&all_metrics);
+        let start = ShardStart {
+            index: id,
+            config: Arc::clone(&config),
+            auth: Arc::clone(&auth),
+            all_metrics: Arc::clone(&all_metrics),
+            settings: settings.clone(),
+            engine: Arc::clone(&engine),
+            changes: change_rxs.next().expect("one receiver per shard"),
+            leader_of: (id == 0).then(|| change_txs.clone()),
+        };
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
             .name("shard")
             .io_memory(config.io_memory)
-            .spawn(move || shard_main(id, config, auth, all_metrics, control_rx, ready_tx))
+            .spawn(move || shard_main(start, control_rx, ready_tx))
             .map_err(|err| ServeError::Executor(err.to_string()))?;
         handles.push(handle);
     }
@@ -150,6 +185,24 @@ fn probe_listen_address(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
         .map_err(|err| ServeError::Bind(addr, err))
 }
 
+/// Marks the live queries a change event concerns, until the leader goes away.
+async fn apply_changes(changes: flume::Receiver<Event>, live: Rc<RefCell<Registry>>) {
+    while let Ok(event) = changes.recv_async().await {
+        let mut live = live.borrow_mut();
+        match event {
+            Event::Change(c) => {
+                live.mark_table(c.schema.as_deref(), &c.table);
+            }
+            Event::Tables(tables) => {
+                for (schema, table) in &tables {
+                    live.mark_table(schema.as_deref(), table);
+                }
+            }
+            Event::Everything => live.mark_all(),
+        }
+    }
+}
+
 /// Binds this shard's listening socket: SO_REUSEPORT so every shard binds the same address
 /// and the kernel spreads connections over them, and a backlog of our choosing (glommio's
 /// own `bind` fixes it at 1024, too few for a storm of reconnects at scale).
@@ -166,16 +219,37 @@ fn bind(addr: SocketAddr, backlog: usize) -> std::io::Result<TcpListener> {
 }
 
 /// The connections a shard owns, by id, so shutdown can reach them.
-type Registry = Rc<RefCell<HashMap<u64, Rc<Outbox>>>>;
+type Connections = Rc<RefCell<HashMap<u64, Rc<Outbox>>>>;
+
+/// Loads the catalog on the main thread before the shards start, on a short-lived executor.
+fn load_engine_now(settings: &pg::Settings, config: &Config) -> Result<Engine, ServeError> {
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("catalog")
+        .io_memory(config.io_memory)
+        .make()
+        .map_err(|err| ServeError::Executor(err.to_string()))?;
+    let engine = executor
+        .run(crate::leader::load_engine(settings, config))
+        .map_err(ServeError::Config)?;
+    log::info!("catalog loaded from schemas {:?}", config.db_schemas.0);
+    Ok(engine)
+}
 
 async fn shard_main(
-    index: usize,
-    config: Arc<Config>,
-    auth: Arc<Auth>,
-    all_metrics: Arc<[ShardMetrics]>,
+    start: ShardStart,
     control: flume::Receiver<Control>,
     ready: flume::Sender<Result<(), ServeError>>,
 ) {
+    let ShardStart {
+        index,
+        config,
+        auth,
+        all_metrics,
+        settings,
+        engine,
+        changes,
+        leader_of,
+    } = start;
     let listener = match bind(config.listen, config.listen_backlog) {
         Ok(listener) => listener,
         Err(err) => {
@@ -186,13 +260,39 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
     // Connections read the settings often; a shard-local copy keeps them off the shared
     // cache line of the Arc's counters.
+    let pool = settings.pool();
+    let live = Rc::new(RefCell::new(Registry::default()));
+    let runner = Rc::new(PgRunner {
+        pool: pool.clone(),
+        all_metrics: Arc::clone(&all_metrics),
+        index,
+    });
+    let pacing = Pacing {
+        tick: config.refresh_tick.0,
+        concurrency: config.db_pool_size.0,
+        retry_after: config.db_backoff_max.0.min(config.refresh_retry.0),
+    };
+    glommio::spawn_local(crate::live::run(Rc::clone(&live), runner, pacing)).detach();
+    glommio::spawn_local(apply_changes(changes, Rc::clone(&live))).detach();
+    if let Some(senders) = leader_of {
+        let metrics = Arc::clone(&all_metrics);
+        let channel = config.notify_channel.clone();
+        let settings = settings.clone();
+        glommio::spawn_local(async move {
+            crate::leader::run(settings, channel, Broadcaster::new(senders), &metrics[0]).await
+        })
+        .detach();
+    }
     let local = Rc::new(ShardContext {
         config: Config::clone(&config),
         auth,
         all_metrics,
         index,
+        engine: RefCell::new(engine),
+        pool,
+        live,
     });
-    let registry: Registry = Rc::default();
+    let registry: Connections = Rc::default();
     let acceptor = glommio::spawn_local(accept_loop(
         listener,
         Rc::clone(&local),
@@ -226,7 +326,7 @@ fn connection_cap(config: &Config) -> usize {
     unlimited(config.max_connections_per_shard).min(share)
 }
 
-async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: Registry) {
+async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: Connections) {
     let cap = connection_cap(&shard.config);
     let mut next_id: u64 = 0;
     let mut last_refusal_log: Option<Instant> = None;

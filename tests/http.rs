@@ -118,16 +118,61 @@ fn slow_clients_are_dropped_at_the_request_deadline() {
 }
 
 #[test]
-fn post_graphql_says_the_query_engine_is_missing() {
+fn graphql_over_http_post_and_get() {
     let server = Server::start(&[]);
-    let body = r#"{"query":"{ users { id } }"}"#;
-    let req = format!(
-        "POST /graphql HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let post = |content_type: &str, body: &str| {
+        let req = format!(
+            "POST /graphql HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(&mut server.connect(), req.as_bytes())
+    };
+    let out = post(
+        "application/json",
+        r#"{"query":"query Q($s: String) { orders(filter: { status: { eq: $s } }, orderBy: { id: ASC }) { id status } }","variables":{"s":"pending"},"operationName":"Q"}"#,
     );
-    let out = exchange(&mut server.connect(), req.as_bytes());
-    assert_eq!(status_of(&out), 501, "{out}");
-    assert!(out.contains("\"code\":\"NOT_IMPLEMENTED\""));
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert!(
+        out.ends_with(
+            r#"{"data":{"orders":[{"id":1,"status":"pending"},{"id":3,"status":"pending"}]}}"#
+        ),
+        "{out}"
+    );
+    let invalid = post("application/json", r#"{"query":"{ orders { nope } }"}"#);
+    assert_eq!(status_of(&invalid), 200, "{invalid}");
+    assert!(
+        invalid.contains(r#""code":"GRAPHQL_VALIDATION_FAILED""#),
+        "{invalid}"
+    );
+    assert_eq!(status_of(&post("text/plain", "{ users { id } }")), 415);
+    assert_eq!(status_of(&post("application/json", "{not json")), 400);
+    assert_eq!(
+        status_of(&post("application/json", r#"{"variables":{}}"#)),
+        400
+    );
+    let subscription = post(
+        "application/json",
+        r#"{"query":"subscription { users { id } }"}"#,
+    );
+    assert_eq!(status_of(&subscription), 400, "{subscription}");
+
+    let get = exchange(
+        &mut server.connect(),
+        b"GET /graphql?query=%7B%20products(orderBy%3A%20%7Bid%3A%20ASC%7D%2C%20limit%3A%201)%20%7B%20name%20%7D%20%7D HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        get.ends_with(r#"{"data":{"products":[{"name":"Widget"}]}}"#),
+        "{get}"
+    );
+    let typename = exchange(
+        &mut server.connect(),
+        b"GET /graphql?query=%7B__typename%7D HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        typename.ends_with(r#"{"data":{"__typename":"Query"}}"#),
+        "{typename}"
+    );
 }
 
 #[test]

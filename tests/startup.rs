@@ -30,7 +30,9 @@ fn starts_as_an_unprivileged_user_under_an_8_mib_memlock_limit() {
     let port = free_port();
     let script = format!(
         "ulimit -l 8192 && POSTRUST_LISTEN=127.0.0.1:{port} POSTRUST_SHARDS=2 \
-         POSTRUST_LOG=info timeout --preserve-status -s TERM 2 {} ; echo exit=$?",
+         POSTRUST_DATABASE_URL={} POSTRUST_LOG=info timeout --preserve-status -s TERM 2 {} ; \
+         echo exit=$?",
+        support::server::shared_demo(),
         bin.display()
     );
     let out = Command::new("runuser")
@@ -101,7 +103,8 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_limit() {
     let port = free_port();
     let script = format!(
         "ulimit -Sn 256 && POSTRUST_LISTEN=127.0.0.1:{port} POSTRUST_SHARDS=1 \
-         timeout --preserve-status -s TERM 1 {}",
+         POSTRUST_DATABASE_URL={} timeout --preserve-status -s TERM 1 {}",
+        support::server::shared_demo(),
         env!("CARGO_BIN_EXE_postrust")
     );
     let out = Command::new("bash").args(["-c", &script]).output().unwrap();

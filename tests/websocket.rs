@@ -72,15 +72,37 @@ fn graphql_transport_ws_session() {
     c.send_raw(&masked(0x89, b"are you there"));
     assert_eq!(c.recv(), Frame::Pong(b"are you there".to_vec()));
     c.send_text(SUBSCRIBE);
+    let first = c.recv_text();
+    assert!(
+        first.starts_with(r#"{"id":"1","type":"next","payload":{"data":{"users":[{"id":"#),
+        "{first}"
+    );
+    // The id is taken while the subscription runs: a second subscribe with it is 4409 (in
+    // the close-code test); after `complete` it may be used again.
+    c.send_text(r#"{"id":"1","type":"complete"}"#);
+    c.send_text(SUBSCRIBE);
+    assert!(c.recv_text().starts_with(r#"{"id":"1","type":"next""#));
+    c.send_text(r#"{"id":"1","type":"complete"}"#);
+    // A query over the socket: `next`, then `complete`.
+    c.send_text(r#"{"id":"q","type":"subscribe","payload":{"query":"{ products(orderBy: {id: ASC}, limit: 1) { name } }"}}"#);
+    assert_eq!(
+        c.recv_text(),
+        r#"{"id":"q","type":"next","payload":{"data":{"products":[{"name":"Widget"}]}}}"#
+    );
+    assert_eq!(c.recv_text(), r#"{"id":"q","type":"complete"}"#);
+    // Errors found before any SQL runs.
+    c.send_text(
+        r#"{"id":"bad","type":"subscribe","payload":{"query":"subscription { nope { id } }"}}"#,
+    );
     let error = c.recv_text();
     assert!(
-        error.starts_with(
-            r#"{"id":"1","type":"error","payload":[{"message":"operations cannot run yet"#
-        ),
+        error.starts_with(r#"{"id":"bad","type":"error","payload":[{"message":"#),
         "{error}"
     );
-    assert!(error.contains(r#""code":"NOT_IMPLEMENTED""#));
-    c.send_text(r#"{"id":"1","type":"complete"}"#);
+    assert!(
+        error.contains(r#""code":"GRAPHQL_VALIDATION_FAILED""#),
+        "{error}"
+    );
     // The client closes; the server echoes its code and closes the TCP connection.
     c.send_raw(&masked(0x88, &1000u16.to_be_bytes()));
     assert_eq!(c.recv(), Frame::Close(Some(1000), String::new()));
@@ -121,6 +143,10 @@ fn graphql_transport_ws_close_codes() {
     assert_eq!(
         (code, reason.as_str()),
         (4400, r#"Invalid message 'type' property "launch""#)
+    );
+    assert_eq!(
+        close_after(&server, &[text(SUBSCRIBE), text(SUBSCRIBE)]),
+        (4409, "Subscriber for 1 already exists".into())
     );
     let (code, reason) = close_after(
         &server,
@@ -206,18 +232,24 @@ fn legacy_graphql_ws_session() {
     c.send_text(
         r#"{"type":"start","id":"2","payload":{"query":"subscription { orders { id } }"}}"#,
     );
-    let error = loop {
+    let data = loop {
         let m = c.recv_text();
         if m != r#"{"type":"ka"}"# {
             break m;
         }
     };
     assert!(
-        error.starts_with(
-            r#"{"id":"2","type":"error","payload":{"message":"operations cannot run yet"#
-        ),
-        "{error}"
+        data.starts_with(r#"{"id":"2","type":"data","payload":{"data":{"orders":[{"id":"#),
+        "{data}"
     );
+    c.send_text(r#"{"type":"stop","id":"2"}"#);
+    let complete = loop {
+        let m = c.recv_text();
+        if m != r#"{"type":"ka"}"# {
+            break m;
+        }
+    };
+    assert_eq!(complete, r#"{"id":"2","type":"complete"}"#);
     c.send_text("{oops");
     let reply = loop {
         let m = c.recv_text();
@@ -264,22 +296,55 @@ fn operations_started_too_fast_get_rate_limited_errors() {
     for id in 1..=4 {
         c.send_text(&SUBSCRIBE.replace(r#""id":"1""#, &format!(r#""id":"{id}""#)));
     }
-    let codes: Vec<String> = (0..4)
-        .map(|_| {
-            let m = c.recv_text();
-            let code = m
-                .split(r#""code":""#)
+    let mut by_id = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let m = c.recv_text();
+        let id = m
+            .split(r#""id":""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned();
+        let kind = if m.contains(r#""type":"next""#) {
+            "next".to_owned()
+        } else {
+            m.split(r#""code":""#)
                 .nth(1)
-                .and_then(|r| r.split('"').next());
-            code.unwrap_or_else(|| panic!("no code in {m}")).to_owned()
-        })
-        .collect();
-    assert_eq!(codes[2..], ["RATE_LIMITED", "RATE_LIMITED"], "{codes:?}");
-    assert!(
-        codes[..2].iter().all(|c| c != "RATE_LIMITED"),
-        "the burst passes: {codes:?}"
+                .and_then(|r| r.split('"').next())
+                .unwrap()
+                .to_owned()
+        };
+        by_id.insert(id, kind);
+    }
+    let kinds: Vec<&str> = by_id.values().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        ["next", "next", "RATE_LIMITED", "RATE_LIMITED"],
+        "the burst passes"
     );
     // The socket stays open.
     c.send_text(r#"{"type":"ping"}"#);
     assert_eq!(c.recv_text(), r#"{"type":"pong"}"#);
+}
+
+#[test]
+fn a_connection_runs_a_bounded_number_of_operations() {
+    let server = Server::start(&[("POSTRUST_MAX_SUBSCRIPTIONS_PER_CONNECTION", "2")]);
+    let mut c = acknowledged(&server);
+    let subscribe = |c: &mut Client, id: &str| {
+        c.send_text(&SUBSCRIBE.replace(r#""id":"1""#, &format!(r#""id":"{id}""#)));
+        c.recv_text()
+    };
+    assert!(subscribe(&mut c, "a").contains(r#""type":"next""#));
+    assert!(subscribe(&mut c, "b").contains(r#""type":"next""#));
+    let refused = subscribe(&mut c, "c");
+    assert!(
+        refused.contains(r#""code":"TOO_MANY_SUBSCRIPTIONS""#),
+        "{refused}"
+    );
+    c.send_text(r#"{"id":"a","type":"complete"}"#);
+    assert!(
+        subscribe(&mut c, "d").contains(r#""type":"next""#),
+        "room after a complete"
+    );
 }

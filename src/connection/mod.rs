@@ -7,12 +7,15 @@
 //! closes.
 
 mod deadlines;
+mod graphql_http;
+mod operations;
 mod outbox;
 mod rate;
 mod websocket;
 
-pub use outbox::{Outbox, SharedPayload, SlotId};
+pub use outbox::{OpEvent, Outbox, SharedPayload, SlotId};
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures_lite::future;
@@ -22,8 +25,11 @@ use glommio::timer::Timer;
 
 use crate::auth::{Auth, AuthError};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::http::{self, RequestHead, Response, Route, Status};
+use crate::live::Registry;
 use crate::metrics::ShardMetrics;
+use crate::pg::Pool;
 
 /// Bytes asked of the socket per read in the HTTP phase.
 const HTTP_READ_CHUNK: usize = 4096;
@@ -35,6 +41,12 @@ pub struct ShardContext {
     /// Every shard's metrics; this shard writes only `all_metrics[index]`.
     pub all_metrics: std::sync::Arc<[ShardMetrics]>,
     pub index: usize,
+    /// The GraphQL engine over the current catalog.
+    pub engine: RefCell<std::sync::Arc<Engine>>,
+    /// This shard's PostgreSQL connections.
+    pub pool: Pool,
+    /// This shard's live queries.
+    pub live: Rc<RefCell<Registry>>,
 }
 
 impl ShardContext {
@@ -47,7 +59,13 @@ impl ShardContext {
 /// 401 with a GraphQL-shaped error carrying the auth error's code (RFC 6750 challenge).
 fn unauthorized(err: &AuthError) -> Response {
     let mut body = String::from("{\"errors\":[");
-    crate::protocol::GraphqlError::new(err.code(), err.to_string()).push_json(&mut body);
+    body.push_str(
+        &crate::protocol::GraphQLError::server(
+            crate::protocol::ErrorCode::Auth(err.code()),
+            err.to_string(),
+        )
+        .to_json(),
+    );
     body.push_str("]}");
     Response::json(Status::Unauthorized, body).with_header(format!(
         "WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"{err}\""
@@ -196,7 +214,14 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
                 content_type: "text/plain; version=0.0.4",
                 ..Response::json(Status::Ok, crate::metrics::render(&shard.all_metrics))
             },
-            Route::GraphqlPost => graphql_post(shard, &head, &body),
+            Route::GraphqlPost => match graphql_http::post_request(&head, &body) {
+                Ok(request) => graphql_http::respond(shard, &head, request).await,
+                Err(resp) => resp,
+            },
+            Route::GraphqlGet => match graphql_http::get_request(&head) {
+                Ok(request) => graphql_http::respond(shard, &head, request).await,
+                Err(resp) => resp,
+            },
             Route::Respond(resp) => resp,
         };
         let response = if head.keep_alive() {
@@ -272,17 +297,4 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
     let n = stream.read(&mut chunk).await?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)
-}
-
-/// `POST /graphql`. The client is authenticated first; the query engine is not part of this
-/// build yet, so an authenticated request gets a GraphQL-shaped error saying so.
-fn graphql_post(shard: &ShardContext, head: &RequestHead, _body: &[u8]) -> Response {
-    if let Err(err) = shard.auth.authenticate(head.authorization.as_deref()) {
-        shard.metrics().error(err.code());
-        return unauthorized(&err);
-    }
-    Response::json(
-        Status::NotImplemented,
-        r#"{"errors":[{"message":"queries cannot run yet: this server has no query engine","extensions":{"code":"NOT_IMPLEMENTED"}}]}"#,
-    )
 }

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::Waker;
 
-use crate::protocol::GraphqlError;
+use crate::protocol::GraphQLError;
 use crate::websocket::encode_text_parts;
 
 /// A result encoded once and shared by every subscriber of a live query.
@@ -43,8 +43,24 @@ struct Inner {
     ready: VecDeque<usize>,
     /// Text messages to send before any further results, in order.
     messages: VecDeque<String>,
-    /// Subscriptions whose live query failed for good, with the errors to send them.
-    failures: VecDeque<(SlotId, Rc<[GraphqlError]>)>,
+    /// Outcomes of operations run by other tasks, for the connection to answer in its
+    /// protocol's words.
+    events: VecDeque<OpEvent>,
+}
+
+/// What another task reports about one of the connection's operations.
+#[derive(Debug)]
+pub enum OpEvent {
+    /// A subscription's live query failed for good; its slot is already closed.
+    Failed {
+        slot: SlotId,
+        errors: Rc<[GraphQLError]>,
+    },
+    /// A query (run once) finished: the `data` JSON, or why not.
+    QueryDone {
+        token: u64,
+        result: Result<String, GraphQLError>,
+    },
 }
 
 /// Shared between a connection (which drains it) and the tasks that fill it.
@@ -145,16 +161,21 @@ impl Outbox {
     }
 
     /// Ends a subscription with errors: its slot is dropped, and the connection sends the
-    /// errors in its protocol's form once it takes them with [`Outbox::take_failure`].
-    pub fn fail(&self, id: SlotId, errors: Rc<[GraphqlError]>) {
-        self.close_slot(id);
-        self.inner.borrow_mut().failures.push_back((id, errors));
+    /// errors in its protocol's form once it takes the event with [`Outbox::take_event`].
+    pub fn fail(&self, slot: SlotId, errors: Rc<[GraphQLError]>) {
+        self.close_slot(slot);
+        self.report(OpEvent::Failed { slot, errors });
+    }
+
+    /// Reports an operation's outcome to the connection.
+    pub fn report(&self, event: OpEvent) {
+        self.inner.borrow_mut().events.push_back(event);
         self.wake();
     }
 
-    /// The next subscription that failed, if any.
-    pub fn take_failure(&self) -> Option<(SlotId, Rc<[GraphqlError]>)> {
-        self.inner.borrow_mut().failures.pop_front()
+    /// The next reported outcome, if any.
+    pub fn take_event(&self) -> Option<OpEvent> {
+        self.inner.borrow_mut().events.pop_front()
     }
 
     /// Queues a message that must be sent, after those queued before it.
@@ -289,11 +310,21 @@ mod tests {
         let outbox = Outbox::default();
         let a = outbox.open_slot(Box::from(&b"A:"[..]));
         outbox.deliver(a, &payload("1"));
-        outbox.fail(a, Rc::from(vec![GraphqlError::new("X", "gone")]));
+        outbox.fail(
+            a,
+            Rc::from(vec![GraphQLError::server(
+                crate::protocol::ErrorCode::Database,
+                "gone",
+            )]),
+        );
         assert_eq!(take_text(&outbox), None);
-        let (slot, errors) = outbox.take_failure().unwrap();
-        assert_eq!((slot, errors[0].message.as_str()), (a, "gone"));
-        assert!(outbox.take_failure().is_none());
+        match outbox.take_event() {
+            Some(OpEvent::Failed { slot, errors }) => {
+                assert_eq!((slot, errors[0].message.as_str()), (a, "gone"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(outbox.take_event().is_none());
     }
 
     #[test]

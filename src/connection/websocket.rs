@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,13 +19,14 @@ use glommio::timer::Timer;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
 use super::deadlines::{Deadline, Deadlines};
+use super::operations::{self, Operations};
 use super::rate::TokenBucket;
 use super::{Outbox, ShardContext};
-use crate::auth::{Auth, AuthError, Identity};
+use crate::auth::{AuthError, Identity};
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
 use crate::protocol::transport::close as gql_close;
-use crate::protocol::{Action, GraphqlError, Session};
+use crate::protocol::{Action, ErrorCode, GraphQLError, OperationRequest, Session};
 use crate::websocket::{
     CloseHandshake, CloseState, Decoded, Decoder, Event, SubProtocol, WsError, close_code,
     encode_close, encode_frame,
@@ -53,16 +55,18 @@ pub struct Upgrade<'a> {
     /// The upgrade request's `Authorization` header, used when `connection_init` carries no
     /// credentials.
     pub authorization: Option<String>,
-    pub shard: &'a ShardContext,
-    pub outbox: &'a Outbox,
+    pub shard: &'a Rc<ShardContext>,
+    pub outbox: &'a Rc<Outbox>,
 }
 
 pub struct WsConn<'a> {
     stream: TcpStream,
     config: &'a Config,
-    auth: &'a Auth,
+    shard: &'a Rc<ShardContext>,
     metrics: &'a ShardMetrics,
-    outbox: &'a Outbox,
+    outbox: &'a Rc<Outbox>,
+    /// The operations running on this connection.
+    ops: Operations,
     authorization: Option<String>,
     /// Who the client is, once `connection_init` was accepted.
     identity: Option<Identity>,
@@ -92,7 +96,8 @@ impl<'a> WsConn<'a> {
         let mut conn = WsConn {
             stream: up.stream,
             config,
-            auth: &up.shard.auth,
+            shard: up.shard,
+            ops: Operations::default(),
             metrics: up.shard.metrics(),
             outbox: up.outbox,
             authorization: up.authorization,
@@ -133,6 +138,7 @@ impl<'a> WsConn<'a> {
             self.inbuf = early;
         }
         future::poll_fn(|cx| self.poll_turns(cx)).await;
+        self.ops.release_all(&self.op_context());
     }
 
     /// Ready when the connection is over.
@@ -154,6 +160,9 @@ impl<'a> WsConn<'a> {
     fn turn(&mut self, cx: &mut Context<'_>) -> Turn {
         if self.stalled {
             return Turn::Over;
+        }
+        if self.take_events() {
+            return Turn::Again;
         }
         match self.flush(cx) {
             Poll::Ready(Err(_)) => return Turn::Over,
@@ -300,64 +309,103 @@ impl<'a> WsConn<'a> {
 
     /// Carries out the session's actions, including any they lead to.
     fn apply_actions(&mut self) {
+        // The session is taken out while actions run, so they can use it and the connection
+        // side by side; actions may queue more actions.
+        let Some(mut session) = self.session.take() else {
+            self.actions.clear();
+            return;
+        };
         let mut i = 0;
         while i < self.actions.len() {
             let action = std::mem::replace(&mut self.actions[i], Action::Send(String::new()));
             i += 1;
-            let Some(session) = &mut self.session else {
-                break;
-            };
             match action {
                 Action::Send(text) => self.send_text(&text),
                 Action::Close(code, reason) => self.close_with(code, &reason),
-                Action::Init { credentials } => {
-                    self.deadlines.clear(Deadline::Init);
-                    let credentials = credentials.or_else(|| self.authorization.take());
-                    match self.auth.authenticate(credentials.as_deref()) {
-                        Ok(identity) => {
-                            session.accept_init(&mut self.actions);
-                            let keepalive = self.config.keepalive_interval.0;
-                            if session.keepalive().is_some() && !keepalive.is_zero() {
-                                self.arm(Deadline::Keepalive, keepalive);
-                            }
-                            if let Some(exp) = identity.expires_at {
-                                self.arm(Deadline::TokenExpiry, until_unix(exp));
-                            }
-                            self.identity = Some(identity);
-                        }
-                        Err(err) => {
-                            log::debug!("connection_init refused: {} ({err})", err.code());
-                            self.metrics.error(err.code());
-                            session.reject_init(&err.to_string(), &mut self.actions);
-                        }
-                    }
-                }
-                Action::Start { id, .. } => {
-                    let refusal = refuse_start(
-                        self.config,
-                        &mut self.subscribe_rate,
-                        session.active_count(),
-                    );
-                    if let Some(refusal) = refusal {
-                        self.metrics.error(refusal.code);
-                        let message = session.error(&id, &[refusal]);
-                        self.send_text(&message);
-                        continue;
-                    }
-                    let message = session.error(
-                        &id,
-                        &[GraphqlError::new(
-                            "NOT_IMPLEMENTED",
-                            "operations cannot run yet: this server has no query engine",
-                        )],
-                    );
-                    self.send_text(&message);
-                }
-                // Nothing runs yet, so there is nothing to stop.
-                Action::Stop { .. } => {}
+                Action::Init { credentials } => self.init(&mut session, credentials),
+                Action::Start { id, request } => self.start(&mut session, id, request),
+                Action::Stop { id } => self.ops.stop(&self.op_context(), &id),
             }
         }
         self.actions.clear();
+        self.session = Some(session);
+    }
+
+    fn init(&mut self, session: &mut Session, credentials: Option<String>) {
+        self.deadlines.clear(Deadline::Init);
+        let credentials = credentials.or_else(|| self.authorization.take());
+        match self.shard.auth.authenticate(credentials.as_deref()) {
+            Ok(identity) => {
+                session.accept_init(&mut self.actions);
+                let keepalive = self.config.keepalive_interval.0;
+                if session.keepalive().is_some() && !keepalive.is_zero() {
+                    self.arm(Deadline::Keepalive, keepalive);
+                }
+                if let Some(exp) = identity.expires_at {
+                    self.arm(Deadline::TokenExpiry, until_unix(exp));
+                }
+                self.identity = Some(identity);
+            }
+            Err(err) => {
+                log::debug!("connection_init refused: {} ({err})", err.code());
+                self.metrics.error(err.code());
+                session.reject_init(&err.to_string(), &mut self.actions);
+            }
+        }
+    }
+
+    fn start(&mut self, session: &mut Session, id: String, request: OperationRequest) {
+        let refusal = refuse_start(
+            self.config,
+            &mut self.subscribe_rate,
+            session.active_count(),
+        );
+        if let Some(refusal) = refusal {
+            self.metrics.error(refusal.code.as_str());
+            let message = session.error(&id, &[refusal]);
+            self.send_text(&message);
+            return;
+        }
+        // The session acknowledged `connection_init`, so there is an identity.
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
+        let mut out = Vec::new();
+        self.ops.start(
+            &self.op_context(),
+            session,
+            &identity,
+            id,
+            request,
+            &mut out,
+        );
+        for message in out {
+            self.send_text(&message);
+        }
+    }
+
+    /// Answers what other tasks reported about this connection's operations.
+    fn take_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(event) = self.outbox.take_event() {
+            any = true;
+            let Some(session) = self.session.as_mut() else {
+                continue;
+            };
+            let mut out = Vec::new();
+            self.ops.on_event(session, event, &mut out);
+            for message in out {
+                self.send_text(&message);
+            }
+        }
+        any
+    }
+
+    fn op_context(&self) -> operations::Context<'a> {
+        operations::Context {
+            shard: self.shard,
+            outbox: self.outbox,
+        }
     }
 
     /// Polls the timer and acts on every deadline that is due. True if one was.
@@ -440,17 +488,17 @@ impl<'a> WsConn<'a> {
 
 /// Why a new operation may not start: the connection's subscribe rate or its number of
 /// running operations (`active` counts the new one).
-fn refuse_start(config: &Config, rate: &mut TokenBucket, active: usize) -> Option<GraphqlError> {
+fn refuse_start(config: &Config, rate: &mut TokenBucket, active: usize) -> Option<GraphQLError> {
     let max = config.max_subscriptions_per_connection;
     if max > 0 && active > max {
-        return Some(GraphqlError::new(
-            "TOO_MANY_SUBSCRIPTIONS",
+        return Some(GraphQLError::server(
+            ErrorCode::TooManyOperations,
             format!("this connection already runs {max} operations, the most allowed"),
         ));
     }
     if !rate.take(Instant::now()) {
-        return Some(GraphqlError::new(
-            "RATE_LIMITED",
+        return Some(GraphQLError::server(
+            ErrorCode::RateLimited,
             "operations are started too fast on this connection; try again shortly",
         ));
     }

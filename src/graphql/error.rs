@@ -24,6 +24,21 @@ pub enum ErrorCode {
     TooComplex,
     /// An argument is valid GraphQL but not a value the server accepts (a negative limit).
     BadArgument,
+    /// The HTTP request around the operation is malformed (no query, a body that is not
+    /// JSON).
+    BadRequest,
+    /// Operations were started faster than `POSTRUST_SUBSCRIBE_RATE` allows.
+    RateLimited,
+    /// The connection already runs `POSTRUST_MAX_SUBSCRIPTIONS_PER_CONNECTION` operations.
+    TooManyOperations,
+    /// PostgreSQL refused the role access (row-level security, missing privileges).
+    Forbidden,
+    /// PostgreSQL rejected the statement for another reason (its SQLSTATE is in the message).
+    Database,
+    /// PostgreSQL could not be reached in time; the operation may be retried.
+    Unavailable,
+    /// The client's credentials were refused; the code names why (see `auth`).
+    Auth(&'static str),
 }
 
 impl ErrorCode {
@@ -36,6 +51,13 @@ impl ErrorCode {
             ErrorCode::TooDeep => "QUERY_TOO_DEEP",
             ErrorCode::TooComplex => "QUERY_TOO_COMPLEX",
             ErrorCode::BadArgument => "BAD_ARGUMENT",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::TooManyOperations => "TOO_MANY_SUBSCRIPTIONS",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::Database => "DATABASE_ERROR",
+            ErrorCode::Unavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::Auth(code) => code,
         }
     }
 }
@@ -78,6 +100,11 @@ impl GraphQLError {
             path: Vec::new(),
             code,
         }
+    }
+
+    /// An error that belongs to no place in the query text.
+    pub fn server(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(code, message, &[])
     }
 
     pub fn validation(message: impl Into<String>, at: &[Pos]) -> Self {

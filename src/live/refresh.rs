@@ -11,14 +11,14 @@ use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
 use super::registry::{Job, Outcome, Registry};
-use crate::protocol::GraphqlError;
+use crate::protocol::GraphQLError;
 
 /// What running a refresh produced.
 pub enum RunResult {
     /// The `data` JSON.
     Data(String),
     /// The query cannot succeed (permission denied, table gone): end the live query.
-    Failed(Rc<[GraphqlError]>),
+    Failed(Rc<[GraphQLError]>),
     /// The database could not be reached; the refresh is retried after a pause.
     Unavailable,
 }
@@ -134,7 +134,10 @@ mod tests {
                         RunResult::Data("{\"v\":1}".into()),
                         RunResult::Unavailable,
                         RunResult::Data("{\"v\":2}".into()),
-                        RunResult::Failed(Rc::from(vec![GraphqlError::new("X", "denied")])),
+                        RunResult::Failed(Rc::from(vec![GraphQLError::server(
+                            crate::protocol::ErrorCode::Forbidden,
+                            "denied",
+                        )])),
                     ])),
                     calls: Cell::new(0),
                 });
@@ -183,8 +186,15 @@ mod tests {
                 registry.borrow_mut().mark_table(None, "orders");
                 sleep(Duration::from_millis(60)).await;
                 assert_eq!(runner.calls.get(), 4);
-                let (failed, errors) = outbox.take_failure().expect("the subscriber was failed");
-                assert_eq!((failed, errors[0].code), (slot, "X"));
+                match outbox.take_event() {
+                    Some(crate::connection::OpEvent::Failed {
+                        slot: failed,
+                        errors,
+                    }) => {
+                        assert_eq!((failed, errors[0].code.as_str()), (slot, "FORBIDDEN"))
+                    }
+                    other => panic!("the subscriber was not failed: {other:?}"),
+                }
                 assert!(registry.borrow().is_empty());
             })
             .unwrap()

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use crate::connection::{Outbox, SharedPayload, SlotId};
-use crate::protocol::GraphqlError;
+use crate::protocol::GraphQLError;
 
 /// What makes two subscriptions the same live query: identical operation, variables, role
 /// and claims. Anything less could show one client rows meant for another.
@@ -32,7 +32,7 @@ pub struct TableRef {
 pub struct Plan {
     /// One statement whose single value is the JSON of the response's `data`.
     pub sql: String,
-    pub params: Vec<Option<String>>,
+    pub params: Vec<String>,
     /// Every base table the statement reads (views resolved, nested relations included).
     pub tables: Vec<TableRef>,
 }
@@ -42,7 +42,7 @@ pub struct Plan {
 pub struct Job {
     pub id: LiveId,
     pub sql: String,
-    pub params: Vec<Option<String>>,
+    pub params: Vec<String>,
     pub role: Option<String>,
     pub claims: String,
 }
@@ -73,7 +73,7 @@ pub enum Outcome {
     Data(String),
     /// The query failed for good (a permission revoked, a table dropped): subscribers get
     /// these errors and the live query ends.
-    Failed(Rc<[GraphqlError]>),
+    Failed(Rc<[GraphQLError]>),
 }
 
 #[derive(Default)]
@@ -486,7 +486,10 @@ mod tests {
         r.take_dirty(1);
         let failed = r.finish(
             id,
-            Outcome::Failed(Rc::from(vec![GraphqlError::new("X", "denied")])),
+            Outcome::Failed(Rc::from(vec![GraphQLError::server(
+                crate::protocol::ErrorCode::Forbidden,
+                "denied",
+            )])),
         );
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].1, slot);

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use simd_json::prelude::*;
 
 use super::transport::close;
-use super::{Action, GraphqlError, credentials, operation_request, typed_message};
+use super::{Action, GraphQLError, credentials, operation_request, typed_message};
 use crate::http::push_json_string;
 use crate::websocket::close_code;
 
@@ -142,7 +142,7 @@ impl LegacySession {
     /// `{"id":…,"type":"error","payload":{"message":…,"errors":[…]}}`: the protocol's
     /// payload is one error object; all of them travel in `errors`, which Apollo's legacy
     /// client reads first.
-    pub fn error(&mut self, id: &str, errors: &[GraphqlError]) -> String {
+    pub fn error(&mut self, id: &str, errors: &[GraphQLError]) -> String {
         self.finish(id);
         let mut out = String::from("{\"id\":");
         push_json_string(&mut out, id);
@@ -151,14 +151,9 @@ impl LegacySession {
             &mut out,
             errors.first().map_or("error", |e| e.message.as_str()),
         );
-        out.push_str(",\"errors\":[");
-        for (i, e) in errors.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            e.push_json(&mut out);
-        }
-        out.push_str("]}}");
+        out.push_str(",\"errors\":");
+        out.push_str(&GraphQLError::list_json(errors));
+        out.push_str("}}");
         out
     }
 }
@@ -277,13 +272,13 @@ mod tests {
         let msg = s.error(
             "1",
             &[
-                GraphqlError::new("A", "first"),
-                GraphqlError::new("B", "second"),
+                GraphQLError::server(super::super::ErrorCode::RateLimited, "first"),
+                GraphQLError::server(super::super::ErrorCode::Database, "second"),
             ],
         );
         assert_eq!(
             msg,
-            r#"{"id":"1","type":"error","payload":{"message":"first","errors":[{"message":"first","extensions":{"code":"A"}},{"message":"second","extensions":{"code":"B"}}]}}"#
+            r#"{"id":"1","type":"error","payload":{"message":"first","errors":[{"message":"first","extensions":{"code":"RATE_LIMITED"}},{"message":"second","extensions":{"code":"DATABASE_ERROR"}}]}}"#
         );
     }
 }

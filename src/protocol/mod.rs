@@ -16,6 +16,7 @@ pub mod transport;
 use simd_json::BorrowedValue;
 use simd_json::prelude::*;
 
+pub use crate::graphql::{ErrorCode, GraphQLError};
 use crate::http::push_json_string;
 use crate::websocket::SubProtocol;
 
@@ -46,45 +47,6 @@ pub enum Action {
     },
     /// The client no longer wants results for this id.
     Stop { id: String },
-}
-
-/// A GraphQL error as sent to clients: `message`, optional `locations`, and a stable code
-/// in `extensions.code`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GraphqlError {
-    pub message: String,
-    pub code: &'static str,
-    /// `(line, column)` pairs, 1-based.
-    pub locations: Vec<(usize, usize)>,
-}
-
-impl GraphqlError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> GraphqlError {
-        GraphqlError {
-            message: message.into(),
-            code,
-            locations: Vec::new(),
-        }
-    }
-
-    /// `{"message":…,"locations":[…],"extensions":{"code":…}}`
-    pub fn push_json(&self, out: &mut String) {
-        out.push_str("{\"message\":");
-        push_json_string(out, &self.message);
-        if !self.locations.is_empty() {
-            out.push_str(",\"locations\":[");
-            for (i, (line, column)) in self.locations.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&format!("{{\"line\":{line},\"column\":{column}}}"));
-            }
-            out.push(']');
-        }
-        out.push_str(",\"extensions\":{\"code\":");
-        push_json_string(out, self.code);
-        out.push_str("}}");
-    }
 }
 
 /// One connection's protocol session, whichever sub-protocol it speaks.
@@ -165,7 +127,7 @@ impl Session {
     }
 
     /// The operation `id` failed before producing results; it is over.
-    pub fn error(&mut self, id: &str, errors: &[GraphqlError]) -> String {
+    pub fn error(&mut self, id: &str, errors: &[GraphQLError]) -> String {
         match self {
             Session::Transport(s) => s.error(id, errors),
             Session::Legacy(s) => s.error(id, errors),
@@ -206,7 +168,7 @@ fn typed_message(kind: &str, payload: Option<&str>) -> String {
 }
 
 /// Reads the `payload` of a `subscribe`/`start` message.
-fn operation_request(payload: Option<&BorrowedValue<'_>>) -> Result<OperationRequest, String> {
+pub fn operation_request(payload: Option<&BorrowedValue<'_>>) -> Result<OperationRequest, String> {
     let payload = payload
         .filter(|p| p.is_object())
         .ok_or("the 'payload' property must be an object")?;
@@ -263,18 +225,6 @@ fn optional_object(payload: Option<&BorrowedValue<'_>>) -> Result<Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errors_encode_with_locations_and_code() {
-        let mut e = GraphqlError::new("GRAPHQL_VALIDATION_FAILED", "Cannot query field \"x\"");
-        e.locations.push((2, 3));
-        let mut out = String::new();
-        e.push_json(&mut out);
-        assert_eq!(
-            out,
-            r#"{"message":"Cannot query field \"x\"","locations":[{"line":2,"column":3}],"extensions":{"code":"GRAPHQL_VALIDATION_FAILED"}}"#
-        );
-    }
 
     #[test]
     fn result_prefixes_differ_by_protocol() {

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use simd_json::prelude::*;
 
-use super::{Action, GraphqlError, credentials, operation_request, optional_object, typed_message};
+use super::{Action, GraphQLError, credentials, operation_request, optional_object, typed_message};
 use crate::http::push_json_string;
 
 /// Close codes of the protocol.
@@ -158,18 +158,13 @@ impl TransportSession {
     }
 
     /// `{"id":…,"type":"error","payload":[…]}`; an `error` ends the operation.
-    pub fn error(&mut self, id: &str, errors: &[GraphqlError]) -> String {
+    pub fn error(&mut self, id: &str, errors: &[GraphQLError]) -> String {
         self.finish(id);
         let mut out = String::from("{\"id\":");
         push_json_string(&mut out, id);
-        out.push_str(",\"type\":\"error\",\"payload\":[");
-        for (i, e) in errors.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            e.push_json(&mut out);
-        }
-        out.push_str("]}");
+        out.push_str(",\"type\":\"error\",\"payload\":");
+        out.push_str(&GraphQLError::list_json(errors));
+        out.push('}');
         out
     }
 }
@@ -312,10 +307,16 @@ mod tests {
         assert_eq!(out, [Action::Close(4403, "Forbidden".into())]);
         let mut s = acknowledged();
         send(&mut s, SUBSCRIBE);
-        let msg = s.error("1", &[GraphqlError::new("X", "no")]);
+        let msg = s.error(
+            "1",
+            &[GraphQLError::server(
+                super::super::ErrorCode::Database,
+                "no",
+            )],
+        );
         assert_eq!(
             msg,
-            r#"{"id":"1","type":"error","payload":[{"message":"no","extensions":{"code":"X"}}]}"#
+            r#"{"id":"1","type":"error","payload":[{"message":"no","extensions":{"code":"DATABASE_ERROR"}}]}"#
         );
         assert!(matches!(
             &send(&mut s, SUBSCRIBE)[..],

@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,14 +38,30 @@ pub fn free_port() -> u16 {
     panic!("no free port below 32768");
 }
 
+/// A demo database shared by the servers of this test binary that do not write to it.
+pub fn shared_demo() -> &'static str {
+    static DEMO: OnceLock<String> = OnceLock::new();
+    DEMO.get_or_init(|| {
+        let roles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/roles.sql");
+        super::gql::demo_database(&std::fs::read_to_string(roles).expect("demo/roles.sql"))
+    })
+}
+
 impl Server {
-    /// Starts the server with `POSTRUST_*` overrides and waits until `/health` answers.
+    /// Starts the server on the shared demo database with `POSTRUST_*` overrides (which
+    /// may name another database) and waits until `/health` answers.
     pub fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_on(shared_demo(), env)
+    }
+
+    /// Starts the server on the database at `url`.
+    pub fn start_on(url: &str, env: &[(&str, &str)]) -> Server {
         for _attempt in 0..5 {
             let port = free_port();
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_postrust"));
             cmd.env("POSTRUST_LISTEN", addr.to_string())
+                .env("POSTRUST_DATABASE_URL", url)
                 .env("POSTRUST_SHARDS", "2")
                 .env("POSTRUST_LOG", "error")
                 .stdout(Stdio::null())

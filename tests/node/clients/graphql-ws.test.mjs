@@ -19,7 +19,7 @@ function docsClient(url, extra = {}) {
   });
 }
 
-test('connects with a Bearer token, pings, and gets an error for a subscription', async () => {
+test('connects with a Bearer token, pings, and gets results and errors', async () => {
   const server = await startServer();
   const events = [];
   const client = docsClient(server.url, {
@@ -33,8 +33,8 @@ test('connects with a Bearer token, pings, and gets an error for a subscription'
     },
   });
   try {
-    const errors = await new Promise((resolve, reject) => {
-      client.subscribe(
+    const first = await new Promise((resolve, reject) => {
+      const stop = client.subscribe(
         {
           query: `
             subscription {
@@ -47,6 +47,21 @@ test('connects with a Bearer token, pings, and gets an error for a subscription'
           `,
         },
         {
+          next: (data) => {
+            stop();
+            resolve(data);
+          },
+          error: reject,
+          complete: () => {},
+        },
+      );
+    });
+    assert.deepEqual(first.data.orders.map((o) => o.status), ['pending', 'pending']);
+
+    const errors = await new Promise((resolve, reject) => {
+      client.subscribe(
+        { query: 'subscription { nothingHere { id } }' },
+        {
           next: (data) => reject(new Error(`unexpected data ${JSON.stringify(data)}`)),
           error: resolve,
           complete: () => reject(new Error('completed without an error')),
@@ -54,8 +69,8 @@ test('connects with a Bearer token, pings, and gets an error for a subscription'
       );
     });
     assert.ok(Array.isArray(errors), `errors is an array: ${JSON.stringify(errors)}`);
-    assert.match(errors[0].message, /operations cannot run yet/);
-    assert.equal(errors[0].extensions.code, 'NOT_IMPLEMENTED');
+    assert.equal(errors[0].extensions.code, 'GRAPHQL_VALIDATION_FAILED');
+    assert.deepEqual(errors[0].locations, [{ line: 1, column: 16 }]);
 
     // keepAlive makes the client ping; wait for the server's pong.
     const deadline = Date.now() + 5000;

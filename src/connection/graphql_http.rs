@@ -1,0 +1,129 @@
+//! GraphQL over HTTP: `POST /graphql` with a JSON body and `GET /graphql?query=…`.
+//!
+//! Queries only: a subscription needs the WebSocket. The client is authenticated from the
+//! `Authorization` header, the operation prepared by the engine and run as the client's
+//! role and claims. GraphQL errors come back with status 200 in `errors`; authentication
+//! failures with 401, an unreachable database with 503.
+
+use std::sync::Arc;
+
+use simd_json::prelude::*;
+
+use super::{ShardContext, unauthorized};
+use crate::engine::Plan;
+use crate::execute::{self, Failure};
+use crate::graphql::OperationKind;
+use crate::http::{RequestHead, Response, Status, query_param};
+use crate::protocol::{ErrorCode, GraphQLError, OperationRequest, operation_request};
+
+fn errors(status: Status, errors: &[GraphQLError]) -> Response {
+    Response::json(
+        status,
+        format!("{{\"errors\":{}}}", GraphQLError::list_json(errors)),
+    )
+}
+
+fn bad_request(message: impl Into<String>) -> Response {
+    errors(
+        Status::BadRequest,
+        &[GraphQLError::server(ErrorCode::BadRequest, message)],
+    )
+}
+
+/// The request of a `POST`: a JSON object with `query`, `variables`, `operationName`.
+pub fn post_request(head: &RequestHead, body: &[u8]) -> Result<OperationRequest, Response> {
+    let json = head.content_type.as_deref().is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return Err(Response::error(
+            Status::UnsupportedMediaType,
+            "send the request as Content-Type: application/json",
+        ));
+    }
+    let mut bytes = body.to_vec();
+    let value = simd_json::to_borrowed_value(&mut bytes)
+        .map_err(|_| bad_request("the body is not valid JSON"))?;
+    operation_request(Some(&value)).map_err(|why| bad_request(format!("invalid request: {why}")))
+}
+
+/// The request of a `GET`: `query`, `variables` and `operationName` in the URL.
+pub fn get_request(head: &RequestHead) -> Result<OperationRequest, Response> {
+    let params = head.query.as_deref().unwrap_or("");
+    let query = query_param(params, "query")
+        .ok_or_else(|| bad_request("the query parameter is missing"))?;
+    let variables = match query_param(params, "variables").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(text) => {
+            let mut bytes = text.clone().into_bytes();
+            match simd_json::to_borrowed_value(&mut bytes) {
+                Ok(v) if v.is_object() => Some(text),
+                Ok(v) if v.is_null() => None,
+                _ => return Err(bad_request("the variables parameter must be a JSON object")),
+            }
+        }
+    };
+    Ok(OperationRequest {
+        query,
+        variables,
+        operation_name: query_param(params, "operationName").filter(|n| !n.is_empty()),
+    })
+}
+
+/// Runs a query for the client that sent `head`.
+pub async fn respond(
+    shard: &ShardContext,
+    head: &RequestHead,
+    request: OperationRequest,
+) -> Response {
+    let identity = match shard.auth.authenticate(head.authorization.as_deref()) {
+        Ok(identity) => identity,
+        Err(err) => {
+            shard.metrics().error(err.code());
+            return unauthorized(&err);
+        }
+    };
+    let variables = match request.variables.map(|text| {
+        let mut bytes = text.into_bytes();
+        simd_json::to_owned_value(&mut bytes)
+    }) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return bad_request("variables are not valid JSON"),
+    };
+    let engine = Arc::clone(&shard.engine.borrow());
+    let prepared = match engine.prepare(
+        &request.query,
+        variables.as_ref(),
+        request.operation_name.as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(errs) => {
+            for e in &errs {
+                shard.metrics().error(e.code.as_str());
+            }
+            return errors(Status::Ok, &errs);
+        }
+    };
+    if prepared.kind == OperationKind::Subscription {
+        return errors(
+            Status::BadRequest,
+            &[GraphQLError::server(
+                ErrorCode::OperationResolution,
+                "subscriptions run over a WebSocket at this same URL (ws://…/graphql)",
+            )],
+        );
+    }
+    match prepared.plan {
+        Plan::Immediate(data) => Response::json(Status::Ok, format!("{{\"data\":{data}}}")),
+        Plan::Sql { sql, params } => {
+            match execute::run_as(&shard.pool, shard.metrics(), &identity, &sql, &params).await {
+                Ok(data) => Response::json(Status::Ok, format!("{{\"data\":{data}}}")),
+                Err(Failure::Final(e)) => errors(Status::Ok, &[e]),
+                Err(Failure::Unavailable(e)) => errors(Status::ServiceUnavailable, &[e]),
+            }
+        }
+    }
+}

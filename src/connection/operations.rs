@@ -1,0 +1,220 @@
+//! A WebSocket's running operations: what each id is, and how it starts, reports and ends.
+//!
+//! A subscription joins a live query of the shard (sharing its refreshes and its encoded
+//! result with every identical subscription) through a slot of the connection's outbox. A
+//! query runs once in a task of its own and reports back through the outbox. An operation
+//! made only of introspection fields is answered at once.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use simd_json::OwnedValue;
+
+use super::{OpEvent, Outbox, ShardContext, SlotId};
+use crate::auth::Identity;
+use crate::engine::Plan as EnginePlan;
+use crate::execute;
+use crate::graphql::OperationKind;
+use crate::live::{LiveId, LiveKey, Plan, TableRef};
+use crate::protocol::{ErrorCode, GraphQLError, OperationRequest, Session};
+
+enum Op {
+    /// Shares live query `live`; results arrive in `slot`.
+    Subscription { live: LiveId, slot: SlotId },
+    /// Running once; its result arrives as `OpEvent::QueryDone { token }`.
+    Query { token: u64 },
+}
+
+/// What operations need from the connection.
+pub struct Context<'a> {
+    pub shard: &'a Rc<ShardContext>,
+    pub outbox: &'a Rc<Outbox>,
+}
+
+#[derive(Default)]
+pub struct Operations {
+    by_id: HashMap<String, Op>,
+    /// The operation id of each subscription slot, to answer a failed live query.
+    ids: HashMap<SlotId, String>,
+    next_token: u64,
+}
+
+/// `<prefix>{"data":<data>}}`: a `next` (or legacy `data`) message.
+fn result_message(session: &Session, id: &str, data: &str) -> String {
+    let mut m = session.result_prefix(id);
+    m.reserve(data.len() + 10);
+    m.push_str("{\"data\":");
+    m.push_str(data);
+    m.push_str("}}");
+    m
+}
+
+impl Operations {
+    /// Starts operation `id` for `identity`; messages to send right away go to `out`.
+    pub fn start(
+        &mut self,
+        cx: &Context<'_>,
+        session: &mut Session,
+        identity: &Identity,
+        id: String,
+        request: OperationRequest,
+        out: &mut Vec<String>,
+    ) {
+        let variables = match request.variables.map(|text| {
+            let mut bytes = text.into_bytes();
+            simd_json::to_owned_value(&mut bytes)
+        }) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                let e =
+                    GraphQLError::server(ErrorCode::BadVariables, "variables are not valid JSON");
+                out.push(session.error(&id, &[e]));
+                return;
+            }
+        };
+        let engine = Arc::clone(&cx.shard.engine.borrow());
+        let prepared = match engine.prepare(
+            &request.query,
+            variables.as_ref().map(|v: &OwnedValue| v),
+            request.operation_name.as_deref(),
+        ) {
+            Ok(p) => p,
+            Err(errors) => {
+                for e in &errors {
+                    cx.shard.metrics().error(e.code.as_str());
+                }
+                out.push(session.error(&id, &errors));
+                return;
+            }
+        };
+        match (prepared.kind, prepared.plan) {
+            (_, EnginePlan::Immediate(data)) => {
+                out.push(result_message(session, &id, &data));
+                out.push(session.complete(&id));
+            }
+            (OperationKind::Subscription, EnginePlan::Sql { sql, params }) => {
+                let slot = cx
+                    .outbox
+                    .open_slot(session.result_prefix(&id).into_bytes().into_boxed_slice());
+                let key = LiveKey {
+                    operation: sql.as_str().into(),
+                    // PostgreSQL text cannot hold NUL, so it cannot blur two parameter lists.
+                    variables: params.join("\0").into(),
+                    role: identity.role.as_deref().map(Into::into),
+                    claims: identity.claims.as_str().into(),
+                };
+                let tables = prepared
+                    .tables
+                    .iter()
+                    .map(|q| TableRef {
+                        schema: q.schema.clone(),
+                        table: q.name.clone(),
+                    })
+                    .collect();
+                let mut live = cx.shard.live.borrow_mut();
+                let live_id = live.subscribe(
+                    key,
+                    || Plan {
+                        sql,
+                        params,
+                        tables,
+                    },
+                    cx.outbox,
+                    slot,
+                );
+                let metrics = cx.shard.metrics();
+                metrics.subscriptions_active.inc();
+                metrics.live_queries.set(live.len() as u64);
+                self.ids.insert(slot, id.clone());
+                self.by_id.insert(
+                    id,
+                    Op::Subscription {
+                        live: live_id,
+                        slot,
+                    },
+                );
+            }
+            (_, EnginePlan::Sql { sql, params }) => {
+                self.next_token += 1;
+                let token = self.next_token;
+                self.by_id.insert(id, Op::Query { token });
+                let (shard, outbox) = (Rc::clone(cx.shard), Rc::clone(cx.outbox));
+                let identity = identity.clone();
+                glommio::spawn_local(async move {
+                    let result =
+                        execute::run_as(&shard.pool, shard.metrics(), &identity, &sql, &params)
+                            .await
+                            .map_err(|f| f.error().clone());
+                    outbox.report(OpEvent::QueryDone { token, result });
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// The client no longer wants operation `id`.
+    pub fn stop(&mut self, cx: &Context<'_>, id: &str) {
+        match self.by_id.remove(id) {
+            Some(Op::Subscription { live, slot }) => self.leave(cx, live, slot),
+            // A query's result is dropped when it arrives for an id no longer here.
+            Some(Op::Query { .. }) | None => {}
+        }
+    }
+
+    fn leave(&mut self, cx: &Context<'_>, live: LiveId, slot: SlotId) {
+        let mut registry = cx.shard.live.borrow_mut();
+        registry.unsubscribe(live, cx.outbox, slot);
+        cx.outbox.close_slot(slot);
+        self.ids.remove(&slot);
+        let metrics = cx.shard.metrics();
+        metrics.subscriptions_active.dec();
+        metrics.live_queries.set(registry.len() as u64);
+    }
+
+    /// Answers an outcome another task reported.
+    pub fn on_event(&mut self, session: &mut Session, event: OpEvent, out: &mut Vec<String>) {
+        match event {
+            OpEvent::Failed { slot, errors } => {
+                if let Some(id) = self.ids.remove(&slot) {
+                    self.by_id.remove(&id);
+                    out.push(session.error(&id, &errors));
+                }
+            }
+            OpEvent::QueryDone { token, result } => {
+                let Some(id) = self
+                    .by_id
+                    .iter()
+                    .find(|(_, op)| matches!(op, Op::Query { token: t } if *t == token))
+                    .map(|(id, _)| id.clone())
+                else {
+                    return;
+                };
+                self.by_id.remove(&id);
+                match result {
+                    Ok(data) => {
+                        out.push(result_message(session, &id, &data));
+                        out.push(session.complete(&id));
+                    }
+                    Err(e) => out.push(session.error(&id, &[e])),
+                }
+            }
+        }
+    }
+
+    /// The connection is over: leave every live query.
+    pub fn release_all(&mut self, cx: &Context<'_>) {
+        let subscriptions: Vec<(LiveId, SlotId)> = self
+            .by_id
+            .drain()
+            .filter_map(|(_, op)| match op {
+                Op::Subscription { live, slot } => Some((live, slot)),
+                Op::Query { .. } => None,
+            })
+            .collect();
+        for (live, slot) in subscriptions {
+            self.leave(cx, live, slot);
+        }
+    }
+}
