@@ -103,11 +103,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends `subscribe` messages with ids `1..=count` for `query`, in one write.
-    pub async fn subscribe(&mut self, query: &str, count: usize) -> Result<(), String> {
+    /// Sends `subscribe` messages with ids `1..=count` for `query`, in one write; `{n}` in
+    /// the query becomes a row number from 1 to 1000 that follows the subscription's number
+    /// across the run (`first` for id 1).
+    pub async fn subscribe(
+        &mut self,
+        query: &str,
+        first: usize,
+        count: usize,
+    ) -> Result<(), String> {
         let query = query.replace('\\', "\\\\").replace('"', "\\\"");
         let mut out = Vec::new();
         for id in 1..=count {
+            let row = (first + id - 1) % 1000 + 1;
+            let query = query.replace("{n}", &row.to_string());
             let msg =
                 format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"{query}"}}}}"#);
             out.extend_from_slice(&masked_text(msg.as_bytes()));
@@ -182,9 +191,11 @@ pub fn parse_next(text: &[u8]) -> Option<(usize, u64)> {
         .next()?
         .parse()
         .ok()?;
+    // `v` is a bigint, which GraphQL carries as a string (BigInt); the floor sends a number.
     let v = s
         .split("\"v\":")
         .nth(1)?
+        .trim_start_matches('"')
         .chars()
         .take_while(|c| c.is_ascii_digit())
         .collect::<String>()
@@ -202,6 +213,9 @@ mod tests {
         let msg =
             br#"{"id":"17","type":"next","payload":{"data":{"loadtestValues":[{"id":1,"v":42}]}}}"#;
         assert_eq!(parse_next(msg), Some((17, 42)));
+        let bigint =
+            br#"{"id":"2","type":"next","payload":{"data":{"loadtestValues":[{"id":1,"v":"7"}]}}}"#;
+        assert_eq!(parse_next(bigint), Some((2, 7)));
         assert_eq!(
             parse_next(br#"{"id":"1","type":"error","payload":[]}"#),
             None

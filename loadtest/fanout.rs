@@ -17,6 +17,8 @@ use crate::stats::{Histogram, now_ns};
 pub enum Driver {
     /// The floor server's control port: a change is the line `<k>\n`.
     Floor(TcpStream),
+    /// A committed UPDATE through the harness's own PostgreSQL connection.
+    Postgres(crate::writer::Writer),
 }
 
 impl Driver {
@@ -30,6 +32,7 @@ impl Driver {
                     .map_err(|e| format!("floor control: {e}"))?;
                 Ok(at)
             }
+            Driver::Postgres(writer) => writer.change(k),
         }
     }
 }
@@ -108,6 +111,7 @@ pub fn run(args: &FanoutArgs, driver: &mut Driver) -> Result<Report, String> {
                 &(1 + (w as u8 * args.sources) % 250).to_string(),
             ])
             .args(["--sources", &args.sources.to_string()])
+            .args(["--sub-offset", &(w * per * args.subs_per_conn).to_string()])
             .args(["--query", &args.query])
             .args(["--quiet-secs", &args.quiet.as_secs().to_string()]);
         if let Some(t) = &args.token {

@@ -18,6 +18,7 @@ mod fanout;
 mod floor;
 mod stats;
 mod worker;
+mod writer;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -31,7 +32,9 @@ const USAGE: &str = "\
 usage:
   postrust-loadtest idle --url ws://IP:PORT/PATH [--connections N] [--concurrency N]
                          [--sources N] [--hold-secs S] [--server-pid PID]
-  postrust-loadtest fanout --target floor [--connections N] [--subs-per-conn M]
+  postrust-loadtest fanout --target floor|postrust|compare [--scenario shared|distinct]
+                         [--url ws://IP:PORT/graphql --database-url postgres://…]
+                         [--server-pid PID] [--connections N] [--subs-per-conn M]
                          [--workers W] [--sources S] [--writes K] [--interval-ms MS]
                          [--shards N] [--quiet-secs S] [--json]
   postrust-loadtest floor --listen IP:PORT --control IP:PORT [--shards N]";
@@ -133,6 +136,7 @@ fn worker_cmd(flags: &Flags) -> Result<(), String> {
         source_first: flags.get("source-first", 1)?,
         sources: flags.get("sources", 1)?,
         query: flags.required("query")?,
+        sub_offset: flags.get("sub-offset", 0)?,
         token: flags.text("token"),
         quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
     })
@@ -147,13 +151,99 @@ fn free_port() -> Result<u16, String> {
         .ok_or_else(|| "no free port below 32768".to_owned())
 }
 
+/// The subscription every subscriber runs, by scenario.
+fn scenario_query(scenario: &str) -> Result<String, String> {
+    match scenario {
+        // One live query shared by every subscriber.
+        "shared" => {
+            Ok("subscription { loadtestValues(filter: { id: { eq: 1 } }) { id v } }".into())
+        }
+        // One live query per subscriber: each filters on its own row ({n}).
+        "distinct" => {
+            Ok("subscription { loadtestValues(filter: { id: { eq: {n} } }) { id v } }".into())
+        }
+        other => Err(format!(
+            "--scenario {other:?}: expected shared or distinct\n{USAGE}"
+        )),
+    }
+}
+
+/// The statement each change commits, by scenario: the row(s) the subscriptions read.
+fn scenario_write(scenario: &str) -> &'static str {
+    match scenario {
+        "distinct" => "UPDATE loadtest_values SET v = $1::bigint",
+        _ => "UPDATE loadtest_values SET v = $1::bigint WHERE id = 1",
+    }
+}
+
+fn fanout_args(
+    flags: &Flags,
+    label: &str,
+    target: SocketAddr,
+    pid: Option<u32>,
+) -> Result<fanout::FanoutArgs, String> {
+    Ok(fanout::FanoutArgs {
+        label: label.into(),
+        target,
+        path: "/graphql".into(),
+        connections: flags.get("connections", 1000)?,
+        subs_per_conn: flags.get("subs-per-conn", 1)?,
+        workers: flags.get("workers", 2)?,
+        sources: flags.get("sources", 4)?,
+        writes: flags.get("writes", 20)?,
+        interval: Duration::from_millis(flags.get("interval-ms", 100)?),
+        query: scenario_query(&flags.get("scenario", "shared".to_owned())?)?,
+        token: flags.text("token"),
+        server_pid: pid,
+        quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
+    })
+}
+
 fn fanout_cmd(flags: &Flags) -> Result<(), String> {
     let target: String = flags.get("target", "floor".to_owned())?;
-    if target != "floor" {
-        return Err(format!(
-            "--target {target:?}: only 'floor' is available in this build\n{USAGE}"
-        ));
+    let json_only = flags.get("json", false)?;
+    let (floor, ours) = match target.as_str() {
+        "floor" => (Some(run_floor(flags)?), None),
+        "postrust" => (None, Some(run_postrust(flags)?)),
+        "compare" => (Some(run_floor(flags)?), Some(run_postrust(flags)?)),
+        other => {
+            return Err(format!(
+                "--target {other:?}: expected floor, postrust or compare\n{USAGE}"
+            ));
+        }
+    };
+    for report in floor.iter().chain(ours.iter()) {
+        if !json_only {
+            let against = if report.label == "postrust" {
+                floor.as_ref()
+            } else {
+                None
+            };
+            report.print(against);
+        }
+        println!("{}", report.json());
     }
+    if let (Some(f), Some(o)) = (&floor, &ours) {
+        let ratio = |q: f64| o.latency.quantile(q) as f64 / f.latency.quantile(q).max(1) as f64;
+        println!(
+            "{{\"ratio_p50\":{:.3},\"ratio_p99\":{:.3},\"ratio_max\":{:.3}}}",
+            ratio(0.5),
+            ratio(0.99),
+            o.latency.max() as f64 / f.latency.max().max(1) as f64
+        );
+    }
+    let (lost, errors): (u64, u64) = floor
+        .iter()
+        .chain(ours.iter())
+        .fold((0, 0), |(l, e), r| (l + r.lost, e + r.errors));
+    if lost > 0 || errors > 0 {
+        return Err(format!("{lost} lost updates, {errors} errors"));
+    }
+    Ok(())
+}
+
+/// Starts the floor on free ports, runs the scenario against it, stops it.
+fn run_floor(flags: &Flags) -> Result<fanout::Report, String> {
     let shards: usize = flags.get("shards", 2)?;
     let (port, control) = (free_port()?, free_port()?);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -179,38 +269,26 @@ fn fanout_cmd(flags: &Flags) -> Result<(), String> {
         }
     };
     let _ = stream.set_nodelay(true);
-    let args = fanout::FanoutArgs {
-        label: "floor".into(),
-        target: format!("127.0.0.1:{port}").parse().unwrap(),
-        path: "/graphql".into(),
-        connections: flags.get("connections", 1000)?,
-        subs_per_conn: flags.get("subs-per-conn", 1)?,
-        workers: flags.get("workers", 2)?,
-        sources: flags.get("sources", 4)?,
-        writes: flags.get("writes", 20)?,
-        interval: Duration::from_millis(flags.get("interval-ms", 100)?),
-        query: "subscription { loadtestValues { id v } }".into(),
-        token: None,
-        server_pid: Some(floor.id()),
-        quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
-    };
-    let result = fanout::run(&args, &mut fanout::Driver::Floor(stream));
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+    let result = fanout_args(flags, "floor", target, Some(floor.id()))
+        .and_then(|args| fanout::run(&args, &mut fanout::Driver::Floor(stream)));
     let _ = floor.kill();
     let _ = floor.wait();
-    let report = result?;
-    if flags.get("json", false)? {
-        println!("{}", report.json());
-    } else {
-        report.print(None);
-        println!("{}", report.json());
-    }
-    if report.lost > 0 || report.errors > 0 {
-        return Err(format!(
-            "{} lost updates, {} errors",
-            report.lost, report.errors
-        ));
-    }
-    Ok(())
+    result
+}
+
+/// Runs the scenario against a running postrust (`--url`), writing through
+/// `--database-url` to the table of `loadtest/schema.sql`.
+fn run_postrust(flags: &Flags) -> Result<fanout::Report, String> {
+    let (target, _) = parse_url(&flags.required::<String>("url")?)?;
+    let database_url: String = flags.required("database-url")?;
+    let scenario: String = flags.get("scenario", "shared".to_owned())?;
+    let writer = writer::Writer::start(&database_url, scenario_write(&scenario))?;
+    // Start from a known value, so the first result every subscriber sees is 0.
+    writer.change(0)?;
+    let pid = flags.text("server-pid").and_then(|p| p.parse().ok());
+    let args = fanout_args(flags, "postrust", target, pid)?;
+    fanout::run(&args, &mut fanout::Driver::Postgres(writer))
 }
 
 fn idle(flags: &Flags) -> Result<(), String> {

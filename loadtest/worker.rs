@@ -30,7 +30,10 @@ pub struct WorkerArgs {
     /// Source addresses `127.0.0.<first>` onward, `count` of them.
     pub source_first: u8,
     pub sources: u8,
+    /// The subscription; `{n}` becomes the subscription's row number (1 to 1000).
     pub query: String,
+    /// This worker's first subscription number across all workers.
+    pub sub_offset: usize,
     pub token: Option<String>,
     /// How long `finish` waits for stragglers.
     pub quiet: Duration,
@@ -150,7 +153,8 @@ async fn work(args: WorkerArgs, commands: flume::Receiver<String>) -> Result<(),
                     return;
                 }
             };
-            if let Err(e) = conn.subscribe(&args.query, args.subs_per_conn).await {
+            let first = args.sub_offset + c * args.subs_per_conn;
+            if let Err(e) = conn.subscribe(&args.query, first, args.subs_per_conn).await {
                 failure.borrow_mut().get_or_insert(e);
                 return;
             }

@@ -242,7 +242,7 @@ settings! {
     /// Channel the change triggers notify on and the server listens to.
     notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
     /// Window in which changes are gathered into one refresh per live query.
-    refresh_tick: Millis = "POSTRUST_REFRESH_TICK_MS", "5";
+    refresh_tick: Millis = "POSTRUST_REFRESH_TICK_MS", "0";
     /// Pause before a refresh that found the database unreachable is tried again.
     refresh_retry: Millis = "POSTRUST_REFRESH_RETRY_MS", "500";
     /// Change events that may wait for one shard before the leader coalesces them per table.

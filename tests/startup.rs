@@ -161,3 +161,48 @@ fn the_fan_out_harness_runs_against_the_floor_without_loss() {
     );
     assert!(stdout.contains(r#""lost":0,"errors":0"#), "{stdout}");
 }
+
+#[test]
+fn the_fan_out_harness_runs_against_the_server_without_loss() {
+    let cluster = support::pg::cluster();
+    let url = cluster.fresh_database("loadtest");
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest/schema.sql");
+    cluster.psql(&url, &std::fs::read_to_string(schema).unwrap());
+    let server = Server::start_on(&url, &[("POSTRUST_SUBSCRIBE_RATE", "0")]);
+    for (scenario, subs) in [("shared", "600"), ("distinct", "600")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_postrust-loadtest"))
+            .args(["fanout", "--target", "postrust", "--scenario", scenario])
+            .args([
+                "--url",
+                &format!("ws://{}/graphql", server.addr),
+                "--database-url",
+                &url,
+            ])
+            .args([
+                "--connections",
+                "200",
+                "--subs-per-conn",
+                "3",
+                "--workers",
+                "2",
+            ])
+            .args(["--sources", "2", "--writes", "5", "--interval-ms", "50"])
+            .args(["--quiet-secs", "10", "--json"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{scenario}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!(r#""subscriptions":{subs}"#)),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(r#""lost":0,"errors":0"#),
+            "{scenario}: {stdout}"
+        );
+    }
+}

@@ -46,8 +46,14 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
     let slots = Rc::new(Semaphore::new(pacing.concurrency.max(1) as u64));
     loop {
         future::poll_fn(|cx| registry.borrow_mut().poll_dirty(cx)).await;
-        // Changes that arrive in this window join the same refresh.
-        sleep(pacing.tick).await;
+        // Changes that arrive in this window join the same refresh. With no window, still
+        // let the changes already queued on this shard land first. Changes that arrive while
+        // a refresh runs are coalesced anyway: they queue exactly one more refresh.
+        if pacing.tick.is_zero() {
+            future::yield_now().await;
+        } else {
+            sleep(pacing.tick).await;
+        }
         loop {
             let Ok(permit) = slots.acquire_static_permit(1).await else {
                 return;
