@@ -241,6 +241,8 @@ settings! {
     log_level: LogLevel = "POSTRUST_LOG", "info";
     /// Channel the change triggers notify on and the server listens to.
     notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
+    /// Channel on which any notification makes the server reload the catalog (after a migration).
+    schema_channel: String = "POSTRUST_SCHEMA_CHANNEL", "postrust_schema";
     /// Window in which changes are gathered into one refresh per live query.
     refresh_tick: Millis = "POSTRUST_REFRESH_TICK_MS", "0";
     /// Pause before a refresh that found the database unreachable is tried again.

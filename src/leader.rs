@@ -5,7 +5,11 @@
 //! coalesces per table for a shard that lags instead of waiting for it. When the LISTEN
 //! connection comes back after a gap, notifications may have been missed, so every shard is
 //! told to refresh everything.
+//!
+//! It also reloads the catalog, on a notification on `POSTRUST_SCHEMA_CHANNEL` or on SIGHUP
+//! (relayed by the main thread), and hands the new engine to every shard.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -41,60 +45,112 @@ pub async fn load_engine(settings: &pg::Settings, config: &Config) -> Result<Eng
     Ok(Engine::new(catalog, config))
 }
 
-/// Listens for changes and broadcasts them until the shard stops.
-pub async fn run(
-    settings: pg::Settings,
-    channel: String,
-    mut broadcaster: Broadcaster,
-    metrics: &ShardMetrics,
-) {
-    let mut listener = settings.listener(vec![channel.clone()]);
-    loop {
-        let event = if broadcaster.flush() {
-            listener.next().await
-        } else {
-            // A shard is behind: offer its backlog again soon, while still listening.
-            match future::or(async { Some(listener.next().await) }, async {
-                sleep(BACKLOG_RETRY).await;
-                None
-            })
-            .await
-            {
-                Some(event) => event,
-                None => continue,
-            }
-        };
-        match event {
-            Some(ListenerEvent::Notification(n)) => {
-                metrics.notifications.inc();
-                let mut payload = n.payload.into_bytes();
-                let dirty = change::classify(&mut payload);
-                match &dirty {
-                    Dirty::Everything => log::warn!(
-                        "unreadable notification on {channel}: refreshing every live query"
-                    ),
-                    Dirty::Table { table, .. } => {
-                        log::warn!(
+/// What the leader owns.
+pub struct Leader {
+    pub settings: pg::Settings,
+    pub config: Arc<Config>,
+    pub broadcaster: Broadcaster,
+    /// Every shard's channel for a reloaded engine.
+    pub engines: Vec<flume::Sender<Arc<Engine>>>,
+    /// SIGHUP, from the main thread.
+    pub reloads: flume::Receiver<()>,
+}
+
+/// What woke the leader.
+enum Wake {
+    Listener(Option<ListenerEvent>),
+    Reload,
+    /// Time to offer a lagging shard its backlog again.
+    Retry,
+}
+
+impl Leader {
+    /// Listens for changes and schema reloads until the shard stops.
+    pub async fn run(mut self, metrics: &ShardMetrics) {
+        let changes = self.config.notify_channel.clone();
+        let schema = self.config.schema_channel.clone();
+        let mut listener = self
+            .settings
+            .listener(vec![changes.clone(), schema.clone()]);
+        loop {
+            let backlog = !self.broadcaster.flush();
+            let wake = future::or(
+                async { Wake::Listener(listener.next().await) },
+                future::or(
+                    async {
+                        match self.reloads.recv_async().await {
+                            Ok(()) => Wake::Reload,
+                            // The main thread is gone: keep listening until shutdown.
+                            Err(_) => future::pending().await,
+                        }
+                    },
+                    async {
+                        if backlog {
+                            sleep(BACKLOG_RETRY).await;
+                            Wake::Retry
+                        } else {
+                            future::pending().await
+                        }
+                    },
+                ),
+            )
+            .await;
+            match wake {
+                Wake::Retry => {}
+                Wake::Reload => self.reload(metrics).await,
+                Wake::Listener(None) => return,
+                Wake::Listener(Some(ListenerEvent::Notification(n))) if n.channel == schema => {
+                    log::info!("notification on {schema}: reloading the schema");
+                    self.reload(metrics).await;
+                }
+                Wake::Listener(Some(ListenerEvent::Notification(n))) => {
+                    metrics.notifications.inc();
+                    let mut payload = n.payload.into_bytes();
+                    let dirty = change::classify(&mut payload);
+                    match &dirty {
+                        Dirty::Everything => log::warn!(
+                            "unreadable notification on {changes}: refreshing every live query"
+                        ),
+                        Dirty::Table { table, .. } => log::warn!(
                             "unreadable notification for table {table}: refreshing its readers"
-                        )
+                        ),
+                        Dirty::Change(_) => {}
                     }
-                    Dirty::Change(_) => {}
+                    self.broadcaster.publish(dirty);
                 }
-                broadcaster.publish(dirty);
-            }
-            Some(ListenerEvent::Listening { after_gap }) => {
-                if after_gap {
-                    metrics.listen_reconnects.inc();
-                    log::warn!("LISTEN {channel} is back after a gap: refreshing every live query");
-                    broadcaster.publish(Dirty::Everything);
-                } else {
-                    log::info!("listening for changes on {channel}");
+                Wake::Listener(Some(ListenerEvent::Listening { after_gap })) => {
+                    if after_gap {
+                        metrics.listen_reconnects.inc();
+                        log::warn!(
+                            "LISTEN {changes} is back after a gap: refreshing every live query"
+                        );
+                        self.broadcaster.publish(Dirty::Everything);
+                    } else {
+                        log::info!("listening for changes on {changes}");
+                    }
+                }
+                Wake::Listener(Some(ListenerEvent::Lost(err))) => {
+                    log::warn!("the LISTEN connection was lost ({err}); reconnecting")
                 }
             }
-            Some(ListenerEvent::Lost(err)) => {
-                log::warn!("the LISTEN connection was lost ({err}); reconnecting")
+        }
+    }
+
+    /// Reads the catalog again and hands the new engine to every shard; on failure the
+    /// old one stays.
+    async fn reload(&mut self, metrics: &ShardMetrics) {
+        match load_engine(&self.settings, &self.config).await {
+            Ok(engine) => {
+                let engine = Arc::new(engine);
+                for shard in &self.engines {
+                    let _ = shard.send(Arc::clone(&engine));
+                }
+                log::info!("schema reloaded");
             }
-            None => return,
+            Err(err) => {
+                metrics.error("SCHEMA_RELOAD_FAILED");
+                log::error!("schema reload failed, keeping the previous schema: {err}")
+            }
         }
     }
 }

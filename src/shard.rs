@@ -55,8 +55,17 @@ struct ShardStart {
     engine: Arc<Engine>,
     /// Change events from the leader.
     changes: flume::Receiver<Event>,
-    /// Shard 0 only: every shard's change channel, for the leader's broadcaster.
-    leader_of: Option<Vec<flume::Sender<Event>>>,
+    /// New engines from the leader after a schema reload.
+    engines: flume::Receiver<Arc<Engine>>,
+    /// Shard 0 only: what the leader needs.
+    leader_of: Option<Leadership>,
+}
+
+/// The leader's channels: to every shard, and from the main thread.
+struct Leadership {
+    changes: Vec<flume::Sender<Event>>,
+    engines: Vec<flume::Sender<Arc<Engine>>>,
+    reloads: flume::Receiver<()>,
 }
 
 /// Why the server could not start or run.
@@ -116,6 +125,14 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
         .map(|_| flume::bounded::<Event>(config.change_queue.0))
         .unzip();
     let mut change_rxs = change_rxs.into_iter();
+    // A new engine after a schema reload, from the leader to each shard; unbounded because
+    // reloads are rare and each must arrive.
+    let (engine_txs, engine_rxs): (Vec<_>, Vec<_>) = (0..shards)
+        .map(|_| flume::unbounded::<Arc<Engine>>())
+        .unzip();
+    let mut engine_rxs = engine_rxs.into_iter();
+    // The main thread asks the leader to reload on SIGHUP.
+    let (reload_tx, reload_rx) = flume::unbounded::<()>();
     let mut controls = Vec::with_capacity(shards);
     let mut handles = Vec::with_capacity(shards);
     for id in 0..shards {
@@ -130,7 +147,12 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
             settings: settings.clone(),
             engine: Arc::clone(&engine),
             changes: change_rxs.next().expect("one receiver per shard"),
-            leader_of: (id == 0).then(|| change_txs.clone()),
+            engines: engine_rxs.next().expect("one receiver per shard"),
+            leader_of: (id == 0).then(|| Leadership {
+                changes: change_txs.clone(),
+                engines: engine_txs.clone(),
+                reloads: reload_rx.clone(),
+            }),
         };
         let ready_tx = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
@@ -154,7 +176,7 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
     }
     if failure.is_none() {
         log::info!("listening on {} with {shards} shards", config.listen);
-        wait_for_stop_signal(&signals);
+        wait_for_stop_signal(&signals, &reload_tx);
         log::info!("shutting down");
     }
     for control in &controls {
@@ -183,6 +205,15 @@ fn probe_listen_address(addr: SocketAddr) -> Result<SocketAddr, ServeError> {
     probe
         .local_addr()
         .map_err(|err| ServeError::Bind(addr, err))
+}
+
+/// Puts each reloaded engine in place for new operations, and refreshes the live queries:
+/// a view or a column may have changed under them.
+async fn swap_engines(engines: flume::Receiver<Arc<Engine>>, shard: Rc<ShardContext>) {
+    while let Ok(engine) = engines.recv_async().await {
+        *shard.engine.borrow_mut() = engine;
+        shard.live.borrow_mut().mark_all();
+    }
 }
 
 /// Marks the live queries a change event concerns, until the leader goes away.
@@ -248,6 +279,7 @@ async fn shard_main(
         settings,
         engine,
         changes,
+        engines,
         leader_of,
     } = start;
     let listener = match bind(config.listen, config.listen_backlog) {
@@ -274,12 +306,18 @@ async fn shard_main(
     };
     glommio::spawn_local(crate::live::run(Rc::clone(&live), runner, pacing)).detach();
     glommio::spawn_local(apply_changes(changes, Rc::clone(&live))).detach();
-    if let Some(senders) = leader_of {
+    if let Some(lead) = leader_of {
         let metrics = Arc::clone(&all_metrics);
-        let channel = config.notify_channel.clone();
-        let settings = settings.clone();
+        let (settings, config) = (settings.clone(), Arc::clone(&config));
         glommio::spawn_local(async move {
-            crate::leader::run(settings, channel, Broadcaster::new(senders), &metrics[0]).await
+            let leader = crate::leader::Leader {
+                settings,
+                config,
+                broadcaster: Broadcaster::new(lead.changes),
+                engines: lead.engines,
+                reloads: lead.reloads,
+            };
+            leader.run(&metrics[0]).await
         })
         .detach();
     }
@@ -293,6 +331,7 @@ async fn shard_main(
         live,
     });
     let registry: Connections = Rc::default();
+    glommio::spawn_local(swap_engines(engines, Rc::clone(&local))).detach();
     let acceptor = glommio::spawn_local(accept_loop(
         listener,
         Rc::clone(&local),
@@ -402,6 +441,7 @@ fn block_signals() -> Result<SignalSet, ServeError> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(ServeError::Signals(std::io::Error::from_raw_os_error(rc)));
@@ -410,12 +450,23 @@ fn block_signals() -> Result<SignalSet, ServeError> {
     }
 }
 
-fn wait_for_stop_signal(signals: &SignalSet) {
-    let mut signal: libc::c_int = 0;
-    // SAFETY: the set was built by block_signals and outlives the call.
-    let rc = unsafe { libc::sigwait(&signals.0, &mut signal) };
-    if rc == 0 {
+/// Waits for SIGINT or SIGTERM; each SIGHUP on the way asks the leader to reload the
+/// catalog.
+fn wait_for_stop_signal(signals: &SignalSet, reload: &flume::Sender<()>) {
+    loop {
+        let mut signal: libc::c_int = 0;
+        // SAFETY: the set was built by block_signals and outlives the call.
+        let rc = unsafe { libc::sigwait(&signals.0, &mut signal) };
+        if rc != 0 {
+            return;
+        }
+        if signal == libc::SIGHUP {
+            log::info!("SIGHUP: reloading the schema");
+            let _ = reload.send(());
+            continue;
+        }
         log::info!("received signal {signal}");
+        return;
     }
 }
 

@@ -1,0 +1,141 @@
+//! Schema reload: after a migration, a notification on the schema channel or SIGHUP makes
+//! the server serve the new catalog, without dropping its connections.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::server::{Server, exchange};
+use support::ws::{Client, Frame, masked};
+
+fn post(server: &Server, query: &str) -> String {
+    let body = format!(r#"{{"query":"{query}"}}"#);
+    let req = format!(
+        "POST /graphql HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(&mut server.connect(), req.as_bytes())
+}
+
+/// Polls until `query` returns `expected`, or fails after a generous limit.
+fn eventually(server: &Server, query: &str, expected: &str) {
+    let started = Instant::now();
+    loop {
+        let out = post(server, query);
+        if out.ends_with(expected) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never got {expected}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn notify_and_sighup_reload_the_schema_without_dropping_connections() {
+    let cluster = support::pg::cluster();
+    let url = support::gql::demo_database("");
+    let server = Server::start_on(&url, &[]);
+    let (mut ws, _) = Client::upgrade(server.connect(), Some("graphql-transport-ws"));
+    ws.send_text(r#"{"type":"connection_init"}"#);
+    assert_eq!(ws.recv_text(), r#"{"type":"connection_ack"}"#);
+
+    let unknown = post(&server, "{ gadgets { id } }");
+    assert!(unknown.contains("GRAPHQL_VALIDATION_FAILED"), "{unknown}");
+
+    cluster.psql(
+        &url,
+        "CREATE TABLE gadgets (id int PRIMARY KEY); INSERT INTO gadgets VALUES (7); \
+         NOTIFY postrust_schema;",
+    );
+    eventually(
+        &server,
+        "{ gadgets { id } }",
+        r#"{"data":{"gadgets":[{"id":7}]}}"#,
+    );
+
+    cluster.psql(
+        &url,
+        "CREATE TABLE gizmos (id int PRIMARY KEY); INSERT INTO gizmos VALUES (9);",
+    );
+    // SAFETY: plain kill(2) on the server's pid.
+    unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGHUP) };
+    eventually(
+        &server,
+        "{ gizmos { id } }",
+        r#"{"data":{"gizmos":[{"id":9}]}}"#,
+    );
+
+    // The socket opened before both reloads still works, with the new schema.
+    ws.send_raw(&masked(0x89, b"still here"));
+    assert_eq!(ws.recv(), Frame::Pong(b"still here".to_vec()));
+    ws.send_text(
+        r#"{"id":"1","type":"subscribe","payload":{"query":"subscription { gizmos { id } }"}}"#,
+    );
+    assert_eq!(
+        ws.recv_text(),
+        r#"{"id":"1","type":"next","payload":{"data":{"gizmos":[{"id":9}]}}}"#
+    );
+}
+
+#[test]
+fn a_failed_reload_keeps_the_previous_schema() {
+    let cluster = support::pg::cluster();
+    let url = support::gql::demo_database("");
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let server = Server::start_on(&url, &[("POSTRUST_DB_POOL_SIZE", "1")]);
+    // Warm both shards' pools, so queries go on once new connections are refused.
+    for _ in 0..8 {
+        assert!(post(&server, "{ __typename }").ends_with(r#"{"data":{"__typename":"Query"}}"#));
+        post(&server, "{ products(limit: 1) { name } }");
+    }
+    cluster.psql(&url, "CREATE TABLE sprockets (id int PRIMARY KEY)");
+    cluster.psql(
+        &cluster.url,
+        &format!("ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS false"),
+    );
+    // SAFETY: plain kill(2) on the server's pid.
+    unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGHUP) };
+    // The reload cannot connect: wait until it has failed, then the old schema still serves.
+    let started = Instant::now();
+    while !exchange(
+        &mut server.connect(),
+        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .contains("postrust_errors_total{code=\"SCHEMA_RELOAD_FAILED\"} 1\n")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the reload never failed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still_unknown = post(&server, "{ sprockets { id } }");
+    assert!(
+        still_unknown.contains("GRAPHQL_VALIDATION_FAILED"),
+        "{still_unknown}"
+    );
+    let products = post(
+        &server,
+        "{ products(limit: 1, orderBy: {id: ASC}) { name } }",
+    );
+    assert!(
+        products.ends_with(r#"{"data":{"products":[{"name":"Widget"}]}}"#),
+        "{products}"
+    );
+
+    cluster.psql(
+        &cluster.url,
+        &format!("ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS true"),
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGHUP) };
+    eventually(
+        &server,
+        "{ sprockets { id } }",
+        r#"{"data":{"sprockets":[]}}"#,
+    );
+}
