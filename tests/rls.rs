@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::sync::Mutex;
+
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use serde_json::{Value, json};
 use support::gql::{demo_database, psql};
@@ -15,14 +17,21 @@ const SECRET: &str = "rls-integration-secret-0123456789abcdef";
 const AUDIENCE: &str = "postrust-tests";
 const NOTES: &str = "subscription { notes(orderBy: { id: ASC }) { owner body } }";
 
+/// A fresh database with the demo and `file` (relative to the crate) loaded. One at a time:
+/// the fixtures create and alter cluster-wide roles, and two sessions doing that at once can
+/// collide ("duplicate key", "tuple concurrently updated").
+fn database_with(file: &str) -> String {
+    static ROLES: Mutex<()> = Mutex::new(());
+    let sql = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+        .unwrap();
+    let _one_at_a_time = ROLES.lock().unwrap_or_else(|e| e.into_inner());
+    demo_database(&sql)
+}
+
 /// A fresh database with the RLS fixture; returns (superuser URL for the test's own writes,
 /// URL of the non-superuser the server logs in as).
 fn rls_database() -> (String, String) {
-    let fixture = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rls.sql"),
-    )
-    .unwrap();
-    let admin = demo_database(&fixture);
+    let admin = database_with("tests/fixtures/rls.sql");
     let server = admin.replacen("://postgres@", "://rls_authenticator@", 1);
     assert_ne!(admin, server, "the cluster URL names the postgres user");
     (admin, server)
@@ -396,4 +405,39 @@ fn injection_through_values_variables_and_claims_is_inert() {
     }
 
     assert_eq!(psql(&admin, "SELECT count(*) FROM notes"), "3");
+}
+
+#[test]
+fn a_noinherit_login_role_serves_what_the_roles_it_may_become_can_read() {
+    // demo/roles.sql's `authenticator` holds no privileges of its own (NOINHERIT): the
+    // schema must still offer what web_anon and web_user may read.
+    let admin = database_with("demo/roles.sql");
+    let url = admin.replacen("://postgres@", "://authenticator@", 1);
+    let server = Server::start_on(
+        &url,
+        &[
+            ("POSTRUST_JWT_SECRET", SECRET),
+            ("POSTRUST_ANON_ROLE", "web_anon"),
+        ],
+    );
+    let as_user = sign(json!({"role": "web_user"}));
+    let orders = post(&server, &as_user, "{ orders(limit: 1) { id } }");
+    assert!(
+        orders.contains(r#"{"data":{"orders":[{"id":1}]}}"#),
+        "{orders}"
+    );
+    let names = post(&server, &as_user, "{ users(limit: 1) { name } }");
+    assert!(names.contains(r#"{"data":{"users":[{"#), "{names}");
+    // A column no role may read is not in the schema at all.
+    let hidden = post(&server, &as_user, "{ users { email } }");
+    assert!(
+        hidden.contains(r#""code":"GRAPHQL_VALIDATION_FAILED""#),
+        "{hidden}"
+    );
+    // Offered to web_user, refused to web_anon by PostgreSQL.
+    let mut anon = Client::upgrade(server.connect(), Some("graphql-transport-ws")).0;
+    anon.send_text(r#"{"type":"connection_init"}"#);
+    assert_eq!(anon.recv_text(), r#"{"type":"connection_ack"}"#);
+    let errors = query(&mut anon, "1", "{ orders { id } }", None);
+    assert_eq!(codes(&errors), ["FORBIDDEN"], "{errors}");
 }
