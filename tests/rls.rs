@@ -441,3 +441,59 @@ fn a_noinherit_login_role_serves_what_the_roles_it_may_become_can_read() {
     let errors = query(&mut anon, "1", "{ orders { id } }", None);
     assert_eq!(codes(&errors), ["FORBIDDEN"], "{errors}");
 }
+
+#[test]
+fn identical_role_and_claims_share_one_live_query() {
+    let (_admin, url) = rls_database();
+    let server = start(&url, &[("POSTRUST_SHARDS", "1")]);
+    let alice = token("rls_user", "alice");
+    let mut first = connect(&server, &alice);
+    let mut second = connect(&server, &alice);
+    for c in [&mut first, &mut second] {
+        subscribe(c, "n", NOTES, None);
+        assert_eq!(bodies_of(&recv(c), "alice"), ["alice 1", "alice 2"]);
+    }
+    let m = metrics(&server);
+    assert!(m.contains("postrust_live_queries 1\n"), "{m}");
+    assert!(m.contains("postrust_subscriptions 2\n"), "{m}");
+}
+
+#[test]
+fn a_grant_revoked_under_a_live_subscription_ends_it_with_forbidden() {
+    let (admin, url) = rls_database();
+    let server = start(&url, &[]);
+    let mut c = connect(&server, &token("rls_user", "alice"));
+    subscribe(&mut c, "n", NOTES, None);
+    assert_eq!(bodies_of(&recv(&mut c), "alice"), ["alice 1", "alice 2"]);
+    psql(
+        &admin,
+        "REVOKE SELECT ON notes FROM rls_user;
+         INSERT INTO notes (owner, body) VALUES ('alice', 'alice 3');",
+    );
+    let m = recv(&mut c);
+    assert_eq!(
+        (&m["id"], &m["type"]),
+        (&json!("n"), &json!("error")),
+        "{m}"
+    );
+    assert_eq!(codes(&m["payload"]), ["FORBIDDEN"], "{m}");
+    c.send_text(r#"{"type":"ping"}"#);
+    assert_eq!(c.recv_text(), r#"{"type":"pong"}"#);
+}
+
+#[test]
+fn claims_with_quotes_and_backslashes_reach_policies_intact() {
+    let (admin, url) = rls_database();
+    let server = start(&url, &[]);
+    let odd = r#"o'brien "the" \admin\ ålice"#;
+    psql(
+        &admin,
+        &format!(
+            "INSERT INTO notes (owner, body) VALUES ({}, 'odd 1')",
+            support::gql::dollar_quote(odd)
+        ),
+    );
+    let mut c = connect(&server, &token("rls_user", odd));
+    let data = query(&mut c, "1", "{ notes { owner body } }", None);
+    assert_eq!(data["notes"], json!([{"owner": odd, "body": "odd 1"}]));
+}
