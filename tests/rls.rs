@@ -233,7 +233,18 @@ const ALG_NONE: &str = "eyJhbGciOiJub25lIn0.eyJyb2xlIjoicG9zdGdyZXMifQ.";
 
 #[test]
 fn refused_tokens_get_their_code_and_never_reach_postgresql() {
-    let (_admin, url) = rls_database();
+    let (admin, url) = rls_database();
+    // PostgreSQL's own count, beside the server's: statements on notes run as any role but
+    // the superuser that set the database up (scripts/pg-private preloads the module).
+    psql(&admin, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    let notes_statements = || {
+        psql(
+            &admin,
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND userid <> 'postgres'::regrole AND query ILIKE '%notes%'",
+        )
+    };
     let server = start(&url, &[]);
     let now = get_current_timestamp();
     let claims = |extra: Value| {
@@ -302,6 +313,7 @@ fn refused_tokens_get_their_code_and_never_reach_postgresql() {
     }
     let m = metrics(&server);
     assert!(m.contains("postrust_db_statements_total 0\n"), "{m}");
+    assert_eq!(notes_statements(), "0");
     for (code, n) in [
         ("AUTH_BAD_SIGNATURE", 2),
         ("AUTH_WRONG_ALGORITHM", 4),
@@ -319,6 +331,7 @@ fn refused_tokens_get_their_code_and_never_reach_postgresql() {
         "{ok}"
     );
     assert!(metrics(&server).contains("postrust_db_statements_total 1\n"));
+    assert_eq!(notes_statements(), "1");
 }
 
 #[test]
