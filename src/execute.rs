@@ -48,6 +48,16 @@ pub async fn run(
     sql: &str,
     params: &[String],
 ) -> Result<String, Failure> {
+    if role == Some(SERVER_ROLE) {
+        // PostgreSQL would read it as "stay the login role", which may bypass every policy
+        // (a superuser, or a role granted more than any client): never a client's role.
+        let e = GraphQLError::server(
+            ErrorCode::Forbidden,
+            format!("the role \"{SERVER_ROLE}\" is not a role a client may use"),
+        );
+        metrics.error(e.code.as_str());
+        return Err(Failure::Final(e));
+    }
     let params: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
     metrics.db_statements.inc();
     match pool

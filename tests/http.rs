@@ -237,6 +237,19 @@ fn connections_over_the_limit_get_503() {
 }
 
 #[test]
+fn connections_over_the_per_shard_limit_get_503() {
+    let server = Server::start(&[
+        ("POSTRUST_SHARDS", "1"),
+        ("POSTRUST_MAX_CONNECTIONS_PER_SHARD", "1"),
+    ]);
+    let held = server.connect();
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = exchange(&mut server.connect(), b"GET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(status_of(&refused), 503, "{refused}");
+    drop(held);
+}
+
+#[test]
 fn metrics_count_open_connections() {
     let server = Server::start(&[("POSTRUST_SHARDS", "1")]);
     let held: Vec<_> = (0..3).map(|_| server.connect()).collect();

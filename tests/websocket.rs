@@ -348,3 +348,21 @@ fn a_connection_runs_a_bounded_number_of_operations() {
         "room after a complete"
     );
 }
+
+#[test]
+fn an_operation_nested_too_deep_gets_query_too_deep_and_the_socket_stays() {
+    let server = Server::start(&[("POSTRUST_MAX_QUERY_DEPTH", "1")]);
+    let mut c = acknowledged(&server);
+    c.send_text(
+        r#"{"id":"deep","type":"subscribe","payload":{"query":"{ orders { customer { name } } }"}}"#,
+    );
+    let refused = c.recv_text();
+    assert!(
+        refused.starts_with(r#"{"id":"deep","type":"error""#)
+            && refused.contains(r#""code":"QUERY_TOO_DEEP""#),
+        "{refused}"
+    );
+    // One level is within the limit, on the same socket.
+    c.send_text(SUBSCRIBE);
+    assert!(c.recv_text().contains(r#""type":"next""#));
+}

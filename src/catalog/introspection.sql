@@ -1,16 +1,25 @@
 -- The catalog of the exposed schemas as one JSON document. $1: the schemas, text[].
--- Only relations and columns the connecting role may SELECT are listed.
+-- Only relations and columns that some role the connecting role may become can SELECT are
+-- listed: the server runs every client's statements under the client's role, and a login
+-- role set up as NOINHERIT (so that it holds nothing of its own) must still offer what its
+-- client roles may read. PostgreSQL checks each client's own rights when a statement runs.
 WITH RECURSIVE
+may_become AS (
+  SELECT r.oid FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER')
+),
 rels AS (
   SELECT c.oid, n.nspname, c.relname, c.relkind
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = ANY ($1::text[])
-    AND has_schema_privilege(n.oid, 'USAGE')
     AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
     AND NOT c.relispartition
-    AND (has_table_privilege(c.oid, 'SELECT')
-         OR has_any_column_privilege(c.oid, 'SELECT'))
+    AND EXISTS (
+      SELECT 1 FROM may_become m
+      WHERE has_schema_privilege(m.oid, n.oid, 'USAGE')
+        AND (has_table_privilege(m.oid, c.oid, 'SELECT')
+             OR has_any_column_privilege(m.oid, c.oid, 'SELECT'))
+    )
 ),
 -- A type as the schema sees it: domains resolved to their base type, arrays to their
 -- element type plus a flag.
@@ -78,7 +87,8 @@ SELECT json_build_object(
         FROM pg_attribute a
         JOIN type_json tj ON tj.oid = a.atttypid
         WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
-          AND has_column_privilege(r.oid, a.attnum, 'SELECT')
+          AND EXISTS (SELECT 1 FROM may_become m
+                      WHERE has_column_privilege(m.oid, r.oid, a.attnum, 'SELECT'))
       ), '[]'),
       'primaryKey', coalesce((
         SELECT json_agg(a.attname ORDER BY k.ord)
@@ -132,7 +142,7 @@ SELECT json_build_object(
     JOIN pg_namespace n ON n.oid = t.typnamespace
     JOIN pg_class c ON c.oid = t.typrelid AND c.relkind = 'c'
     WHERE n.nspname = ANY ($1::text[]) AND t.typtype = 'c'
-      AND has_schema_privilege(n.oid, 'USAGE')
+      AND EXISTS (SELECT 1 FROM may_become m WHERE has_schema_privilege(m.oid, n.oid, 'USAGE'))
   ), '[]'),
   'enums', coalesce((
     SELECT json_agg(json_build_object(
@@ -145,6 +155,6 @@ SELECT json_build_object(
     FROM pg_type t
     JOIN pg_namespace n ON n.oid = t.typnamespace
     WHERE n.nspname = ANY ($1::text[]) AND t.typtype = 'e'
-      AND has_schema_privilege(n.oid, 'USAGE')
+      AND EXISTS (SELECT 1 FROM may_become m WHERE has_schema_privilege(m.oid, n.oid, 'USAGE'))
   ), '[]')
 )::text
