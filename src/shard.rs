@@ -191,7 +191,7 @@ async fn apply_changes(changes: flume::Receiver<Event>, live: Rc<RefCell<Registr
         let mut live = live.borrow_mut();
         match event {
             Event::Change(c) => {
-                live.mark_table(c.schema.as_deref(), &c.table);
+                live.mark_change(&c);
             }
             Event::Tables(tables) => {
                 for (schema, table) in &tables {

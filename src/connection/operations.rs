@@ -16,7 +16,7 @@ use crate::auth::Identity;
 use crate::engine::Plan as EnginePlan;
 use crate::execute;
 use crate::graphql::OperationKind;
-use crate::live::{LiveId, LiveKey, Plan, TableRef};
+use crate::live::{LiveId, LiveKey, Plan, SkipRule, TableRef};
 use crate::protocol::{ErrorCode, GraphQLError, OperationRequest, Session};
 
 enum Op {
@@ -89,6 +89,12 @@ impl Operations {
                 return;
             }
         };
+        // Built before `prepared.plan` moves out below; only subscriptions need it.
+        let skip = if prepared.kind == OperationKind::Subscription {
+            SkipRule::new(&prepared, &engine.schema().catalog)
+        } else {
+            SkipRule::default()
+        };
         match (prepared.kind, prepared.plan) {
             (_, EnginePlan::Immediate(data)) => {
                 out.push(result_message(session, &id, &data));
@@ -120,6 +126,7 @@ impl Operations {
                         sql,
                         params,
                         tables,
+                        skip,
                     },
                     cx.outbox,
                     slot,
