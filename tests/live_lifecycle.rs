@@ -299,3 +299,40 @@ fn complete_closed_sockets_and_shutdown_free_every_live_query() {
     assert_eq!(closer.join().unwrap(), 1001);
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_live_query_that_fails_for_good_frees_its_subscriptions() {
+    let url = demo_database("");
+    let server = Server::start_on(&url, &[]);
+    let mut c = subscribed(
+        &server,
+        &[
+            ("1", "subscription { users { id email } }"),
+            ("2", "subscription { users { id email } }"),
+        ],
+    );
+    next(&mut c);
+    next(&mut c);
+    // The next refresh cannot run any more: the column it reads is gone.
+    psql(
+        &url,
+        "ALTER TABLE users DROP COLUMN email; UPDATE users SET name = name || '!';",
+    );
+    for _ in 0..2 {
+        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
+        assert_eq!(m["type"], "error", "{m}");
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the failed live query is freed",
+        || {
+            (
+                metric(&server, "postrust_subscriptions"),
+                metric(&server, "postrust_live_queries"),
+            ) == (0, 0)
+        },
+    );
+    // The ids are free again.
+    c.send_text(&subscribe_message("1", "subscription { users { id } }"));
+    assert_eq!(next(&mut c).0, "1");
+}

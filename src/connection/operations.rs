@@ -181,12 +181,25 @@ impl Operations {
     }
 
     /// Answers an outcome another task reported.
-    pub fn on_event(&mut self, session: &mut Session, event: OpEvent, out: &mut Vec<String>) {
+    pub fn on_event(
+        &mut self,
+        cx: &Context<'_>,
+        session: &mut Session,
+        event: OpEvent,
+        out: &mut Vec<String>,
+    ) {
         match event {
             OpEvent::Failed { slot, errors } => {
+                // The registry has already dropped the live query and the outbox the slot;
+                // what is left is this connection's record of it.
                 if let Some(id) = self.ids.remove(&slot) {
                     self.by_id.remove(&id);
                     out.push(session.error(&id, &errors));
+                    let metrics = cx.shard.metrics();
+                    metrics.subscriptions_active.dec();
+                    metrics
+                        .live_queries
+                        .set(cx.shard.live.borrow().len() as u64);
                 }
             }
             OpEvent::QueryDone { token, result } => {
