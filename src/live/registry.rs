@@ -230,8 +230,8 @@ impl Registry {
     }
 
     /// Marks every live query that reads the changed table, except those the change
-    /// provably cannot alter. Returns how many were marked.
-    pub fn mark_change(&mut self, change: &Change) -> usize {
+    /// provably cannot alter. Returns how many were marked and how many skipped.
+    pub fn mark_change(&mut self, change: &Change) -> (usize, usize) {
         let ids: Vec<LiveId> = self
             .by_table
             .get(&change.table)
@@ -243,13 +243,13 @@ impl Registry {
             })
             .unwrap_or_default();
         let mut marked = 0;
-        for id in ids {
-            if !self.get_mut(id).plan.skip.unaffected_by(change) {
-                self.mark(id);
+        for id in &ids {
+            if !self.get_mut(*id).plan.skip.unaffected_by(change) {
+                self.mark(*id);
                 marked += 1;
             }
         }
-        marked
+        (marked, ids.len() - marked)
     }
 
     /// Marks every live query (notifications may have been missed).
@@ -491,11 +491,11 @@ mod tests {
             |payload: &str| crate::change::decode(&mut payload.as_bytes().to_vec()).unwrap();
         let paid =
             change(r#"{"table":"orders","operation":"INSERT","data":{"id":9,"status":"paid"}}"#);
-        assert_eq!(r.mark_change(&paid), 0);
+        assert_eq!(r.mark_change(&paid), (0, 1));
         assert!(!r.has_dirty());
         let pending =
             change(r#"{"table":"orders","operation":"INSERT","data":{"id":9,"status":"pending"}}"#);
-        assert_eq!(r.mark_change(&pending), 1);
+        assert_eq!(r.mark_change(&pending), (1, 0));
         assert!(r.has_dirty());
     }
 
