@@ -55,6 +55,9 @@ pub struct Prepared {
     pub plan: Plan,
     /// Base tables read, schema-qualified, views resolved through `pg_depend`.
     pub tables: BTreeSet<QualifiedName>,
+    /// The tables among `tables` read through a nested relation or a view: a change to one
+    /// of them is never skipped on the strength of a root filter.
+    pub nested_tables: BTreeSet<QualifiedName>,
     /// Each root field's relation and filter, for testing change events against it.
     pub roots: Vec<RootRead>,
 }
@@ -126,6 +129,7 @@ impl Engine {
                 operation_name: op.name,
                 plan: Plan::Immediate(data),
                 tables: BTreeSet::new(),
+                nested_tables: BTreeSet::new(),
                 roots: Vec::new(),
             });
         }
@@ -138,6 +142,7 @@ impl Engine {
                 params: statement.params,
             },
             tables: statement.tables,
+            nested_tables: statement.nested_tables,
             roots: statement.roots,
         })
     }

@@ -8,6 +8,10 @@ usage:
   postrust                       serve GraphQL at POSTRUST_LISTEN (default 0.0.0.0:3000)
   postrust triggers sql [TABLE…]  print the change trigger function, and the statements
                                  that attach it to each TABLE (table or schema.table)
+  postrust triggers install [TABLE…]
+                                 install the function in POSTRUST_DATABASE_URL and attach
+                                 it to each TABLE (default: every table of the schemas in
+                                 POSTRUST_DB_SCHEMAS), notifying on POSTRUST_NOTIFY_CHANNEL
   postrust help                  this text
 
 Settings come from POSTRUST_* environment variables; see tuning.md.";
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
     match args.as_slice() {
         [] | ["serve"] => serve(config),
         ["triggers", "sql", tables @ ..] => print_trigger_sql(&config, tables),
+        ["triggers", "install", tables @ ..] => install_triggers(&config, tables),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -67,4 +72,28 @@ fn print_trigger_sql(config: &Config, tables: &[&str]) -> ExitCode {
     }
     print!("{out}");
     ExitCode::SUCCESS
+}
+
+fn install_triggers(config: &Config, tables: &[&str]) -> ExitCode {
+    let mut names = Vec::with_capacity(tables.len());
+    for table in tables {
+        match TableName::parse(table) {
+            Ok(name) => names.push(name),
+            Err(err) => {
+                eprintln!("postrust: {err}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let channel = &config.notify_channel;
+    let report = |table: &TableName| {
+        println!("installed postrust.notify_change() on {table}, notifying on channel {channel:?}")
+    };
+    match triggers::install_now(config, names, report) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("postrust: triggers install failed, nothing was changed: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -82,6 +82,8 @@ pub struct ShardMetrics {
     pub subscriptions_active: Cell,
     pub live_queries: Cell,
     pub refreshes: Cell,
+    /// Live queries a change left alone because it provably could not alter their result.
+    pub refreshes_skipped: Cell,
     pub refresh_seconds: Histogram,
     pub results_sent: Cell,
     pub results_replaced: Cell,
@@ -150,6 +152,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "counter",
         "Live query refreshes run.",
         total(shards, |s| &s.refreshes),
+    );
+    one(
+        "postrust_refreshes_skipped_total",
+        "counter",
+        "Live queries a change did not mark dirty: its rows are outside every root filter.",
+        total(shards, |s| &s.refreshes_skipped),
     );
     one(
         "postrust_results_sent_total",

@@ -217,12 +217,18 @@ async fn swap_engines(engines: flume::Receiver<Arc<Engine>>, shard: Rc<ShardCont
 }
 
 /// Marks the live queries a change event concerns, until the leader goes away.
-async fn apply_changes(changes: flume::Receiver<Event>, live: Rc<RefCell<Registry>>) {
+async fn apply_changes(
+    changes: flume::Receiver<Event>,
+    live: Rc<RefCell<Registry>>,
+    metrics: Arc<[ShardMetrics]>,
+    index: usize,
+) {
     while let Ok(event) = changes.recv_async().await {
         let mut live = live.borrow_mut();
         match event {
             Event::Change(c) => {
-                live.mark_table(c.schema.as_deref(), &c.table);
+                let (_, skipped) = live.mark_change(&c);
+                metrics[index].refreshes_skipped.add(skipped as u64);
             }
             Event::Tables(tables) => {
                 for (schema, table) in &tables {
@@ -305,7 +311,13 @@ async fn shard_main(
         retry_after: config.db_backoff_max.0.min(config.refresh_retry.0),
     };
     glommio::spawn_local(crate::live::run(Rc::clone(&live), runner, pacing)).detach();
-    glommio::spawn_local(apply_changes(changes, Rc::clone(&live))).detach();
+    glommio::spawn_local(apply_changes(
+        changes,
+        Rc::clone(&live),
+        Arc::clone(&all_metrics),
+        index,
+    ))
+    .detach();
     if let Some(lead) = leader_of {
         let metrics = Arc::clone(&all_metrics);
         let (settings, config) = (settings.clone(), Arc::clone(&config));

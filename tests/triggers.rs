@@ -160,3 +160,106 @@ fn the_project_trigger_adds_schema_old_rows_and_survives_large_rows() {
     assert_eq!(changes[5].operation, Operation::Truncate);
     assert_eq!(cluster.psql(&url, "SELECT count(*) FROM orders"), "0");
 }
+
+/// Runs `postrust triggers install ARGS` against `url`; returns (success, stdout, stderr).
+fn install(url: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .args(["triggers", "install"])
+        .args(args)
+        .env("POSTRUST_DATABASE_URL", url)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// `schema.table` of every table carrying the project's row trigger.
+fn triggered(url: &str) -> Vec<String> {
+    let list = pg::cluster().psql(
+        url,
+        "SELECT string_agg(c.relnamespace::regnamespace || '.' || c.relname, ',' ORDER BY 1) \
+         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+         WHERE t.tgname = 'postrust_notify_row'",
+    );
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn triggers_install_attaches_the_function_to_named_or_all_exposed_tables() {
+    let cluster = pg::cluster();
+    let url = cluster.fresh_database("install");
+    cluster.psql(
+        &url,
+        &format!(
+            "{TABLE} CREATE SCHEMA app; CREATE TABLE app.items (id int PRIMARY KEY); \
+                  CREATE TABLE app.tags (id int PRIMARY KEY); CREATE VIEW app.v AS SELECT 1;"
+        ),
+    );
+
+    let (ok, out, err) = install(&url, &[], &["orders"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "installed postrust.notify_change() on public.orders, notifying on channel \"table_change\"\n"
+    );
+    assert_eq!(triggered(&url), ["public.orders"]);
+    let payloads = notifications(&url, "INSERT INTO orders (status) VALUES ('pending');");
+    assert_eq!(payloads.len(), 1, "{payloads:?}");
+    assert_eq!(decode(&payloads[0]).schema.as_deref(), Some("public"));
+
+    // No table named: every table of the exposed schemas (views are not tables); again
+    // over an installed one, which is replaced rather than doubled.
+    let (ok, out, err) = install(&url, &[("POSTRUST_DB_SCHEMAS", "app,public")], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.contains("on app.items,") && out.contains("on app.tags,"),
+        "{out}"
+    );
+    assert_eq!(triggered(&url), ["app.items", "app.tags", "public.orders"]);
+    let payloads = notifications(&url, "UPDATE orders SET status = 'paid';");
+    assert_eq!(payloads.len(), 1, "one trigger per table: {payloads:?}");
+}
+
+#[test]
+fn triggers_install_fails_with_a_message_and_changes_nothing() {
+    let cluster = pg::cluster();
+    let url = cluster.fresh_database("install_fail");
+    cluster.psql(&url, TABLE);
+    // One table does not exist: the whole installation rolls back.
+    let (ok, out, err) = install(&url, &[], &["orders", "nope"]);
+    assert!(!ok);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("public.nope") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(triggered(&url).is_empty());
+    assert_eq!(
+        cluster.psql(
+            &url,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'postrust'"
+        ),
+        "0"
+    );
+
+    let (ok, _, err) = install(&url, &[("POSTRUST_DB_SCHEMAS", "empty")], &[]);
+    assert!(!ok);
+    assert!(err.contains("no tables in the exposed schemas"), "{err}");
+
+    let (ok, _, err) = install(&url, &[], &["a.b.c"]);
+    assert!(!ok);
+    assert!(err.contains("is not a table name"), "{err}");
+
+    let nowhere = format!(
+        "postgres://postgres@127.0.0.1:{}/x",
+        support::server::free_port()
+    );
+    let (ok, _, err) = install(&nowhere, &[], &["orders"]);
+    assert!(!ok);
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+}

@@ -16,7 +16,7 @@ use crate::auth::Identity;
 use crate::engine::Plan as EnginePlan;
 use crate::execute;
 use crate::graphql::OperationKind;
-use crate::live::{LiveId, LiveKey, Plan, TableRef};
+use crate::live::{LiveId, LiveKey, Plan, SkipRule, TableRef};
 use crate::protocol::{ErrorCode, GraphQLError, OperationRequest, Session};
 
 enum Op {
@@ -89,6 +89,12 @@ impl Operations {
                 return;
             }
         };
+        // Built before `prepared.plan` moves out below; only subscriptions need it.
+        let skip = if prepared.kind == OperationKind::Subscription {
+            SkipRule::new(&prepared, &engine.schema().catalog)
+        } else {
+            SkipRule::default()
+        };
         match (prepared.kind, prepared.plan) {
             (_, EnginePlan::Immediate(data)) => {
                 out.push(result_message(session, &id, &data));
@@ -120,6 +126,7 @@ impl Operations {
                         sql,
                         params,
                         tables,
+                        skip,
                     },
                     cx.outbox,
                     slot,
@@ -174,12 +181,25 @@ impl Operations {
     }
 
     /// Answers an outcome another task reported.
-    pub fn on_event(&mut self, session: &mut Session, event: OpEvent, out: &mut Vec<String>) {
+    pub fn on_event(
+        &mut self,
+        cx: &Context<'_>,
+        session: &mut Session,
+        event: OpEvent,
+        out: &mut Vec<String>,
+    ) {
         match event {
             OpEvent::Failed { slot, errors } => {
+                // The registry has already dropped the live query and the outbox the slot;
+                // what is left is this connection's record of it.
                 if let Some(id) = self.ids.remove(&slot) {
                     self.by_id.remove(&id);
                     out.push(session.error(&id, &errors));
+                    let metrics = cx.shard.metrics();
+                    metrics.subscriptions_active.dec();
+                    metrics
+                        .live_queries
+                        .set(cx.shard.live.borrow().len() as u64);
                 }
             }
             OpEvent::QueryDone { token, result } => {

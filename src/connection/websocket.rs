@@ -387,13 +387,14 @@ impl<'a> WsConn<'a> {
     /// Answers what other tasks reported about this connection's operations.
     fn take_events(&mut self) -> bool {
         let mut any = false;
+        let cx = self.op_context();
         while let Some(event) = self.outbox.take_event() {
             any = true;
             let Some(session) = self.session.as_mut() else {
                 continue;
             };
             let mut out = Vec::new();
-            self.ops.on_event(session, event, &mut out);
+            self.ops.on_event(&cx, session, event, &mut out);
             for message in out {
                 self.send_text(&message);
             }

@@ -170,6 +170,7 @@ mod tests {
                         schema: "public".into(),
                         table: "orders".into(),
                     }],
+                    skip: Default::default(),
                 };
                 registry.borrow_mut().subscribe(key, || plan, &outbox, slot);
                 sleep(Duration::from_millis(60)).await;

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use super::SkipRule;
+use crate::change::Change;
 use crate::connection::{Outbox, SharedPayload, SlotId};
 use crate::protocol::GraphQLError;
 
@@ -35,6 +37,8 @@ pub struct Plan {
     pub params: Vec<String>,
     /// Every base table the statement reads (views resolved, nested relations included).
     pub tables: Vec<TableRef>,
+    /// Which changes provably leave the result as it is.
+    pub skip: SkipRule,
 }
 
 /// A refresh to run: the statement, and who it runs as.
@@ -225,6 +229,29 @@ impl Registry {
         ids.len()
     }
 
+    /// Marks every live query that reads the changed table, except those the change
+    /// provably cannot alter. Returns how many were marked and how many skipped.
+    pub fn mark_change(&mut self, change: &Change) -> (usize, usize) {
+        let ids: Vec<LiveId> = self
+            .by_table
+            .get(&change.table)
+            .map(|list| {
+                list.iter()
+                    .filter(|(s, _)| change.schema.as_deref().is_none_or(|want| want == s))
+                    .map(|(_, id)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut marked = 0;
+        for id in &ids {
+            if !self.get_mut(*id).plan.skip.unaffected_by(change) {
+                self.mark(*id);
+                marked += 1;
+            }
+        }
+        (marked, ids.len() - marked)
+    }
+
     /// Marks every live query (notifications may have been missed).
     pub fn mark_all(&mut self) {
         let ids: Vec<LiveId> = self.by_key.values().copied().collect();
@@ -342,6 +369,7 @@ mod tests {
                     table: (*t).into(),
                 })
                 .collect(),
+            skip: SkipRule::default(),
         }
     }
 
@@ -431,6 +459,44 @@ mod tests {
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"v\":2}".into()));
         assert_eq!(sent(&a), ["A:{\"data\":{\"v\":2}}}"]);
+    }
+
+    #[test]
+    fn a_change_the_skip_rule_clears_marks_nothing() {
+        let catalog = crate::catalog::Catalog::from_json(include_str!(
+            "../../tests/fixtures/demo-catalog.json"
+        ))
+        .unwrap();
+        let engine = crate::engine::Engine::new(
+            catalog,
+            &crate::config::Config::from_lookup(|_| None).unwrap(),
+        );
+        let op = r#"subscription { orders(filter: { status: { eq: "pending" } }) { id } }"#;
+        let prepared = engine.prepare(op, None, None).unwrap();
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let slot = a.open_slot(Box::from(&b"A"[..]));
+        r.subscribe(
+            key(op, "web"),
+            || Plan {
+                skip: SkipRule::new(&prepared, &engine.schema().catalog),
+                ..plan(&["orders"])
+            },
+            &a,
+            slot,
+        );
+        let job = r.take_dirty(1).remove(0);
+        r.finish(job.id, Outcome::Data("{}".into()));
+        let change =
+            |payload: &str| crate::change::decode(&mut payload.as_bytes().to_vec()).unwrap();
+        let paid =
+            change(r#"{"table":"orders","operation":"INSERT","data":{"id":9,"status":"paid"}}"#);
+        assert_eq!(r.mark_change(&paid), (0, 1));
+        assert!(!r.has_dirty());
+        let pending =
+            change(r#"{"table":"orders","operation":"INSERT","data":{"id":9,"status":"pending"}}"#);
+        assert_eq!(r.mark_change(&pending), (1, 0));
+        assert!(r.has_dirty());
     }
 
     #[test]

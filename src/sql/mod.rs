@@ -49,6 +49,9 @@ pub struct Statement {
     pub params: Vec<String>,
     /// Base tables read, schema-qualified; views resolved to the tables under them.
     pub tables: BTreeSet<QualifiedName>,
+    /// The base tables among `tables` read other than as a root field's own rows: through
+    /// a nested relation or through a view. A root filter says nothing about them.
+    pub nested_tables: BTreeSet<QualifiedName>,
     pub roots: Vec<RootRead>,
 }
 
@@ -66,6 +69,8 @@ struct Compiler<'s> {
     schema: &'s Schema,
     params: Params,
     tables: BTreeSet<QualifiedName>,
+    /// See [`Statement::nested_tables`].
+    nested_tables: BTreeSet<QualifiedName>,
     aliases: usize,
     /// The response path of the field being compiled, for errors.
     path: Vec<PathSegment>,
@@ -152,7 +157,7 @@ impl<'s> Compiler<'s> {
             inner,
             object,
             mut columns,
-        } = self.scope(sel, field, rel)?;
+        } = self.scope(sel, field, rel, link.is_none())?;
         let filter = match (sel.arg("filter"), filter::filter_type(schema, &field.args)) {
             (Some(v), Some(ty)) => Filter::from_value(schema, relation, ty, v),
             _ => Filter::All(Vec::new()),
@@ -230,7 +235,7 @@ impl<'s> Compiler<'s> {
             inner,
             object,
             columns,
-        } = self.scope(sel, field, rel)?;
+        } = self.scope(sel, field, rel, false)?;
         let conditions: Vec<String> = there
             .iter()
             .zip(here)
@@ -245,16 +250,21 @@ impl<'s> Compiler<'s> {
         ))
     }
 
-    /// Starts compiling a relation field: records the tables it reads, names its aliases
-    /// and builds the object of one row.
+    /// Starts compiling a relation field (a root field when `at_root`): records the tables
+    /// it reads, names its aliases and builds the object of one row.
     fn scope(
         &mut self,
         sel: &Selected,
         field: &Field,
         rel: usize,
+        at_root: bool,
     ) -> Result<Scope<'s>, GraphQLError> {
         let relation = &self.schema.catalog.relations[rel];
-        self.tables.extend(relation.base_tables());
+        let base = relation.base_tables();
+        if !at_root || base != [relation.name.clone()] {
+            self.nested_tables.extend(base.iter().cloned());
+        }
+        self.tables.extend(base);
         let n = self.alias();
         let (outer, inner) = (format!("t{n}"), format!("s{n}"));
         let mut columns = BTreeSet::new();
@@ -537,6 +547,7 @@ pub fn compile(
         schema,
         params: Params::default(),
         tables: BTreeSet::new(),
+        nested_tables: BTreeSet::new(),
         aliases: 0,
         path: Vec::new(),
         introspect,
@@ -546,6 +557,7 @@ pub fn compile(
         sql: format!("SELECT {data}::text"),
         params: c.params.0,
         tables: c.tables,
+        nested_tables: c.nested_tables,
         roots,
     })
 }

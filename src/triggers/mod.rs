@@ -1,9 +1,13 @@
 //! The project's own change trigger: its SQL, and the statements that attach it to tables.
 //!
 //! `postrust triggers sql` prints [`function_sql`] and, for each table named, the
-//! statements of [`attach_sql`]. The docs page's own `notify_table_change()` trigger keeps
+//! statements of [`attach_sql`]; `postrust triggers install` runs them ([`install`]). The docs page's own `notify_table_change()` trigger keeps
 //! working alongside; this one adds the schema, the old row on UPDATE, TRUNCATE, and stays
 //! under NOTIFY's 8000-byte payload limit (see `notify.sql`).
+
+mod install;
+
+pub use install::install_now;
 
 /// Creates (or replaces) `postrust.notify_change()`.
 pub fn function_sql() -> &'static str {
@@ -48,6 +52,12 @@ impl TableName {
 
     fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod docs;
 pub mod gql;
+pub mod live;
 pub mod logs;
 pub mod pg;
 pub mod relay;
