@@ -159,4 +159,8 @@ impl Runner for PgRunner {
             }
         })
     }
+
+    fn fanned_out(&self, took: std::time::Duration) {
+        self.all_metrics[self.index].fanout_seconds.observe(took);
+    }
 }

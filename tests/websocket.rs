@@ -366,3 +366,32 @@ fn an_operation_nested_too_deep_gets_query_too_deep_and_the_socket_stays() {
     c.send_text(SUBSCRIBE);
     assert!(c.recv_text().contains(r#""type":"next""#));
 }
+
+#[test]
+fn delivered_results_and_fan_out_time_are_counted() {
+    let server = Server::start(&[("POSTRUST_SHARDS", "1")]);
+    let mut c = acknowledged(&server);
+    c.send_text(SUBSCRIBE);
+    assert!(c.recv_text().contains(r#""type":"next""#));
+    let metrics = support::server::exchange(
+        &mut server.connect(),
+        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("\npostrust_results_sent_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\npostrust_fanout_seconds_count 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\npostrust_refreshes_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\npostrust_subscriptions 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\npostrust_live_queries 1\n"), "{metrics}");
+}

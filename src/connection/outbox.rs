@@ -189,7 +189,13 @@ impl Outbox {
     /// anything was written. Results are framed around the shared payload in place, with
     /// no per-subscriber copy of it besides the socket buffer itself.
     pub fn fill(&self, out: &mut Vec<u8>, limit: usize) -> bool {
+        self.fill_counted(out, limit).0
+    }
+
+    /// [`Outbox::fill`], also returning how many results (not messages) it encoded.
+    pub fn fill_counted(&self, out: &mut Vec<u8>, limit: usize) -> (bool, u64) {
         let start = out.len();
+        let mut results = 0;
         let mut inner = self.inner.borrow_mut();
         while out.len() < limit {
             if let Some(m) = inner.messages.pop_front() {
@@ -203,15 +209,16 @@ impl Outbox {
                 slot.queued = false;
                 if let Some(payload) = slot.pending.take() {
                     encode_text_parts(&[&slot.prefix, &payload, b"}"], out);
+                    results += 1;
                 }
             }
         }
-        out.len() > start
+        (out.len() > start, results)
     }
 
-    /// How many results were replaced before they were sent.
-    pub fn replaced(&self) -> u64 {
-        self.replaced.get()
+    /// How many results were replaced before they were sent since the last call.
+    pub fn take_replaced(&self) -> u64 {
+        self.replaced.replace(0)
     }
 }
 
@@ -270,7 +277,8 @@ mod tests {
         outbox.deliver(a, &payload("3"));
         assert_eq!(take_text(&outbox).as_deref(), Some("A:3}"));
         assert_eq!(take_text(&outbox), None);
-        assert_eq!(outbox.replaced(), 2);
+        assert_eq!(outbox.take_replaced(), 2);
+        assert_eq!(outbox.take_replaced(), 0);
     }
 
     #[test]

@@ -199,7 +199,13 @@ impl<'a> WsConn<'a> {
                     self.outbuf.drain(..self.written);
                     self.written = 0;
                 }
-                self.outbox.fill(&mut self.outbuf, batch);
+                let (_, results) = self.outbox.fill_counted(&mut self.outbuf, batch);
+                if results > 0 {
+                    self.metrics.results_sent.add(results);
+                    self.metrics
+                        .results_replaced
+                        .add(self.outbox.take_replaced());
+                }
             }
             if self.written == self.outbuf.len() {
                 break;

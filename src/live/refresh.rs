@@ -27,6 +27,9 @@ pub enum RunResult {
 /// shared by all of the live query's subscribers.
 pub trait Runner {
     fn run<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = RunResult> + 'a>>;
+
+    /// How long handing one result to every subscriber's outbox took.
+    fn fanned_out(&self, took: std::time::Duration);
 }
 
 /// How the loop paces itself.
@@ -66,7 +69,9 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
                 let result = runner.run(&job).await;
                 match result {
                     RunResult::Data(data) => {
+                        let started = std::time::Instant::now();
                         registry.borrow_mut().finish(job.id, Outcome::Data(data));
+                        runner.fanned_out(started.elapsed());
                     }
                     RunResult::Failed(errors) => {
                         let failed = registry
@@ -114,6 +119,8 @@ mod tests {
                 .unwrap_or(RunResult::Data("{}".into()));
             Box::pin(async move { answer })
         }
+
+        fn fanned_out(&self, _took: Duration) {}
     }
 
     fn frames(outbox: &Outbox) -> usize {
