@@ -249,7 +249,7 @@ impl Response {
     /// A short error body: `{"error":"<message>"}`.
     pub fn error(status: Status, message: &str) -> Response {
         let mut body = String::from("{\"error\":");
-        push_json_string(&mut body, message);
+        crate::graphql::json::quote(message, &mut body);
         body.push('}');
         Response::json(status, body)
     }
@@ -288,25 +288,6 @@ impl Response {
             out.extend_from_slice(&self.body);
         }
     }
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// The value of parameter `name` in a query string, percent-decoded (`+` is a space).

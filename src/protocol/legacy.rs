@@ -9,7 +9,7 @@ use simd_json::prelude::*;
 
 use super::transport::close;
 use super::{Action, GraphQLError, credentials, operation_request, typed_message};
-use crate::http::push_json_string;
+use crate::graphql::json::quote;
 use crate::websocket::close_code;
 
 /// The keep-alive message, sent right after `connection_ack` and then periodically.
@@ -36,10 +36,10 @@ fn error_message(kind: &str, id: Option<&str>, message: &str) -> String {
     let mut out = format!("{{\"type\":\"{kind}\"");
     if let Some(id) = id {
         out.push_str(",\"id\":");
-        push_json_string(&mut out, id);
+        quote(id, &mut out);
     }
     out.push_str(",\"payload\":{\"message\":");
-    push_json_string(&mut out, message);
+    quote(message, &mut out);
     out.push_str("}}");
     out
 }
@@ -145,11 +145,11 @@ impl LegacySession {
     pub fn error(&mut self, id: &str, errors: &[GraphQLError]) -> String {
         self.finish(id);
         let mut out = String::from("{\"id\":");
-        push_json_string(&mut out, id);
+        quote(id, &mut out);
         out.push_str(",\"type\":\"error\",\"payload\":{\"message\":");
-        push_json_string(
-            &mut out,
+        quote(
             errors.first().map_or("error", |e| e.message.as_str()),
+            &mut out,
         );
         out.push_str(",\"errors\":");
         out.push_str(&GraphQLError::list_json(errors));

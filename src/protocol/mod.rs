@@ -16,8 +16,8 @@ pub mod transport;
 use simd_json::BorrowedValue;
 use simd_json::prelude::*;
 
+use crate::graphql::json::quote;
 pub use crate::graphql::{ErrorCode, GraphQLError};
-use crate::http::push_json_string;
 use crate::websocket::SubProtocol;
 
 /// What a client asked to run: the `payload` of `subscribe` (or legacy `start`).
@@ -119,7 +119,7 @@ impl Session {
         };
         let mut out = String::with_capacity(id.len() + 32);
         out.push_str("{\"id\":");
-        push_json_string(&mut out, id);
+        quote(id, &mut out);
         out.push_str(",\"type\":\"");
         out.push_str(kind);
         out.push_str("\",\"payload\":");
@@ -154,7 +154,7 @@ impl Session {
 
 fn complete_message(id: &str) -> String {
     let mut out = String::from("{\"id\":");
-    push_json_string(&mut out, id);
+    quote(id, &mut out);
     out.push_str(",\"type\":\"complete\"}");
     out
 }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use simd_json::prelude::*;
 
 use super::{Action, GraphQLError, credentials, operation_request, optional_object, typed_message};
-use crate::http::push_json_string;
+use crate::graphql::json::quote;
 
 /// Close codes of the protocol.
 pub mod close {
@@ -161,7 +161,7 @@ impl TransportSession {
     pub fn error(&mut self, id: &str, errors: &[GraphQLError]) -> String {
         self.finish(id);
         let mut out = String::from("{\"id\":");
-        push_json_string(&mut out, id);
+        quote(id, &mut out);
         out.push_str(",\"type\":\"error\",\"payload\":");
         out.push_str(&GraphQLError::list_json(errors));
         out.push('}');
