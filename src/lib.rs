@@ -23,6 +23,19 @@
 //! The compiled operation also names the base tables it reads and keeps each root field's
 //! filter, which `sql::eval` tests change events against without a query.
 //!
+//! A committed change travels from PostgreSQL to every subscriber like this:
+//!
+//! ```text
+//! NOTIFY ─▶ leader     the one LISTEN connection (shard 0); also reloads the catalog
+//!        ─▶ change     the payload decoded once (docs page's trigger or the project's)
+//!        ─▶ broadcast  to every shard over bounded channels, coalesced per table if one lags
+//!        ─▶ live       the shard's live queries reading that table are marked dirty (or
+//!                      skipped when their root filter provably excludes the rows), refreshed
+//!                      through `execute` as their role and claims, compared with the last
+//!                      result, and a changed result is encoded once
+//!        ─▶ connection each subscriber's outbox slot (latest wins), framed as the socket drains
+//! ```
+//!
 //! The schema they read is generated once per catalog:
 //!
 //! - [`catalog`]: the introspection query over `pg_catalog` and its JSON result.
@@ -42,6 +55,8 @@
 //! - [`pg`]: our PostgreSQL client on glommio sockets: connect and authenticate, pipelined
 //!   parameterized queries run under a subscriber's role and claims, the per-shard pool and
 //!   the LISTEN connection that feeds the change stream.
+//! - [`execute`]: runs a compiled statement as a client (role, claims) and maps failures.
+//! - [`metrics`]: per-shard counters served at `GET /metrics`.
 //!
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
