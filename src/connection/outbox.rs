@@ -185,16 +185,10 @@ impl Outbox {
     }
 
     /// Encodes queued frames into `out` until it holds at least `limit` bytes or nothing is
-    /// left: messages first, then results in the order they became ready. Returns whether
-    /// anything was written. Results are framed around the shared payload in place, with
-    /// no per-subscriber copy of it besides the socket buffer itself.
-    pub fn fill(&self, out: &mut Vec<u8>, limit: usize) -> bool {
-        self.fill_counted(out, limit).0
-    }
-
-    /// [`Outbox::fill`], also returning how many results (not messages) it encoded.
-    pub fn fill_counted(&self, out: &mut Vec<u8>, limit: usize) -> (bool, u64) {
-        let start = out.len();
+    /// left: messages first, then results in the order they became ready. Returns how many
+    /// results (messages not counted) it encoded. Results are framed around the shared
+    /// payload in place, with no per-subscriber copy of it besides the socket buffer.
+    pub fn fill(&self, out: &mut Vec<u8>, limit: usize) -> u64 {
         let mut results = 0;
         let mut inner = self.inner.borrow_mut();
         while out.len() < limit {
@@ -213,7 +207,7 @@ impl Outbox {
                 }
             }
         }
-        (out.len() > start, results)
+        results
     }
 
     /// How many results were replaced before they were sent since the last call.
@@ -233,7 +227,8 @@ mod tests {
     /// The text of every frame `fill` writes, one frame at a time.
     fn take_text(outbox: &Outbox) -> Option<String> {
         let mut out = Vec::new();
-        if !outbox.fill(&mut out, 1) {
+        outbox.fill(&mut out, 1);
+        if out.is_empty() {
             return None;
         }
         assert_eq!(out[0], 0x81, "one unfragmented text frame");
@@ -256,16 +251,16 @@ mod tests {
             outbox.deliver(*s, &big);
         }
         let mut out = Vec::new();
-        assert!(outbox.fill(&mut out, 400));
+        assert_eq!(outbox.fill(&mut out, 400), 2);
         assert_eq!(
             out.len(),
             2 * (4 + 2 + 300 + 1),
             "two frames reach the limit"
         );
         out.clear();
-        assert!(outbox.fill(&mut out, 400));
+        assert_eq!(outbox.fill(&mut out, 400), 1);
         assert_eq!(out.len(), 4 + 2 + 300 + 1);
-        assert!(!outbox.fill(&mut out, 4000));
+        assert_eq!(outbox.fill(&mut out, 4000), 0);
     }
 
     #[test]
@@ -279,6 +274,15 @@ mod tests {
         assert_eq!(take_text(&outbox), None);
         assert_eq!(outbox.take_replaced(), 2);
         assert_eq!(outbox.take_replaced(), 0);
+    }
+
+    #[test]
+    fn messages_are_written_but_not_counted_as_results() {
+        let outbox = Outbox::default();
+        outbox.push_message("ack".into());
+        let mut out = Vec::new();
+        assert_eq!(outbox.fill(&mut out, usize::MAX), 0);
+        assert_eq!(out, b"\x81\x03ack");
     }
 
     #[test]

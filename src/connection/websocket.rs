@@ -199,7 +199,7 @@ impl<'a> WsConn<'a> {
                     self.outbuf.drain(..self.written);
                     self.written = 0;
                 }
-                let (_, results) = self.outbox.fill_counted(&mut self.outbuf, batch);
+                let results = self.outbox.fill(&mut self.outbuf, batch);
                 if results > 0 {
                     self.metrics.results_sent.add(results);
                     self.metrics

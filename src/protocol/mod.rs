@@ -80,14 +80,6 @@ impl Session {
         }
     }
 
-    /// Whether `connection_init` has been accepted.
-    pub fn is_acknowledged(&self) -> bool {
-        match self {
-            Session::Transport(s) => s.is_acknowledged(),
-            Session::Legacy(s) => s.is_acknowledged(),
-        }
-    }
-
     /// The connection accepted `connection_init`.
     pub fn accept_init(&mut self, out: &mut Vec<Action>) {
         match self {
