@@ -165,6 +165,24 @@ fn graphql_over_http_post_and_get() {
         get.ends_with(r#"{"data":{"products":[{"name":"Widget"}]}}"#),
         "{get}"
     );
+    // Variables in the URL: an object is used, anything else is a bad request.
+    let with_variables = exchange(
+        &mut server.connect(),
+        b"GET /graphql?query=query%20(%24n%3A%20Int)%20%7B%20products(orderBy%3A%20%7Bid%3A%20ASC%7D%2C%20limit%3A%20%24n)%20%7B%20name%20%7D%20%7D&variables=%7B%22n%22%3A1%7D HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        with_variables.ends_with(r#"{"data":{"products":[{"name":"Widget"}]}}"#),
+        "{with_variables}"
+    );
+    let bad_variables = exchange(
+        &mut server.connect(),
+        b"GET /graphql?query=%7B__typename%7D&variables=%5B1%5D HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&bad_variables), 400, "{bad_variables}");
+    assert!(
+        bad_variables.contains(r#""code":"BAD_REQUEST""#),
+        "{bad_variables}"
+    );
     let typename = exchange(
         &mut server.connect(),
         b"GET /graphql?query=%7B__typename%7D HTTP/1.1\r\nConnection: close\r\n\r\n",

@@ -57,9 +57,9 @@ pub fn get_request(head: &RequestHead) -> Result<OperationRequest, Response> {
     let variables = match query_param(params, "variables").filter(|v| !v.is_empty()) {
         None => None,
         Some(text) => {
-            let mut bytes = text.clone().into_bytes();
-            match simd_json::to_borrowed_value(&mut bytes) {
-                Ok(v) if v.is_object() => Some(text),
+            let mut bytes = text.into_bytes();
+            match simd_json::to_owned_value(&mut bytes) {
+                Ok(v) if v.is_object() => Some(v),
                 Ok(v) if v.is_null() => None,
                 _ => return Err(bad_request("the variables parameter must be a JSON object")),
             }
@@ -85,18 +85,10 @@ pub async fn respond(
             return unauthorized(&err);
         }
     };
-    let variables = match request.variables.map(|text| {
-        let mut bytes = text.into_bytes();
-        simd_json::to_owned_value(&mut bytes)
-    }) {
-        None => None,
-        Some(Ok(v)) => Some(v),
-        Some(Err(_)) => return bad_request("variables are not valid JSON"),
-    };
     let engine = Arc::clone(&shard.engine.borrow());
     let prepared = match engine.prepare(
         &request.query,
-        variables.as_ref(),
+        request.variables.as_ref(),
         request.operation_name.as_deref(),
     ) {
         Ok(p) => p,

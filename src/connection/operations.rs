@@ -9,15 +9,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use simd_json::OwnedValue;
-
 use super::{OpEvent, Outbox, ShardContext, SlotId};
 use crate::auth::Identity;
 use crate::engine::Plan as EnginePlan;
 use crate::execute;
 use crate::graphql::OperationKind;
 use crate::live::{LiveId, LiveKey, Plan, SkipRule, TableRef};
-use crate::protocol::{ErrorCode, GraphQLError, OperationRequest, Session};
+use crate::protocol::{OperationRequest, Session};
 
 enum Op {
     /// Shares live query `live`; results arrive in `slot`.
@@ -61,23 +59,10 @@ impl Operations {
         request: OperationRequest,
         out: &mut Vec<String>,
     ) {
-        let variables = match request.variables.map(|text| {
-            let mut bytes = text.into_bytes();
-            simd_json::to_owned_value(&mut bytes)
-        }) {
-            None => None,
-            Some(Ok(v)) => Some(v),
-            Some(Err(_)) => {
-                let e =
-                    GraphQLError::server(ErrorCode::BadVariables, "variables are not valid JSON");
-                out.push(session.error(&id, &[e]));
-                return;
-            }
-        };
         let engine = Arc::clone(&cx.shard.engine.borrow());
         let prepared = match engine.prepare(
             &request.query,
-            variables.as_ref().map(|v: &OwnedValue| v),
+            request.variables.as_ref(),
             request.operation_name.as_deref(),
         ) {
             Ok(p) => p,

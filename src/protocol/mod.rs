@@ -13,8 +13,8 @@
 pub mod legacy;
 pub mod transport;
 
-use simd_json::BorrowedValue;
 use simd_json::prelude::*;
+use simd_json::{BorrowedValue, OwnedValue};
 
 use crate::graphql::json::quote;
 pub use crate::graphql::{ErrorCode, GraphQLError};
@@ -24,8 +24,8 @@ use crate::websocket::SubProtocol;
 #[derive(Debug, Clone, PartialEq)]
 pub struct OperationRequest {
     pub query: String,
-    /// `variables` as JSON object text, if given and not null.
-    pub variables: Option<String>,
+    /// `variables`, an object, if given and not null.
+    pub variables: Option<OwnedValue>,
     pub operation_name: Option<String>,
 }
 
@@ -172,7 +172,7 @@ pub fn operation_request(payload: Option<&BorrowedValue<'_>>) -> Result<Operatio
     let variables = match payload.get("variables") {
         None => None,
         Some(v) if v.is_null() => None,
-        Some(v) if v.is_object() => Some(v.encode()),
+        Some(v) if v.is_object() => Some(OwnedValue::from(v.clone())),
         Some(_) => return Err("the 'payload.variables' property must be an object".into()),
     };
     let operation_name = match payload.get("operationName") {
@@ -241,7 +241,10 @@ mod tests {
         };
         let ok = parse(r#"{"query":"{ a }","variables":{"x":1},"operationName":"Q"}"#).unwrap();
         assert_eq!(ok.query, "{ a }");
-        assert_eq!(ok.variables.as_deref(), Some(r#"{"x":1}"#));
+        assert_eq!(
+            ok.variables.map(|v| v.encode()).as_deref(),
+            Some(r#"{"x":1}"#)
+        );
         assert_eq!(ok.operation_name.as_deref(), Some("Q"));
         let nulls = parse(r#"{"query":"{ a }","variables":null,"operationName":null}"#).unwrap();
         assert_eq!((nulls.variables, nulls.operation_name), (None, None));
