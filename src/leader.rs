@@ -117,6 +117,7 @@ impl Leader {
                         Dirty::Change(_) => {}
                     }
                     self.broadcaster.publish(dirty);
+                    metrics.changes_coalesced.set(self.broadcaster.coalesced());
                 }
                 Wake::Listener(Some(ListenerEvent::Listening { after_gap })) => {
                     if after_gap {

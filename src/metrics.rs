@@ -89,6 +89,8 @@ pub struct ShardMetrics {
     pub results_replaced: Cell,
     pub fanout_seconds: Histogram,
     pub notifications: Cell,
+    /// Change events the leader folded into per-table events because a shard lagged.
+    pub changes_coalesced: Cell,
     pub listen_reconnects: Cell,
     pub db_statements: Cell,
     errors: Mutex<BTreeMap<&'static str, u64>>,
@@ -176,6 +178,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "counter",
         "Change notifications received.",
         total(shards, |s| &s.notifications),
+    );
+    one(
+        "postrust_changes_coalesced_total",
+        "counter",
+        "Change events folded into per-table events because a shard lagged behind the leader.",
+        total(shards, |s| &s.changes_coalesced),
     );
     one(
         "postrust_listen_reconnects_total",

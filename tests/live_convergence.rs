@@ -87,6 +87,9 @@ fn every_subscriber_converges_with_the_project_trigger_skipping_refreshes() {
 fn every_subscriber_converges_when_changes_coalesce_for_lagging_shards() {
     let (url, server, rng) = setup(&[("POSTRUST_CHANGE_QUEUE", "2")]);
     random_writes_converge(&url, &server, rng);
+    let coalesced = support::live::metric(&server, "postrust_changes_coalesced_total");
+    eprintln!("{coalesced} change events coalesced");
+    assert!(coalesced > 0, "the shards lagged and the leader coalesced");
 }
 
 fn random_writes_converge(url: &str, server: &Server, mut rng: Rng) {
