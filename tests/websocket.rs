@@ -395,3 +395,23 @@ fn delivered_results_and_fan_out_time_are_counted() {
     );
     assert!(metrics.contains("\npostrust_live_queries 1\n"), "{metrics}");
 }
+
+#[test]
+fn shutdown_does_not_wait_past_its_grace_for_a_silent_client() {
+    // The client never answers the close frame; the close timeout alone would keep the
+    // socket for a minute, the shutdown grace ends it after 300 ms.
+    let server = Server::start(&[
+        ("POSTRUST_CLOSE_TIMEOUT_MS", "60000"),
+        ("POSTRUST_SHUTDOWN_GRACE_MS", "300"),
+    ]);
+    let mut silent = acknowledged(&server);
+    let started = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(silent.recv_close(), (1001, "server shutting down".into()));
+}
