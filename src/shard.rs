@@ -12,7 +12,6 @@
 //! waits up to the shutdown grace for the close handshakes, and returns.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::auth::Auth;
 use crate::broadcast::{Broadcaster, Event};
 use crate::config::Config;
-use crate::connection::{self, Outbox, ShardContext};
+use crate::connection::{self, ShardContext};
 use crate::engine::Engine;
 use crate::execute::PgRunner;
 use crate::live::{Pacing, Registry};
@@ -255,9 +254,6 @@ fn bind(addr: SocketAddr, backlog: usize) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
-/// The connections a shard owns, by id, so shutdown can reach them.
-type Connections = Rc<RefCell<HashMap<u64, Rc<Outbox>>>>;
-
 /// Loads the catalog on the main thread before the shards start, on a short-lived executor.
 fn load_engine_now(settings: &pg::Settings, config: &Config) -> Result<Engine, ServeError> {
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
@@ -341,27 +337,23 @@ async fn shard_main(
         engine: RefCell::new(engine),
         pool,
         live,
+        connections: RefCell::default(),
     });
-    let registry: Connections = Rc::default();
     glommio::spawn_local(swap_engines(engines, Rc::clone(&local))).detach();
-    let acceptor = glommio::spawn_local(accept_loop(
-        listener,
-        Rc::clone(&local),
-        Rc::clone(&registry),
-    ));
+    let acceptor = glommio::spawn_local(accept_loop(listener, Rc::clone(&local)));
 
     // Either Shutdown or the main thread going away ends the shard.
     let _ = control.recv_async().await;
     drop(acceptor);
-    let open = registry.borrow().len();
-    for outbox in registry.borrow().values() {
+    let open = local.connections.borrow().len();
+    for outbox in local.connections.borrow().values() {
         outbox.go_away();
     }
     let deadline = Instant::now() + local.config.shutdown_grace.0;
-    while !registry.borrow().is_empty() && Instant::now() < deadline {
+    while !local.connections.borrow().is_empty() && Instant::now() < deadline {
         sleep(DRAIN_POLL).await;
     }
-    let left = registry.borrow().len();
+    let left = local.connections.borrow().len();
     if left > 0 {
         log::warn!("{left} of {open} connections did not close within the shutdown grace");
     }
@@ -377,7 +369,7 @@ fn connection_cap(config: &Config) -> usize {
     unlimited(config.max_connections_per_shard).min(share)
 }
 
-async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: Connections) {
+async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>) {
     let cap = connection_cap(&shard.config);
     let mut next_id: u64 = 0;
     let mut last_refusal_log: Option<Instant> = None;
@@ -390,7 +382,7 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: C
                 continue;
             }
         };
-        if registry.borrow().len() >= cap {
+        if shard.connections.borrow().len() >= cap {
             // Refused with a response rather than a reset, so clients (graphql-ws retries
             // on it) and operators can tell a full server from a dead one.
             if last_refusal_log.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
@@ -404,19 +396,9 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, registry: C
             continue;
         }
         next_id += 1;
-        let id = next_id;
-        let outbox = Rc::new(Outbox::default());
-        registry.borrow_mut().insert(id, Rc::clone(&outbox));
-        let shard = Rc::clone(&shard);
-        let registry = Rc::clone(&registry);
         shard.metrics().connections_accepted.inc();
-        shard.metrics().connections_open.inc();
-        glommio::spawn_local(async move {
-            connection::serve(Rc::clone(&shard), stream, outbox).await;
-            registry.borrow_mut().remove(&id);
-            shard.metrics().connections_open.dec();
-        })
-        .detach();
+        let conn = connection::Registered::new(Rc::clone(&shard), next_id);
+        glommio::spawn_local(connection::serve(conn, stream)).detach();
     }
 }
 

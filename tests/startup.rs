@@ -54,15 +54,23 @@ fn starts_as_an_unprivileged_user_under_an_8_mib_memlock_limit() {
 #[test]
 fn every_shard_listens_with_the_configured_backlog() {
     let server = Server::start(&[("POSTRUST_SHARDS", "2"), ("POSTRUST_LISTEN_BACKLOG", "77")]);
-    let out = Command::new("ss")
-        .args(["-ltnH", &format!("sport = :{}", server.addr.port())])
-        .output()
-        .expect("run ss");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let backlogs: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2))
-        .collect();
+    // `/health` answers once the first shard listens; the second may bind a moment later.
+    let started = std::time::Instant::now();
+    let (text, backlogs) = loop {
+        let out = Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{}", server.addr.port())])
+            .output()
+            .expect("run ss");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let backlogs: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+            .collect();
+        if backlogs.len() >= 2 || started.elapsed() > support::LIMIT {
+            break (text, backlogs);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert_eq!(
         backlogs,
         ["77", "77"],

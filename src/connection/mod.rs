@@ -16,6 +16,7 @@ mod websocket;
 pub use outbox::{OpEvent, Outbox, SharedPayload, SlotId};
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_lite::future;
@@ -47,6 +48,8 @@ pub struct ShardContext {
     pub pool: Pool,
     /// This shard's live queries.
     pub live: Rc<RefCell<Registry>>,
+    /// The shard's open connections, by id (see [`Registered`]).
+    pub connections: RefCell<HashMap<u64, Rc<Outbox>>>,
 }
 
 impl ShardContext {
@@ -89,42 +92,65 @@ enum End {
     Io(std::io::Error),
 }
 
-/// Serves one accepted socket until it closes.
-pub async fn serve(shard: Rc<ShardContext>, stream: TcpStream, outbox: Rc<Outbox>) {
+/// An open connection's place in its shard: its entry in the shard's table of connections
+/// (through which shutdown reaches its outbox) and its count in the metrics. Both are given
+/// up when this is dropped, whichever phase the connection ends in.
+pub struct Registered {
+    pub shard: Rc<ShardContext>,
+    pub outbox: Rc<Outbox>,
+    id: u64,
+}
+
+impl Registered {
+    pub fn new(shard: Rc<ShardContext>, id: u64) -> Registered {
+        let outbox = Rc::new(Outbox::default());
+        shard
+            .connections
+            .borrow_mut()
+            .insert(id, Rc::clone(&outbox));
+        shard.metrics().connections_open.inc();
+        Registered { shard, outbox, id }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shard.connections.borrow_mut().remove(&self.id);
+        self.shard.metrics().connections_open.dec();
+    }
+}
+
+/// Serves one accepted socket until it closes or becomes a WebSocket, which goes on in a
+/// task of its own: a task's future is as large as its largest state, and the HTTP phase's
+/// buffers must not stay with a WebSocket that lives for days.
+pub async fn serve(conn: Registered, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
     let _ = stream.set_nodelay(true);
-    // Boxed so that its buffers live only as long as the HTTP phase: a task's future is as
-    // large as its largest state, and a WebSocket may live for days.
-    let end = Box::pin(serve_http(stream, &shard, &outbox)).await;
-    match end {
+    match serve_http(stream, &conn.shard, &conn.outbox).await {
         End::Upgraded {
             stream,
             leftover,
             protocol,
             authorization,
         } => {
+            let metrics = conn.shard.metrics();
             match protocol {
                 Some(crate::websocket::SubProtocol::TransportWs) => {
-                    shard.metrics().websockets_transport.inc()
+                    metrics.websockets_transport.inc()
                 }
-                Some(crate::websocket::SubProtocol::Legacy) => {
-                    shard.metrics().websockets_legacy.inc()
-                }
+                Some(crate::websocket::SubProtocol::Legacy) => metrics.websockets_legacy.inc(),
                 None => {}
             }
-            websocket::WsConn::new(websocket::Upgrade {
+            log::debug!("{peer}: upgraded to a websocket");
+            websocket::spawn(websocket::Upgrade {
                 stream,
                 leftover,
                 protocol,
                 authorization,
-                shard: &shard,
-                outbox: &outbox,
-            })
-            .run()
-            .await;
-            log::debug!("{peer}: websocket closed");
+                conn,
+            });
         }
         End::Finished => log::debug!("{peer}: closed"),
         End::Timeout => log::debug!("{peer}: dropped, request not complete in time"),

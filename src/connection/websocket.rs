@@ -8,20 +8,18 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use tungstenite::protocol::frame::coding::{Control, OpCode};
 
+use super::Registered;
 use super::deadlines::{Deadline, Deadlines};
 use super::operations::{self, Operations};
 use super::rate::TokenBucket;
-use super::{Outbox, ShardContext};
 use crate::auth::{AuthError, Identity};
 use crate::config::Config;
 use crate::metrics::ShardMetrics;
@@ -37,8 +35,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Loop turns before the task yields to its neighbours on the shard, so one busy client
 /// cannot monopolise it.
 const TURNS_PER_POLL: usize = 32;
-/// A write buffer this large is freed rather than kept once drained.
-const RETAINED_WRITE_BUFFER: usize = 16 * 1024;
 
 thread_local! {
     /// The shard's read buffer. Borrowed only inside one synchronous poll step, never across
@@ -47,7 +43,7 @@ thread_local! {
 }
 
 /// What a WebSocket connection is given by the HTTP phase that upgraded it.
-pub struct Upgrade<'a> {
+pub struct Upgrade {
     pub stream: TcpStream,
     /// Bytes the client sent after its upgrade request.
     pub leftover: Vec<u8>,
@@ -55,16 +51,22 @@ pub struct Upgrade<'a> {
     /// The upgrade request's `Authorization` header, used when `connection_init` carries no
     /// credentials.
     pub authorization: Option<String>,
-    pub shard: &'a Rc<ShardContext>,
-    pub outbox: &'a Rc<Outbox>,
+    pub conn: Registered,
 }
 
-pub struct WsConn<'a> {
+/// Runs the WebSocket in a task of its own, whose future is the connection itself: an idle
+/// socket costs the task, this struct and glommio's poll of the socket, and nothing else.
+pub fn spawn(up: Upgrade) {
+    let mut conn = WsConn::new(up);
+    conn.take_leftover();
+    glommio::spawn_local(conn).detach();
+}
+
+/// One WebSocket; as a future, ready when the connection is over.
+pub struct WsConn {
     stream: TcpStream,
-    config: &'a Config,
-    shard: &'a Rc<ShardContext>,
-    metrics: &'a ShardMetrics,
-    outbox: &'a Rc<Outbox>,
+    /// The shard and the outbox.
+    conn: Registered,
     /// The operations running on this connection.
     ops: Operations,
     authorization: Option<String>,
@@ -90,16 +92,26 @@ pub struct WsConn<'a> {
     subscribe_rate: TokenBucket,
 }
 
-impl<'a> WsConn<'a> {
-    pub fn new(up: Upgrade<'a>) -> WsConn<'a> {
-        let config = &up.shard.config;
+impl Future for WsConn {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let over = this.poll_turns(cx);
+        if over.is_ready() {
+            this.ops.release_all(&op_context(&this.conn));
+            log::debug!("websocket closed");
+        }
+        over
+    }
+}
+
+impl WsConn {
+    fn new(up: Upgrade) -> WsConn {
+        let config = &up.conn.shard.config;
         let mut conn = WsConn {
             stream: up.stream,
-            config,
-            shard: up.shard,
             ops: Operations::default(),
-            metrics: up.shard.metrics(),
-            outbox: up.outbox,
             authorization: up.authorization,
             identity: None,
             inbuf: up.leftover,
@@ -117,9 +129,10 @@ impl<'a> WsConn<'a> {
                 config.subscribe_burst,
                 Instant::now(),
             ),
+            conn: up.conn,
         };
         if conn.session.is_some() {
-            conn.arm(Deadline::Init, config.connection_init_timeout.0);
+            conn.arm(Deadline::Init, conn.config().connection_init_timeout.0);
         } else {
             conn.close_with(
                 gql_close::SUBPROTOCOL_NOT_ACCEPTABLE,
@@ -129,16 +142,22 @@ impl<'a> WsConn<'a> {
         conn
     }
 
-    /// Runs the connection until the socket is closed.
-    pub async fn run(mut self) {
-        if !self.inbuf.is_empty() {
-            let mut early = std::mem::take(&mut self.inbuf);
-            let used = self.process(&mut early);
-            early.drain(..used);
-            self.inbuf = early;
+    fn config(&self) -> &Config {
+        &self.conn.shard.config
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        self.conn.shard.metrics()
+    }
+
+    /// Handles what the client sent right after its upgrade request; only the unfinished
+    /// tail of a frame is kept.
+    fn take_leftover(&mut self) {
+        let mut early = std::mem::take(&mut self.inbuf);
+        let used = self.process(&mut early);
+        if used < early.len() {
+            self.inbuf = early[used..].to_vec();
         }
-        future::poll_fn(|cx| self.poll_turns(cx)).await;
-        self.ops.release_all(&self.op_context());
     }
 
     /// Ready when the connection is over.
@@ -147,7 +166,7 @@ impl<'a> WsConn<'a> {
             match self.turn(cx) {
                 Turn::Again => continue,
                 Turn::Park => {
-                    self.outbox.park(cx.waker());
+                    self.conn.outbox.park(cx.waker());
                     return Poll::Pending;
                 }
                 Turn::Over => return Poll::Ready(()),
@@ -169,7 +188,7 @@ impl<'a> WsConn<'a> {
             Poll::Ready(Ok(())) if self.close.state() == CloseState::Done => return Turn::Over,
             _ => {}
         }
-        if self.outbox.is_going_away() && self.close.is_open() {
+        if self.conn.outbox.is_going_away() && self.close.is_open() {
             self.close_with(close_code::GOING_AWAY, "server shutting down");
             return Turn::Again;
         }
@@ -178,7 +197,7 @@ impl<'a> WsConn<'a> {
         }
         // A client that does not read its replies stops being read, so what we owe it
         // cannot grow without bound.
-        if self.outbuf.len() - self.written >= self.config.max_message_bytes {
+        if self.outbuf.len() - self.written >= self.config().max_message_bytes {
             return Turn::Park;
         }
         match self.poll_read(cx) {
@@ -192,19 +211,20 @@ impl<'a> WsConn<'a> {
     /// connection is open. A write that makes no progress for the send timeout ends the
     /// connection (see [`Deadline::SendStall`]).
     fn flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let batch = self.config.write_batch_bytes;
+        let batch = self.config().write_batch_bytes;
         loop {
             if self.close.is_open() && self.outbuf.len() - self.written < batch {
                 if self.written > 0 {
                     self.outbuf.drain(..self.written);
                     self.written = 0;
                 }
-                let results = self.outbox.fill(&mut self.outbuf, batch);
+                let results = self.conn.outbox.fill(&mut self.outbuf, batch);
                 if results > 0 {
-                    self.metrics.results_sent.add(results);
-                    self.metrics
+                    let metrics = self.conn.shard.metrics();
+                    metrics.results_sent.add(results);
+                    metrics
                         .results_replaced
-                        .add(self.outbox.take_replaced());
+                        .add(self.conn.outbox.take_replaced());
                 }
             }
             if self.written == self.outbuf.len() {
@@ -221,17 +241,14 @@ impl<'a> WsConn<'a> {
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                 Poll::Pending => {
                     if !self.deadlines.is_set(Deadline::SendStall) {
-                        self.arm(Deadline::SendStall, self.config.send_timeout.0);
+                        self.arm(Deadline::SendStall, self.config().send_timeout.0);
                     }
                     return Poll::Pending;
                 }
             }
         }
-        if self.outbuf.capacity() > RETAINED_WRITE_BUFFER {
-            self.outbuf = Vec::new();
-        } else {
-            self.outbuf.clear();
-        }
+        // Freed once drained: an idle socket keeps no write buffer.
+        self.outbuf = Vec::new();
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -330,20 +347,21 @@ impl<'a> WsConn<'a> {
                 Action::Close(code, reason) => self.close_with(code, &reason),
                 Action::Init { credentials } => self.init(&mut session, credentials),
                 Action::Start { id, request } => self.start(&mut session, id, request),
-                Action::Stop { id } => self.ops.stop(&self.op_context(), &id),
+                Action::Stop { id } => self.ops.stop(&op_context(&self.conn), &id),
             }
         }
-        self.actions.clear();
+        // Freed rather than kept for the next message: most sockets are idle.
+        self.actions = Vec::new();
         self.session = Some(session);
     }
 
     fn init(&mut self, session: &mut Session, credentials: Option<String>) {
         self.deadlines.clear(Deadline::Init);
         let credentials = credentials.or_else(|| self.authorization.take());
-        match self.shard.auth.authenticate(credentials.as_deref()) {
+        match self.conn.shard.auth.authenticate(credentials.as_deref()) {
             Ok(identity) => {
                 session.accept_init(&mut self.actions);
-                let keepalive = self.config.keepalive_interval.0;
+                let keepalive = self.config().keepalive_interval.0;
                 if session.keepalive().is_some() && !keepalive.is_zero() {
                     self.arm(Deadline::Keepalive, keepalive);
                 }
@@ -354,7 +372,7 @@ impl<'a> WsConn<'a> {
             }
             Err(err) => {
                 log::debug!("connection_init refused: {} ({err})", err.code());
-                self.metrics.error(err.code());
+                self.metrics().error(err.code());
                 session.reject_init(&err.to_string(), &mut self.actions);
             }
         }
@@ -362,12 +380,12 @@ impl<'a> WsConn<'a> {
 
     fn start(&mut self, session: &mut Session, id: String, request: OperationRequest) {
         let refusal = refuse_start(
-            self.config,
+            &self.conn.shard.config,
             &mut self.subscribe_rate,
             session.active_count(),
         );
         if let Some(refusal) = refusal {
-            self.metrics.error(refusal.code.as_str());
+            self.metrics().error(refusal.code.as_str());
             let message = session.error(&id, &[refusal]);
             self.send_text(&message);
             return;
@@ -378,7 +396,7 @@ impl<'a> WsConn<'a> {
         };
         let mut out = Vec::new();
         self.ops.start(
-            &self.op_context(),
+            &op_context(&self.conn),
             session,
             &identity,
             id,
@@ -393,26 +411,18 @@ impl<'a> WsConn<'a> {
     /// Answers what other tasks reported about this connection's operations.
     fn take_events(&mut self) -> bool {
         let mut any = false;
-        let cx = self.op_context();
-        while let Some(event) = self.outbox.take_event() {
+        let mut out = Vec::new();
+        let cx = op_context(&self.conn);
+        while let Some(event) = self.conn.outbox.take_event() {
             any = true;
-            let Some(session) = self.session.as_mut() else {
-                continue;
-            };
-            let mut out = Vec::new();
-            self.ops.on_event(&cx, session, event, &mut out);
-            for message in out {
-                self.send_text(&message);
+            if let Some(session) = self.session.as_mut() {
+                self.ops.on_event(&cx, session, event, &mut out);
             }
         }
-        any
-    }
-
-    fn op_context(&self) -> operations::Context<'a> {
-        operations::Context {
-            shard: self.shard,
-            outbox: self.outbox,
+        for message in out {
+            self.send_text(&message);
         }
+        any
     }
 
     /// Polls the timer and acts on every deadline that is due. True if one was.
@@ -453,7 +463,7 @@ impl<'a> WsConn<'a> {
             Deadline::Keepalive => {
                 if let Some(ka) = self.session.as_ref().and_then(Session::keepalive) {
                     self.send_text(ka);
-                    self.arm(Deadline::Keepalive, self.config.keepalive_interval.0);
+                    self.arm(Deadline::Keepalive, self.config().keepalive_interval.0);
                 }
             }
             Deadline::CloseReply => self.close.abandon(),
@@ -461,7 +471,7 @@ impl<'a> WsConn<'a> {
                 // The peer reads nothing, so a close frame would not reach it either.
                 log::debug!(
                     "closing a connection that has not drained for {:?}",
-                    self.config.send_timeout.0
+                    self.config().send_timeout.0
                 );
                 self.close.abandon();
                 self.stalled = true;
@@ -486,10 +496,17 @@ impl<'a> WsConn<'a> {
     /// Starts the close handshake (once) and waits a bounded time for the reply.
     fn close_with(&mut self, code: u16, reason: &str) {
         if let Some(code) = self.close.initiate(code) {
-            self.metrics.error(close_code::name(code));
+            self.metrics().error(close_code::name(code));
             encode_close(code, reason, &mut self.outbuf);
-            self.arm(Deadline::CloseReply, self.config.close_timeout.0);
+            self.arm(Deadline::CloseReply, self.config().close_timeout.0);
         }
+    }
+}
+
+fn op_context(conn: &Registered) -> operations::Context<'_> {
+    operations::Context {
+        shard: &conn.shard,
+        outbox: &conn.outbox,
     }
 }
 

@@ -130,6 +130,19 @@ impl Drop for Server {
     }
 }
 
+/// Waits until a server started some other way answers `/health` on `port`.
+pub fn wait_for_health(port: u16) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = Instant::now();
+    while !health_ok(addr) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no server answered on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn health_ok(addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
