@@ -17,6 +17,7 @@ mod client;
 mod fanout;
 mod floor;
 mod stats;
+mod wire;
 mod worker;
 mod writer;
 

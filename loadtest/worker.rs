@@ -10,7 +10,6 @@
 //!   `result <received> <lost> <errors> <first_ns> <last_ns> <histogram>`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
@@ -19,8 +18,9 @@ use std::time::Duration;
 use glommio::timer::sleep;
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::client::{Connection, Frame, parse_next};
+use crate::client::Connection;
 use crate::stats::{Histogram, now_ns};
+use crate::wire::{Frame, Outgoing, QueryTemplate, parse_next};
 
 pub struct WorkerArgs {
     pub target: SocketAddr,
@@ -46,8 +46,8 @@ struct Tally {
     last: RefCell<Vec<u64>>,
     /// Subscriptions that have their first result.
     primed: Cell<usize>,
-    /// Commit time of each value.
-    commits: RefCell<HashMap<u64, u64>>,
+    /// Commit time of each value (by index); 0 while not known.
+    commits: RefCell<Vec<u64>>,
     /// Receipts whose commit time is not known yet: (value, received at).
     pending: RefCell<Vec<(u64, u64)>>,
     latency: RefCell<Histogram>,
@@ -77,14 +77,18 @@ impl Tally {
             self.first_ns.set(at);
         }
         self.last_ns.set(at);
-        match self.commits.borrow().get(&v) {
-            Some(c) => self.latency.borrow_mut().record(at.saturating_sub(*c)),
-            None => self.pending.borrow_mut().push((v, at)),
+        match self.commits.borrow().get(v as usize) {
+            Some(&c) if c > 0 => self.latency.borrow_mut().record(at.saturating_sub(c)),
+            _ => self.pending.borrow_mut().push((v, at)),
         }
     }
 
     fn commit(&self, k: u64, at: u64) {
-        self.commits.borrow_mut().insert(k, at);
+        let mut commits = self.commits.borrow_mut();
+        if commits.len() <= k as usize {
+            commits.resize(k as usize + 1, 0);
+        }
+        commits[k as usize] = at;
         let mut latency = self.latency.borrow_mut();
         self.pending.borrow_mut().retain(|(v, t)| {
             if *v == k {
@@ -118,6 +122,7 @@ pub fn run(args: WorkerArgs) -> Result<(), String> {
 
 async fn work(args: WorkerArgs, commands: flume::Receiver<String>) -> Result<(), String> {
     let args = Rc::new(args);
+    let query = Rc::new(QueryTemplate::new(&args.query));
     let total = args.connections * args.subs_per_conn;
     let tally = Rc::new(Tally {
         last: RefCell::new(vec![u64::MAX; total]),
@@ -126,8 +131,9 @@ async fn work(args: WorkerArgs, commands: flume::Receiver<String>) -> Result<(),
     let failure: Rc<RefCell<Option<String>>> = Rc::default();
     let opened = Rc::new(Cell::new(0usize));
     for c in 0..args.connections {
-        let (args, tally, failure, opened) = (
+        let (args, query, tally, failure, opened) = (
             Rc::clone(&args),
+            Rc::clone(&query),
             Rc::clone(&tally),
             Rc::clone(&failure),
             Rc::clone(&opened),
@@ -154,27 +160,33 @@ async fn work(args: WorkerArgs, commands: flume::Receiver<String>) -> Result<(),
                 }
             };
             let first = args.sub_offset + c * args.subs_per_conn;
-            if let Err(e) = conn.subscribe(&args.query, first, args.subs_per_conn).await {
+            let mut out = Outgoing::default();
+            for id in 1..=args.subs_per_conn {
+                out.subscribe(id as u64, &query, (first + id - 1) % 1000 + 1);
+            }
+            if let Err(e) = conn.send(&out.bytes).await {
                 failure.borrow_mut().get_or_insert(e);
                 return;
             }
             opened.set(opened.get() + 1);
+            let per = args.subs_per_conn as u64;
             loop {
-                match conn.next_frame().await {
-                    Ok(Frame::Text(text)) => {
-                        let at = now_ns();
-                        match parse_next(&text) {
-                            Some((id, v)) if id >= 1 && id <= args.subs_per_conn => {
-                                tally.receipt(c * args.subs_per_conn + id - 1, v, at)
+                let mut closed = false;
+                let read = conn
+                    .receive(|frame, at| match frame {
+                        Frame::Text(text) => match parse_next(text) {
+                            Some((id, v)) if id >= 1 && id <= per => {
+                                tally.receipt(c * args.subs_per_conn + id as usize - 1, v, at)
                             }
                             _ => tally.errors.set(tally.errors.get() + 1),
-                        }
-                    }
-                    Ok(Frame::Control) => {}
-                    Ok(Frame::Close(_)) | Err(_) => {
-                        tally.errors.set(tally.errors.get() + 1);
-                        return;
-                    }
+                        },
+                        Frame::Control => {}
+                        Frame::Close(_) => closed = true,
+                    })
+                    .await;
+                if closed || read.is_err() {
+                    tally.errors.set(tally.errors.get() + 1);
+                    return;
                 }
             }
         })
