@@ -15,22 +15,37 @@ use crate::stats::{Histogram, now_ns};
 
 /// What makes a change.
 pub enum Driver {
-    /// The floor server's control port: a change is the line `<k>\n`.
-    Floor(TcpStream),
+    /// The floor server's control port: a change is the line `<k>\n`, acknowledged with the
+    /// same line once the floor holds it.
+    Floor {
+        control: TcpStream,
+        acks: BufReader<TcpStream>,
+    },
     /// A committed UPDATE through the harness's own PostgreSQL connection.
     Postgres(crate::writer::Writer),
 }
 
 impl Driver {
-    /// Makes change `k` and returns its commit time.
+    pub fn floor(control: TcpStream) -> Result<Driver, String> {
+        let acks = BufReader::new(control.try_clone().map_err(|e| e.to_string())?);
+        Ok(Driver::Floor { control, acks })
+    }
+
+    /// Makes change `k` and returns its commit time: when the floor acknowledged it or the
+    /// COMMIT returned.
     fn change(&mut self, k: u64) -> Result<u64, String> {
         match self {
-            Driver::Floor(control) => {
-                let at = now_ns();
+            Driver::Floor { control, acks } => {
                 control
                     .write_all(format!("{k}\n").as_bytes())
                     .map_err(|e| format!("floor control: {e}"))?;
-                Ok(at)
+                let mut line = String::new();
+                acks.read_line(&mut line)
+                    .map_err(|e| format!("floor control: {e}"))?;
+                if line.trim() != k.to_string() {
+                    return Err(format!("floor control: {line:?} for change {k}"));
+                }
+                Ok(now_ns())
             }
             Driver::Postgres(writer) => writer.change(k),
         }

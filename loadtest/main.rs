@@ -271,8 +271,10 @@ fn run_floor(flags: &Flags) -> Result<fanout::Report, String> {
     };
     let _ = stream.set_nodelay(true);
     let target = format!("127.0.0.1:{port}").parse().unwrap();
-    let result = fanout_args(flags, "floor", target, Some(floor.id()))
-        .and_then(|args| fanout::run(&args, &mut fanout::Driver::Floor(stream)));
+    let result = fanout_args(flags, "floor", target, Some(floor.id())).and_then(|args| {
+        let mut driver = fanout::Driver::floor(stream)?;
+        fanout::run(&args, &mut driver)
+    });
     let _ = floor.kill();
     let _ = floor.wait();
     result
