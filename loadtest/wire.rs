@@ -1,6 +1,10 @@
 //! What the harness's clients put on the wire and take off it, free of I/O: server frames
 //! split in place, client messages framed and masked into one buffer, and the subscription
 //! id and value read from a `next` message without allocating.
+//!
+//! Operation ids are numbers: `generation × subs_per_conn + slot + 1`, so the first
+//! subscription of every slot keeps the ids `1..=subs_per_conn` and a slot that churns
+//! takes a fresh id each time it resubscribes (see `tally.rs`).
 
 use std::io::Write;
 
@@ -88,6 +92,10 @@ pub struct Outgoing {
 const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x09];
 
 impl Outgoing {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
     /// `connection_init`, with `token` as a Bearer credential if any.
     pub fn init(&mut self, token: Option<&str>) {
         self.text.clear();
@@ -110,6 +118,13 @@ impl Outgoing {
         );
         query.write(&mut self.text, row);
         self.text.extend_from_slice(br#""}}"#);
+        self.frame();
+    }
+
+    /// `complete` for operation `id`.
+    pub fn complete(&mut self, id: u64) {
+        self.text.clear();
+        let _ = write!(self.text, r#"{{"id":"{id}","type":"complete"}}"#);
         self.frame();
     }
 
@@ -256,17 +271,20 @@ mod tests {
         let query = QueryTemplate::new(r#"subscription { t(filter: { id: { eq: {n} } }) { v } }"#);
         let mut out = Outgoing::default();
         out.init(None);
+        out.complete(3);
         out.subscribe(23, &query, 7);
         out.init(Some("abc"));
         assert_eq!(
             unmask(&out.bytes),
             [
                 r#"{"type":"connection_init","payload":{}}"#,
+                r#"{"id":"3","type":"complete"}"#,
                 r#"{"id":"23","type":"subscribe","payload":{"query":"subscription { t(filter: { id: { eq: 7 } }) { v } }"}}"#,
                 r#"{"type":"connection_init","payload":{"authorization":"Bearer abc"}}"#,
             ]
         );
-        let mut out = Outgoing::default();
+        out.clear();
+        assert!(out.bytes.is_empty());
         // Quotes in the query are escaped for the JSON string; no `{n}` means no row.
         out.subscribe(1, &QueryTemplate::new(r#"{ a(s: "x\y") }"#), 9);
         assert_eq!(
@@ -274,7 +292,7 @@ mod tests {
             [r#"{"id":"1","type":"subscribe","payload":{"query":"{ a(s: \"x\\y\") }"}}"#]
         );
         // A message past 125 bytes takes the 16-bit length.
-        let mut out = Outgoing::default();
+        out.clear();
         let long = QueryTemplate::new(&"x".repeat(300));
         out.subscribe(1, &long, 1);
         assert_eq!(out.bytes[1], 0x80 | 126);
