@@ -1,5 +1,10 @@
-//! The harness's WebSocket client: just enough of RFC 6455 and graphql-transport-ws to
-//! connect, initialise, subscribe and read results.
+//! The harness's WebSocket connection: just enough of RFC 6455 and graphql-transport-ws to
+//! connect, initialise, send subscription messages and read results (the bytes themselves
+//! are `wire.rs`'s business).
+//!
+//! The receive path is built for many frames per read: a read goes straight into the free
+//! end of the connection's buffer, every whole frame in the buffer is handed over in place,
+//! and the bytes they took are removed once per read.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -8,22 +13,23 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
+use crate::stats::now_ns;
+use crate::wire::{Frame, Outgoing, server_frame};
+
+/// Initial size of a connection's receive buffer: room for the results of a few changes to
+/// 53 subscriptions, so one read takes everything the socket holds. A frame larger than
+/// the buffer doubles it.
+const BUFFER_BYTES: usize = 8192;
+
 pub struct Connection {
-    pub stream: TcpStream,
-    /// Bytes read past the last whole frame.
-    pub buf: Vec<u8>,
+    stream: TcpStream,
+    /// Received bytes: `buf[..filled]` not yet handled, `buf[filled..]` room for the next
+    /// read. Zeroed once, so a read can go straight into it.
+    buf: Vec<u8>,
+    filled: usize,
 }
 
 const ACK: &[u8] = br#"{"type":"connection_ack"}"#;
-
-/// One frame from the server.
-pub enum Frame {
-    Text(Vec<u8>),
-    /// A close frame, with its code.
-    Close(u16),
-    /// Ping or pong.
-    Control,
-}
 
 impl Connection {
     /// Connects from `source`, upgrades with graphql-transport-ws, sends `connection_init`
@@ -45,28 +51,23 @@ impl Connection {
         let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
         let mut conn = Connection {
             stream,
-            buf: Vec::with_capacity(512),
+            buf: vec![0; BUFFER_BYTES],
+            filled: 0,
         };
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
              Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
         );
-        let init = match token {
-            Some(t) => format!(
-                r#"{{"type":"connection_init","payload":{{"authorization":"Bearer {t}"}}}}"#
-            ),
-            None => r#"{"type":"connection_init","payload":{}}"#.to_owned(),
-        };
+        let mut init = Outgoing::default();
+        init.init(token);
         let mut out = request.into_bytes();
-        out.extend_from_slice(&masked_text(init.as_bytes()));
-        conn.stream
-            .write_all(&out)
-            .await
-            .map_err(|e| e.to_string())?;
+        out.extend_from_slice(&init.bytes);
+        conn.send(&out).await?;
 
         let head_end = loop {
-            if let Some(p) = conn.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let received = &conn.buf[..conn.filled];
+            if let Some(p) = received.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p + 4;
             }
             conn.read_more().await?;
@@ -77,161 +78,71 @@ impl Connection {
                 String::from_utf8_lossy(&conn.buf[..head_end])
             ));
         }
-        conn.buf.drain(..head_end);
-        match conn.next_frame().await? {
-            Frame::Text(t) if t == ACK => Ok(conn),
-            Frame::Text(t) => Err(format!(
-                "expected connection_ack, got {}",
-                String::from_utf8_lossy(&t)
-            )),
-            Frame::Close(code) => Err(format!("closed with {code} instead of connection_ack")),
-            Frame::Control => Err("expected connection_ack, got a control frame".into()),
+        conn.consume(head_end);
+        loop {
+            if let Some((frame, used)) = server_frame(&conn.buf[..conn.filled]) {
+                let acknowledged = match frame {
+                    Frame::Text(t) if t == ACK => Ok(()),
+                    Frame::Text(t) => Err(format!(
+                        "expected connection_ack, got {}",
+                        String::from_utf8_lossy(t)
+                    )),
+                    Frame::Close(code) => {
+                        Err(format!("closed with {code} instead of connection_ack"))
+                    }
+                    Frame::Control => Err("expected connection_ack, got a control frame".into()),
+                };
+                conn.consume(used);
+                return acknowledged.map(|()| conn);
+            }
+            conn.read_more().await?;
         }
     }
 
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits for one read, then hands every whole frame received so far to `each`, in
+    /// order, with the time the read returned.
+    pub async fn receive(&mut self, mut each: impl FnMut(Frame<'_>, u64)) -> Result<(), String> {
+        self.read_more().await?;
+        let at = now_ns();
+        let mut used = 0;
+        while let Some((frame, n)) = server_frame(&self.buf[used..self.filled]) {
+            each(frame, at);
+            used += n;
+        }
+        self.consume(used);
+        Ok(())
+    }
+
+    /// One read into the free end of the buffer.
     async fn read_more(&mut self) -> Result<(), String> {
-        let mut chunk = [0u8; 4096];
+        if self.filled == self.buf.len() {
+            // A frame that does not fit: make room for it.
+            self.buf.resize(2 * self.buf.len(), 0);
+        }
         let n = self
             .stream
-            .read(&mut chunk)
+            .read(&mut self.buf[self.filled..])
             .await
             .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("connection closed".into());
         }
-        self.buf.extend_from_slice(&chunk[..n]);
+        self.filled += n;
         Ok(())
     }
 
-    /// Sends `subscribe` messages with ids `1..=count` for `query`, in one write; `{n}` in
-    /// the query becomes a row number from 1 to 1000 that follows the subscription's number
-    /// across the run (`first` for id 1).
-    pub async fn subscribe(
-        &mut self,
-        query: &str,
-        first: usize,
-        count: usize,
-    ) -> Result<(), String> {
-        let query = query.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut out = Vec::new();
-        for id in 1..=count {
-            let row = (first + id - 1) % 1000 + 1;
-            let query = query.replace("{n}", &row.to_string());
-            let msg =
-                format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"{query}"}}}}"#);
-            out.extend_from_slice(&masked_text(msg.as_bytes()));
+    /// Drops the first `used` bytes, keeping a partial frame for the next read.
+    fn consume(&mut self, used: usize) {
+        if used > 0 {
+            self.buf.copy_within(used..self.filled, 0);
+            self.filled -= used;
         }
-        self.stream.write_all(&out).await.map_err(|e| e.to_string())
-    }
-
-    /// The next frame from the server.
-    pub async fn next_frame(&mut self) -> Result<Frame, String> {
-        loop {
-            if let Some((frame, used)) = server_frame(&self.buf) {
-                self.buf.drain(..used);
-                return Ok(frame);
-            }
-            self.read_more().await?;
-        }
-    }
-}
-
-/// The first whole (unmasked) server frame in `buf`, and the bytes it took.
-fn server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
-    let first = *buf.first()?;
-    let (len, start) = match *buf.get(1)? & 0x7f {
-        126 => (
-            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = buf.get(start..start + len)?;
-    let frame = match first & 0x0f {
-        0x1 => Frame::Text(payload.to_vec()),
-        0x8 => Frame::Close(match payload {
-            [a, b, ..] => u16::from_be_bytes([*a, *b]),
-            _ => 1005,
-        }),
-        _ => Frame::Control,
-    };
-    Some((frame, start + len))
-}
-
-/// A masked client text frame.
-fn masked_text(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x17, 0xc3, 0x09];
-    let mut out = vec![0x81];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-    out
-}
-
-/// The subscription id (a number) and the value after `"v":` in a `next` message.
-pub fn parse_next(text: &[u8]) -> Option<(usize, u64)> {
-    let s = std::str::from_utf8(text).ok()?;
-    if !s.contains("\"type\":\"next\"") {
-        return None;
-    }
-    let id = s
-        .split("\"id\":\"")
-        .nth(1)?
-        .split('"')
-        .next()?
-        .parse()
-        .ok()?;
-    // `v` is a bigint, which GraphQL carries as a string (BigInt); the floor sends a number.
-    let v = s
-        .split("\"v\":")
-        .nth(1)?
-        .trim_start_matches('"')
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .ok()?;
-    Some((id, v))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_messages_yield_id_and_value() {
-        let msg =
-            br#"{"id":"17","type":"next","payload":{"data":{"loadtestValues":[{"id":1,"v":42}]}}}"#;
-        assert_eq!(parse_next(msg), Some((17, 42)));
-        let bigint =
-            br#"{"id":"2","type":"next","payload":{"data":{"loadtestValues":[{"id":1,"v":"7"}]}}}"#;
-        assert_eq!(parse_next(bigint), Some((2, 7)));
-        assert_eq!(
-            parse_next(br#"{"id":"1","type":"error","payload":[]}"#),
-            None
-        );
-    }
-
-    #[test]
-    fn server_frames_are_split_at_their_length() {
-        let mut bytes = vec![0x81, 3, b'a', b'b', b'c', 0x88, 2, 0x03, 0xe8];
-        let (f, used) = server_frame(&bytes).unwrap();
-        assert!(matches!(f, Frame::Text(t) if t == b"abc"));
-        bytes.drain(..used);
-        assert!(matches!(
-            server_frame(&bytes),
-            Some((Frame::Close(1000), 4))
-        ));
-        assert!(server_frame(&[0x81, 5, b'a']).is_none());
     }
 }

@@ -6,6 +6,13 @@
 //!
 //! # Fan-out against the floor (a minimal raw fan-out server the harness starts itself).
 //! postrust-loadtest fanout --target floor --connections 10000 --subs-per-conn 1 --writes 20
+//!
+//! # Churn: 2,000 of the subscriptions are completed and subscribed again on their sockets,
+//! # a cycle every 200 ms, while the writes run; reports subscribe-to-first-result.
+//! postrust-loadtest fanout --target floor --connections 10000 --writes 40 --churn 2000
+//!
+//! # Steady rate: 100 writes a second for 30 seconds, latency per second as it runs.
+//! postrust-loadtest fanout --target floor --connections 10000 --rate 100 --duration-secs 30
 //! ```
 //!
 //! Sockets are spread over `--workers` processes (each under the per-process descriptor
@@ -16,7 +23,10 @@
 mod client;
 mod fanout;
 mod floor;
+mod report;
 mod stats;
+mod tally;
+mod wire;
 mod worker;
 mod writer;
 
@@ -35,9 +45,23 @@ usage:
   postrust-loadtest fanout --target floor|postrust|compare [--scenario shared|distinct]
                          [--url ws://IP:PORT/graphql --database-url postgres://…]
                          [--server-pid PID] [--connections N] [--subs-per-conn M]
-                         [--workers W] [--sources S] [--writes K] [--interval-ms MS]
-                         [--shards N] [--quiet-secs S] [--json]
-  postrust-loadtest floor --listen IP:PORT --control IP:PORT [--shards N]";
+                         [--workers W] [--sources S] [--shards N] [--quiet-secs S]
+                         [--writes K --interval-ms MS | --rate N --duration-secs S]
+                         [--churn N [--churn-pause-ms MS]] [--json]
+  postrust-loadtest floor --listen IP:PORT --control IP:PORT [--shards N]
+
+fanout:
+  --writes K --interval-ms MS   K changes, a pause of MS after each (default 20, 100)
+  --rate N --duration-secs S    N changes a second for S seconds on absolute times;
+                                prints each second's latency as it runs
+  --churn N                     N subscriptions (spread over the sockets) are completed
+                                and subscribed again, with a fresh id, while the writes
+                                run; reports cycles and subscribe-to-first-result, and
+                                counts a first result older than a known commit as an error
+  --churn-pause-ms MS           pause after a resubscription's first result (default 200)";
+
+/// Default pause between a churning subscription's first result and its next `complete`.
+const CHURN_PAUSE_MS: u64 = 200;
 
 /// `--flag value` pairs, read once and taken by name.
 struct Flags(HashMap<String, String>);
@@ -139,6 +163,9 @@ fn worker_cmd(flags: &Flags) -> Result<(), String> {
         sub_offset: flags.get("sub-offset", 0)?,
         token: flags.text("token"),
         quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
+        churn: flags.get("churn", 0)?,
+        churn_pause: Duration::from_millis(flags.get("churn-pause-ms", CHURN_PAUSE_MS)?),
+        intervals: flags.get("intervals", false)?,
     })
 }
 
@@ -182,20 +209,47 @@ fn fanout_args(
     target: SocketAddr,
     pid: Option<u32>,
 ) -> Result<fanout::FanoutArgs, String> {
+    let schedule = match flags.text("rate") {
+        Some(_) => fanout::Schedule::Rate {
+            per_sec: flags.required("rate")?,
+            secs: flags.required("duration-secs")?,
+        },
+        None => fanout::Schedule::Paced {
+            writes: flags.get("writes", 20)?,
+            interval: Duration::from_millis(flags.get("interval-ms", 100)?),
+        },
+    };
+    if let fanout::Schedule::Rate { per_sec: 0, .. } | fanout::Schedule::Rate { secs: 0, .. } =
+        schedule
+    {
+        return Err(format!(
+            "--rate and --duration-secs must be above 0\n{USAGE}"
+        ));
+    }
+    let connections: usize = flags.get("connections", 1000)?;
+    let subs_per_conn: usize = flags.get("subs-per-conn", 1)?;
+    let churn: usize = flags.get("churn", 0)?;
+    if churn > connections * subs_per_conn {
+        return Err(format!(
+            "--churn {churn}: more than the {} subscriptions\n{USAGE}",
+            connections * subs_per_conn
+        ));
+    }
     Ok(fanout::FanoutArgs {
         label: label.into(),
         target,
         path: "/graphql".into(),
-        connections: flags.get("connections", 1000)?,
-        subs_per_conn: flags.get("subs-per-conn", 1)?,
+        connections,
+        subs_per_conn,
         workers: flags.get("workers", 2)?,
         sources: flags.get("sources", 4)?,
-        writes: flags.get("writes", 20)?,
-        interval: Duration::from_millis(flags.get("interval-ms", 100)?),
+        schedule,
         query: scenario_query(&flags.get("scenario", "shared".to_owned())?)?,
         token: flags.text("token"),
         server_pid: pid,
         quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
+        churn,
+        churn_pause: Duration::from_millis(flags.get("churn-pause-ms", CHURN_PAUSE_MS)?),
     })
 }
 
@@ -224,13 +278,7 @@ fn fanout_cmd(flags: &Flags) -> Result<(), String> {
         println!("{}", report.json());
     }
     if let (Some(f), Some(o)) = (&floor, &ours) {
-        let ratio = |q: f64| o.latency.quantile(q) as f64 / f.latency.quantile(q).max(1) as f64;
-        println!(
-            "{{\"ratio_p50\":{:.3},\"ratio_p99\":{:.3},\"ratio_max\":{:.3}}}",
-            ratio(0.5),
-            ratio(0.99),
-            o.latency.max() as f64 / f.latency.max().max(1) as f64
-        );
+        println!("{}", o.ratios(f));
     }
     let (lost, errors): (u64, u64) = floor
         .iter()
@@ -243,7 +291,7 @@ fn fanout_cmd(flags: &Flags) -> Result<(), String> {
 }
 
 /// Starts the floor on free ports, runs the scenario against it, stops it.
-fn run_floor(flags: &Flags) -> Result<fanout::Report, String> {
+fn run_floor(flags: &Flags) -> Result<report::Report, String> {
     let shards: usize = flags.get("shards", 2)?;
     let (port, control) = (free_port()?, free_port()?);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -270,8 +318,10 @@ fn run_floor(flags: &Flags) -> Result<fanout::Report, String> {
     };
     let _ = stream.set_nodelay(true);
     let target = format!("127.0.0.1:{port}").parse().unwrap();
-    let result = fanout_args(flags, "floor", target, Some(floor.id()))
-        .and_then(|args| fanout::run(&args, &mut fanout::Driver::Floor(stream)));
+    let result = fanout_args(flags, "floor", target, Some(floor.id())).and_then(|args| {
+        let mut driver = fanout::Driver::floor(stream)?;
+        fanout::run(&args, &mut driver)
+    });
     let _ = floor.kill();
     let _ = floor.wait();
     result
@@ -279,7 +329,7 @@ fn run_floor(flags: &Flags) -> Result<fanout::Report, String> {
 
 /// Runs the scenario against a running postrust (`--url`), writing through
 /// `--database-url` to the table of `loadtest/schema.sql`.
-fn run_postrust(flags: &Flags) -> Result<fanout::Report, String> {
+fn run_postrust(flags: &Flags) -> Result<report::Report, String> {
     let (target, _) = parse_url(&flags.required::<String>("url")?)?;
     let database_url: String = flags.required("database-url")?;
     let scenario: String = flags.get("scenario", "shared".to_owned())?;

@@ -4,6 +4,8 @@
 # the same run (`--target compare`). Extra arguments go to the harness, e.g.
 #
 #   loadtest/run.sh --connections 10000 --subs-per-conn 1 --writes 20 --interval-ms 200
+#   loadtest/run.sh --connections 10000 --writes 40 --interval-ms 250 --churn 3000
+#   loadtest/run.sh --connections 1000 --rate 100 --duration-secs 30
 #
 # Prints the harness's tables and JSON lines (floor, postrust, ratios).
 set -euo pipefail

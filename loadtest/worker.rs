@@ -1,26 +1,34 @@
-//! A worker process: holds its share of the sockets and measures what they receive.
+//! A worker process: holds its share of the sockets, measures what they receive, and
+//! churns its share of the subscriptions.
 //!
 //! Protocol with the coordinator, one line each way:
 //!
 //! - worker → `ready <connections> <subscriptions>` once every subscription has its first
 //!   result (or `failed <reason>`);
+//! - coordinator → `start <ns>`: writes start at monotonic time `ns`; churning subscriptions
+//!   start their cycles, and with `--intervals` latency is kept per second from `ns`;
 //! - coordinator → `commit <k> <ns>`: value `k` was committed at monotonic time `ns`;
-//! - coordinator → `finish <k>`: no more writes; wait until every subscription shows `k`
-//!   (or the quiet timeout passes), then answer
-//!   `result <received> <lost> <errors> <first_ns> <last_ns> <histogram>`.
+//! - worker → `interval <i> <receipts> <histogram>` (with `--intervals`), once second `i`
+//!   is over and each of its receipts has its commit time;
+//! - coordinator → `finish <k>`: no more writes; churn stops, every subscription must come
+//!   to show `k` (or the quiet timeout passes); the worker sends its remaining intervals,
+//!   then `result <received> <lost> <errors> <first_ns> <last_ns> <cycles> <stale_first> |
+//!   <histogram> | <resubscribe histogram>`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::timer::sleep;
+use futures_lite::future::or;
+use glommio::timer::{Timer, sleep};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::client::{Connection, Frame, parse_next};
-use crate::stats::{Histogram, now_ns};
+use crate::client::Connection;
+use crate::stats::now_ns;
+use crate::tally::{Receipt, Tally};
+use crate::wire::{Frame, Outgoing, QueryTemplate, parse_next};
 
 pub struct WorkerArgs {
     pub target: SocketAddr,
@@ -37,64 +45,34 @@ pub struct WorkerArgs {
     pub token: Option<String>,
     /// How long `finish` waits for stragglers.
     pub quiet: Duration,
+    /// Subscriptions of this worker that churn.
+    pub churn: usize,
+    /// Pause between a resubscription's first result and the next `complete`.
+    pub churn_pause: Duration,
+    /// Report latency per interval.
+    pub intervals: bool,
 }
 
-/// What every connection task updates.
-#[derive(Default)]
-struct Tally {
-    /// Newest value seen, per subscription (`connection × subs_per_conn + id - 1`).
-    last: RefCell<Vec<u64>>,
-    /// Subscriptions that have their first result.
-    primed: Cell<usize>,
-    /// Commit time of each value.
-    commits: RefCell<HashMap<u64, u64>>,
-    /// Receipts whose commit time is not known yet: (value, received at).
-    pending: RefCell<Vec<(u64, u64)>>,
-    latency: RefCell<Histogram>,
-    received: Cell<u64>,
-    errors: Cell<u64>,
-    first_ns: Cell<u64>,
-    last_ns: Cell<u64>,
+/// Where the run is, for every socket task.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Subscribing, until `start`.
+    Subscribing,
+    /// Writes under way: churning slots cycle.
+    Writing,
+    /// `finish` arrived: no new cycles.
+    Finishing,
 }
 
-impl Tally {
-    fn receipt(&self, sub: usize, v: u64, at: u64) {
-        let mut last = self.last.borrow_mut();
-        let Some(slot) = last.get_mut(sub) else {
-            self.errors.set(self.errors.get() + 1);
-            return;
-        };
-        if *slot == u64::MAX {
-            self.primed.set(self.primed.get() + 1);
-        }
-        *slot = v;
-        if v == 0 {
-            // The initial result, before any write.
-            return;
-        }
-        self.received.set(self.received.get() + 1);
-        if self.first_ns.get() == 0 {
-            self.first_ns.set(at);
-        }
-        self.last_ns.set(at);
-        match self.commits.borrow().get(&v) {
-            Some(c) => self.latency.borrow_mut().record(at.saturating_sub(*c)),
-            None => self.pending.borrow_mut().push((v, at)),
-        }
-    }
-
-    fn commit(&self, k: u64, at: u64) {
-        self.commits.borrow_mut().insert(k, at);
-        let mut latency = self.latency.borrow_mut();
-        self.pending.borrow_mut().retain(|(v, t)| {
-            if *v == k {
-                latency.record(t.saturating_sub(at));
-                false
-            } else {
-                true
-            }
-        });
-    }
+/// What the worker's tasks share.
+struct Shared {
+    args: WorkerArgs,
+    query: QueryTemplate,
+    tally: RefCell<Tally>,
+    phase: Cell<Phase>,
+    /// The first failure to connect or subscribe.
+    failure: RefCell<Option<String>>,
+    opened: Cell<usize>,
 }
 
 pub fn run(args: WorkerArgs) -> Result<(), String> {
@@ -117,105 +95,68 @@ pub fn run(args: WorkerArgs) -> Result<(), String> {
 }
 
 async fn work(args: WorkerArgs, commands: flume::Receiver<String>) -> Result<(), String> {
-    let args = Rc::new(args);
-    let total = args.connections * args.subs_per_conn;
-    let tally = Rc::new(Tally {
-        last: RefCell::new(vec![u64::MAX; total]),
-        ..Tally::default()
+    let shared = Rc::new(Shared {
+        query: QueryTemplate::new(&args.query),
+        tally: RefCell::new(Tally::new(args.connections, args.subs_per_conn, args.churn)),
+        phase: Cell::new(Phase::Subscribing),
+        failure: RefCell::default(),
+        opened: Cell::new(0),
+        args,
     });
-    let failure: Rc<RefCell<Option<String>>> = Rc::default();
-    let opened = Rc::new(Cell::new(0usize));
-    for c in 0..args.connections {
-        let (args, tally, failure, opened) = (
-            Rc::clone(&args),
-            Rc::clone(&tally),
-            Rc::clone(&failure),
-            Rc::clone(&opened),
-        );
-        glommio::spawn_local(async move {
-            let source = Ipv4Addr::new(
-                127,
-                0,
-                0,
-                args.source_first + (c % args.sources as usize) as u8,
-            );
-            let mut conn = match Connection::open_initialised(
-                source,
-                args.target,
-                &args.path,
-                args.token.as_deref(),
-            )
-            .await
-            {
-                Ok(conn) => conn,
-                Err(e) => {
-                    failure.borrow_mut().get_or_insert(e);
-                    return;
-                }
-            };
-            let first = args.sub_offset + c * args.subs_per_conn;
-            if let Err(e) = conn.subscribe(&args.query, first, args.subs_per_conn).await {
-                failure.borrow_mut().get_or_insert(e);
-                return;
-            }
-            opened.set(opened.get() + 1);
-            loop {
-                match conn.next_frame().await {
-                    Ok(Frame::Text(text)) => {
-                        let at = now_ns();
-                        match parse_next(&text) {
-                            Some((id, v)) if id >= 1 && id <= args.subs_per_conn => {
-                                tally.receipt(c * args.subs_per_conn + id - 1, v, at)
-                            }
-                            _ => tally.errors.set(tally.errors.get() + 1),
-                        }
-                    }
-                    Ok(Frame::Control) => {}
-                    Ok(Frame::Close(_)) | Err(_) => {
-                        tally.errors.set(tally.errors.get() + 1);
-                        return;
-                    }
-                }
-            }
-        })
-        .detach();
+    for c in 0..shared.args.connections {
+        glommio::spawn_local(socket(c, Rc::clone(&shared))).detach();
     }
 
     // Ready once every subscription has its first result.
     loop {
-        if let Some(e) = failure.borrow().as_ref() {
+        if let Some(e) = shared.failure.borrow().as_ref() {
             println!("failed {e}");
             return Err(e.clone());
         }
-        if tally.primed.get() == total {
+        if shared.tally.borrow().ready() {
             break;
         }
         sleep(Duration::from_millis(5)).await;
     }
-    println!("ready {} {total}", opened.get());
+    let total = shared.args.connections * shared.args.subs_per_conn;
+    println!("ready {} {total}", shared.opened.get());
 
     while let Ok(line) = commands.recv_async().await {
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
+            (Some("start"), Some(at), None) => {
+                let Ok(at) = at.parse() else { continue };
+                shared.tally.borrow_mut().start(at, shared.args.intervals);
+                shared.phase.set(Phase::Writing);
+                if shared.args.intervals {
+                    glommio::spawn_local(report_intervals(Rc::clone(&shared))).detach();
+                }
+            }
             (Some("commit"), Some(k), Some(at)) => {
                 if let (Ok(k), Ok(at)) = (k.parse(), at.parse()) {
-                    tally.commit(k, at);
+                    shared.tally.borrow_mut().commit(k, at);
                 }
             }
             (Some("finish"), Some(k), None) => {
                 let Ok(k) = k.parse::<u64>() else { continue };
-                let deadline = now_ns() + args.quiet.as_nanos() as u64;
-                while tally.last.borrow().iter().any(|v| *v != k) && now_ns() < deadline {
+                shared.phase.set(Phase::Finishing);
+                let deadline = now_ns() + shared.args.quiet.as_nanos() as u64;
+                while shared.tally.borrow().lost(k) > 0 && now_ns() < deadline {
                     sleep(Duration::from_millis(5)).await;
                 }
-                let lost = tally.last.borrow().iter().filter(|v| **v != k).count();
+                let mut tally = shared.tally.borrow_mut();
+                print_intervals(&mut tally, true);
                 println!(
-                    "result {} {lost} {} {} {} {}",
-                    tally.received.get(),
-                    tally.errors.get(),
-                    tally.first_ns.get(),
-                    tally.last_ns.get(),
-                    tally.latency.borrow().encode()
+                    "result {} {} {} {} {} {} {} | {} | {}",
+                    tally.received,
+                    tally.lost(k),
+                    tally.errors,
+                    tally.first_ns,
+                    tally.last_ns,
+                    tally.cycles,
+                    tally.stale_first,
+                    tally.latency.encode(),
+                    tally.resubscribe.encode()
                 );
                 return Ok(());
             }
@@ -223,4 +164,151 @@ async fn work(args: WorkerArgs, commands: flume::Receiver<String>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Sends every interval that is over, as it is.
+async fn report_intervals(shared: Rc<Shared>) {
+    while shared.phase.get() == Phase::Writing {
+        print_intervals(&mut shared.tally.borrow_mut(), false);
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn print_intervals(tally: &mut Tally, all: bool) {
+    for i in tally.take_intervals(now_ns(), all) {
+        println!("interval {} {} {}", i.index, i.receipts, i.latency.encode());
+    }
+}
+
+/// Where a socket's churning subscriptions are in their cycle.
+enum Churn {
+    /// None of its subscriptions churn, or churn is over.
+    Off,
+    /// Waiting for the timer before completing and resubscribing them.
+    Pausing(Timer),
+    /// Resubscribed; this many first results are still to come.
+    Awaiting(usize),
+}
+
+/// What woke a socket task.
+enum Wake {
+    Read(Result<usize, String>),
+    Timer,
+}
+
+/// One socket: connects, subscribes, then reads until the worker exits, churning its
+/// churning subscriptions while writes run.
+async fn socket(c: usize, shared: Rc<Shared>) {
+    let args = &shared.args;
+    let source = Ipv4Addr::new(
+        127,
+        0,
+        0,
+        args.source_first + (c % args.sources as usize) as u8,
+    );
+    let opened =
+        Connection::open_initialised(source, args.target, &args.path, args.token.as_deref()).await;
+    let mut conn = match opened {
+        Ok(conn) => conn,
+        Err(e) => {
+            shared.failure.borrow_mut().get_or_insert(e);
+            return;
+        }
+    };
+    let first = args.sub_offset + c * args.subs_per_conn;
+    // Each slot keeps its row for all its subscriptions.
+    let row = |slot: usize| (first + slot) % 1000 + 1;
+    let mut out = Outgoing::default();
+    for slot in 0..args.subs_per_conn {
+        out.subscribe(slot as u64 + 1, &shared.query, row(slot));
+    }
+    if let Err(e) = conn.send(&out.bytes).await {
+        shared.failure.borrow_mut().get_or_insert(e);
+        return;
+    }
+    shared.opened.set(shared.opened.get() + 1);
+
+    let churning = shared.tally.borrow().churning(c);
+    let mut churn = if churning.is_empty() {
+        Churn::Off
+    } else {
+        // Sockets start their cycles spread over one pause, not all at once.
+        let spread = args.churn_pause.mul_f64((c % 64) as f64 / 64.0);
+        Churn::Pausing(Timer::new(args.churn_pause + spread))
+    };
+    loop {
+        let read = receive(&mut conn, c, &shared.tally);
+        let wake = match &mut churn {
+            Churn::Pausing(timer) => {
+                or(async { Wake::Read(read.await) }, async {
+                    timer.await;
+                    Wake::Timer
+                })
+                .await
+            }
+            Churn::Off | Churn::Awaiting(_) => Wake::Read(read.await),
+        };
+        match (wake, &mut churn) {
+            (Wake::Read(Err(_)), _) => {
+                shared.tally.borrow_mut().error();
+                return;
+            }
+            (Wake::Read(Ok(firsts)), Churn::Awaiting(left)) if firsts > 0 => {
+                *left = left.saturating_sub(firsts);
+                if *left == 0 {
+                    churn = Churn::Pausing(Timer::new(args.churn_pause));
+                }
+            }
+            (Wake::Read(Ok(_)), _) => {}
+            (Wake::Timer, Churn::Pausing(timer)) => match shared.phase.get() {
+                Phase::Subscribing => timer.reset(args.churn_pause),
+                Phase::Finishing => churn = Churn::Off,
+                Phase::Writing => {
+                    out.clear();
+                    {
+                        let at = now_ns();
+                        let mut tally = shared.tally.borrow_mut();
+                        for &slot in &churning {
+                            let (old, new) = tally.resubscribe(c, slot, at);
+                            out.complete(old);
+                            out.subscribe(new, &shared.query, row(slot));
+                        }
+                    }
+                    if conn.send(&out.bytes).await.is_err() {
+                        shared.tally.borrow_mut().error();
+                        return;
+                    }
+                    churn = Churn::Awaiting(churning.len());
+                }
+            },
+            (Wake::Timer, _) => {}
+        }
+    }
+}
+
+/// One read's frames into the tally; returns how many were first results of
+/// resubscriptions.
+async fn receive(conn: &mut Connection, c: usize, tally: &RefCell<Tally>) -> Result<usize, String> {
+    let mut firsts = 0;
+    let mut closed = false;
+    conn.receive(|frame, at| match frame {
+        Frame::Text(text) => {
+            let mut tally = tally.borrow_mut();
+            match parse_next(text) {
+                Some((id, v)) => {
+                    if tally.next(c, id, v, at) == Receipt::Resubscribed {
+                        firsts += 1;
+                    }
+                }
+                None => tally.error(),
+            }
+        }
+        Frame::Control => {}
+        Frame::Close(_) => closed = true,
+    })
+    .await?;
+    if closed {
+        return Err("closed by the server".into());
+    }
+    Ok(firsts)
 }
