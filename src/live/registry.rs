@@ -63,7 +63,13 @@ struct LiveQuery {
     key: LiveKey,
     plan: Plan,
     subscribers: Vec<Subscriber>,
-    /// The last result sent, `{"data":…}`; new subscribers get it at once.
+    /// Subscribers that joined after the first refresh started, each with the first
+    /// refresh whose result it may be given (see `Registry::subscribe`).
+    waiting: Vec<(Subscriber, u64)>,
+    /// Refreshes started so far; the running or last one is number `refreshes`.
+    refreshes: u64,
+    /// The last result sent, `{"data":…}`: a refresh that reads the same sends it to the
+    /// waiting subscribers only.
     last: Option<SharedPayload>,
     /// A refresh is wanted (in `Registry::dirty` unless `refreshing`).
     dirty: bool,
@@ -103,8 +109,13 @@ impl Registry {
         self.by_key.is_empty()
     }
 
-    /// Adds a subscriber. A new live query is created (and made dirty, so it runs at the
-    /// next refresh); an existing one hands the subscriber its last result at once.
+    /// Adds a subscriber. A new live query is created and made dirty, so it runs at the
+    /// next refresh. Joining an existing one, the subscriber waits for the first refresh
+    /// that starts after it joined (queued unless one is already pending). The cached
+    /// result is never handed out: it may predate a commit the client saw complete before
+    /// subscribing, whose notification is still on its way to this shard. Subscribers
+    /// arriving together share one refresh, and at most one runs per live query, so a burst
+    /// of them costs one query per refresh period.
     pub fn subscribe(
         &mut self,
         key: LiveKey,
@@ -118,10 +129,10 @@ impl Registry {
         };
         if let Some(&id) = self.by_key.get(&key) {
             let q = self.get_mut(id);
-            if let Some(last) = &q.last {
-                outbox.deliver(slot, last);
+            q.waiting.push((subscriber, q.refreshes + 1));
+            if !q.dirty {
+                self.mark(id);
             }
-            q.subscribers.push(subscriber);
             return id;
         }
         let plan = plan();
@@ -143,6 +154,8 @@ impl Registry {
             key,
             plan,
             subscribers: vec![subscriber],
+            waiting: Vec::new(),
+            refreshes: 0,
             last: None,
             dirty: false,
             refreshing: false,
@@ -156,9 +169,10 @@ impl Registry {
         let Some(Some(q)) = self.queries.get_mut(id.0) else {
             return;
         };
-        q.subscribers
-            .retain(|s| !(Rc::ptr_eq(&s.outbox, outbox) && s.slot == slot));
-        if q.subscribers.is_empty() {
+        let other = |s: &Subscriber| !(Rc::ptr_eq(&s.outbox, outbox) && s.slot == slot);
+        q.subscribers.retain(other);
+        q.waiting.retain(|(s, _)| other(s));
+        if q.subscribers.is_empty() && q.waiting.is_empty() {
             self.remove(id);
         }
     }
@@ -273,6 +287,7 @@ impl Registry {
                 let q = self.get_mut(id);
                 q.dirty = false;
                 q.refreshing = true;
+                q.refreshes += 1;
                 Job {
                     id,
                     sql: q.plan.sql.clone(),
@@ -285,8 +300,9 @@ impl Registry {
     }
 
     /// Records a refresh's outcome: a changed result goes to every subscriber (encoded
-    /// once), an unchanged one to nobody. A change that arrived during the refresh queues
-    /// another. Returns the failed subscribers' `(outbox, slot)` when the query failed.
+    /// once), an unchanged one to nobody but the waiting subscribers it was run for. A
+    /// change that arrived during the refresh queues another. Returns the failed
+    /// subscribers' `(outbox, slot)` when the query failed.
     pub fn finish(&mut self, id: LiveId, outcome: Outcome) -> Vec<(Rc<Outbox>, SlotId)> {
         let Some(Some(q)) = self.queries.get_mut(id.0) else {
             // Every subscriber left while the refresh ran.
@@ -306,15 +322,30 @@ impl Registry {
                     }
                     q.last = Some(payload);
                 }
+                if let Some(last) = &q.last {
+                    let refresh = q.refreshes;
+                    let mut i = 0;
+                    while i < q.waiting.len() {
+                        if q.waiting[i].1 <= refresh {
+                            let (s, _) = q.waiting.swap_remove(i);
+                            s.outbox.deliver(s.slot, last);
+                            q.subscribers.push(s);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
                 if q.dirty {
                     self.queue(id);
                 }
                 Vec::new()
             }
             Outcome::Failed(_) => {
+                let waiting = q.waiting.drain(..).map(|(s, _)| s);
                 let failed = q
                     .subscribers
                     .drain(..)
+                    .chain(waiting)
                     .map(|s| (s.outbox, s.slot))
                     .collect();
                 self.remove(id);
@@ -419,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_subscriber_gets_the_cached_result_without_a_refresh() {
+    fn a_late_subscriber_gets_a_result_read_after_it_joined() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let s1 = a.open_slot(Box::from(&b"1:"[..]));
@@ -427,10 +458,73 @@ mod tests {
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
         sent(&a);
+        // No change is pending, yet one may have committed whose notification is on its
+        // way: the cached result is not handed out, a refresh is queued.
         let s2 = a.open_slot(Box::from(&b"2:"[..]));
         assert_eq!(r.subscribe(key("q", "web"), || unreachable!(), &a, s2), id);
+        assert_eq!(sent(&a), Vec::<String>::new());
+        assert_eq!(r.take_dirty(10).len(), 1);
+        r.finish(id, Outcome::Data("{\"n\":1}".into()));
         assert_eq!(sent(&a), ["2:{\"data\":{\"n\":1}}}"]);
         assert!(!r.has_dirty());
+    }
+
+    #[test]
+    fn a_subscriber_joining_while_a_change_is_pending_waits_for_a_newer_refresh() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let s1 = a.open_slot(Box::from(&b"1:"[..]));
+        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
+        let job = r.take_dirty(1).remove(0);
+        r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
+        sent(&a);
+
+        // A change is pending, so the cached result may predate a commit the client saw:
+        // none is sent, and subscribers joining meanwhile share the pending refresh.
+        r.mark_table(None, "orders");
+        let s2 = a.open_slot(Box::from(&b"2:"[..]));
+        let s3 = a.open_slot(Box::from(&b"3:"[..]));
+        r.subscribe(key("q", "web"), || unreachable!(), &a, s2);
+        r.subscribe(key("q", "web"), || unreachable!(), &a, s3);
+        assert_eq!(sent(&a), Vec::<String>::new());
+        assert_eq!(r.take_dirty(10).len(), 1, "one refresh for both");
+        // An unchanged result reaches the subscribers that waited for it, only them.
+        r.finish(id, Outcome::Data("{\"n\":1}".into()));
+        let mut got = sent(&a);
+        got.sort();
+        assert_eq!(got, ["2:{\"data\":{\"n\":1}}}", "3:{\"data\":{\"n\":1}}}"]);
+        assert!(!r.has_dirty());
+
+        // Joining during a refresh that began before it: another refresh is queued, and
+        // the running one's result goes only to the earlier subscribers.
+        r.mark_table(None, "orders");
+        r.take_dirty(1);
+        let s4 = a.open_slot(Box::from(&b"4:"[..]));
+        r.subscribe(key("q", "web"), || unreachable!(), &a, s4);
+        r.finish(id, Outcome::Data("{\"n\":2}".into()));
+        assert_eq!(sent(&a).len(), 3, "1, 2 and 3 get the new result");
+        assert_eq!(
+            r.take_dirty(10).len(),
+            1,
+            "a refresh for the late subscriber"
+        );
+        r.finish(id, Outcome::Data("{\"n\":2}".into()));
+        assert_eq!(sent(&a), ["4:{\"data\":{\"n\":2}}}"]);
+        assert!(!r.has_dirty());
+
+        // Leaving while waiting, and failing, cover the waiting subscribers too.
+        r.mark_table(None, "orders");
+        let s5 = a.open_slot(Box::from(&b"5:"[..]));
+        let s6 = a.open_slot(Box::from(&b"6:"[..]));
+        r.subscribe(key("q", "web"), || unreachable!(), &a, s5);
+        r.subscribe(key("q", "web"), || unreachable!(), &a, s6);
+        r.unsubscribe(id, &a, s5);
+        r.take_dirty(1);
+        let failed = r.finish(id, Outcome::Failed(Rc::from(Vec::new())));
+        let slots: Vec<SlotId> = failed.iter().map(|(_, s)| *s).collect();
+        assert_eq!(slots.len(), 5, "1 to 4 and the waiting 6: {slots:?}");
+        assert!(slots.contains(&s6) && !slots.contains(&s5));
+        assert!(r.is_empty());
     }
 
     #[test]
