@@ -357,8 +357,11 @@ impl Registry {
     /// A refresh that could not run (no database connection): try again later.
     pub fn retry(&mut self, id: LiveId) {
         if let Some(Some(q)) = self.queries.get_mut(id.0) {
+            // Queued whether or not a change arrived meanwhile: while the refresh ran the
+            // live query was off the queue, with or without `dirty` set.
             q.refreshing = false;
-            self.mark(id);
+            q.dirty = true;
+            self.queue(id);
         }
     }
 }
@@ -611,6 +614,23 @@ mod tests {
             1,
             "a refresh that could not run is retried"
         );
+    }
+
+    #[test]
+    fn a_refresh_retried_after_a_change_during_it_is_queued_again() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let s1 = a.open_slot(Box::from(&b"1:"[..]));
+        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
+        r.take_dirty(1);
+        // A change (or a new subscriber) while the refresh runs, which then finds no
+        // database connection.
+        r.mark_table(None, "orders");
+        r.retry(id);
+        assert_eq!(r.take_dirty(10).len(), 1, "retried once, not lost");
+        r.finish(id, Outcome::Data("{}".into()));
+        assert_eq!(sent(&a).len(), 1);
+        assert!(!r.has_dirty());
     }
 
     #[test]
