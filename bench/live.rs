@@ -40,7 +40,7 @@ fn main() {
         let mut registry = Registry::default();
         let outbox = Rc::new(Outbox::default());
         for i in 0..live_queries {
-            let slot = outbox.open_slot(Box::from(&b"P"[..]));
+            let slot = outbox.open_slot(b"P");
             // Half read `orders`, half another table: the lookup must tell them apart.
             let table = if i % 2 == 0 { "orders" } else { "products" };
             let key = LiveKey {

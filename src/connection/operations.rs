@@ -86,9 +86,7 @@ impl Operations {
                 out.push(session.complete(&id));
             }
             (OperationKind::Subscription, EnginePlan::Sql { sql, params }) => {
-                let slot = cx
-                    .outbox
-                    .open_slot(session.result_prefix(&id).into_bytes().into_boxed_slice());
+                let slot = cx.outbox.open_slot(session.result_prefix(&id).as_bytes());
                 let key = LiveKey {
                     operation: sql.as_str().into(),
                     // PostgreSQL text cannot hold NUL, so it cannot blur two parameter lists.

@@ -24,10 +24,44 @@ pub type SharedPayload = Rc<[u8]>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SlotId(usize);
 
+/// The longest prefix kept inside its slot: room for
+/// `{"id":"<a UUID>","type":"next","payload":`, the ids graphql-ws clients make.
+const INLINE_PREFIX: usize = 70;
+
+/// A subscription's message prefix. Kept inside the slot when it fits, so that framing a
+/// connection's results reads one contiguous array instead of one small allocation per
+/// subscription, which is cold in memory by the time a change arrives.
+#[derive(Debug)]
+enum Prefix {
+    Inline { len: u8, bytes: [u8; INLINE_PREFIX] },
+    Heap(Box<[u8]>),
+}
+
+impl Prefix {
+    fn new(prefix: &[u8]) -> Prefix {
+        if prefix.len() > INLINE_PREFIX {
+            return Prefix::Heap(prefix.into());
+        }
+        let mut bytes = [0; INLINE_PREFIX];
+        bytes[..prefix.len()].copy_from_slice(prefix);
+        Prefix::Inline {
+            len: prefix.len() as u8,
+            bytes,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Prefix::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Prefix::Heap(bytes) => bytes,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     /// `{"id":…,"type":"next","payload":` for this subscription.
-    prefix: Box<[u8]>,
+    prefix: Prefix,
     /// The newest result not yet written, if any.
     pending: Option<SharedPayload>,
     /// Whether the slot is in `ready` (so it is queued at most once).
@@ -113,10 +147,10 @@ impl Outbox {
     }
 
     /// Opens a slot for a subscription whose results start with `prefix`.
-    pub fn open_slot(&self, prefix: Box<[u8]>) -> SlotId {
+    pub fn open_slot(&self, prefix: &[u8]) -> SlotId {
         let mut inner = self.inner.borrow_mut();
         let slot = Slot {
-            prefix,
+            prefix: Prefix::new(prefix),
             pending: None,
             queued: false,
         };
@@ -202,7 +236,7 @@ impl Outbox {
             if let Some(Some(slot)) = inner.slots.get_mut(i) {
                 slot.queued = false;
                 if let Some(payload) = slot.pending.take() {
-                    encode_text_parts(&[&slot.prefix, &payload, b"}"], out);
+                    encode_text_parts(&[slot.prefix.as_bytes(), &payload, b"}"], out);
                     results += 1;
                 }
             }
@@ -241,12 +275,27 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_short_and_long_frame_the_same() {
+        let outbox = Outbox::default();
+        let fits = "a".repeat(INLINE_PREFIX);
+        let long = "b".repeat(INLINE_PREFIX + 1);
+        let a = outbox.open_slot(fits.as_bytes());
+        let b = outbox.open_slot(long.as_bytes());
+        let empty = outbox.open_slot(b"");
+        let data = payload("{\"data\":1}");
+        for s in [a, b, empty] {
+            outbox.deliver(s, &data);
+        }
+        assert_eq!(take_text(&outbox), Some(format!("{fits}{{\"data\":1}}}}")));
+        assert_eq!(take_text(&outbox), Some(format!("{long}{{\"data\":1}}}}")));
+        assert_eq!(take_text(&outbox).as_deref(), Some("{\"data\":1}}"));
+    }
+
+    #[test]
     fn fill_stops_at_the_limit_and_resumes() {
         let outbox = Outbox::default();
         let big = payload(&"x".repeat(300));
-        let slots: Vec<_> = (0..3)
-            .map(|_| outbox.open_slot(Box::from(&b"P:"[..])))
-            .collect();
+        let slots: Vec<_> = (0..3).map(|_| outbox.open_slot(b"P:")).collect();
         for s in &slots {
             outbox.deliver(*s, &big);
         }
@@ -266,7 +315,7 @@ mod tests {
     #[test]
     fn a_newer_result_replaces_an_unsent_one() {
         let outbox = Outbox::default();
-        let a = outbox.open_slot(Box::from(&b"A:"[..]));
+        let a = outbox.open_slot(b"A:");
         outbox.deliver(a, &payload("1"));
         outbox.deliver(a, &payload("2"));
         outbox.deliver(a, &payload("3"));
@@ -288,8 +337,8 @@ mod tests {
     #[test]
     fn messages_go_first_and_results_keep_their_arrival_order() {
         let outbox = Outbox::default();
-        let a = outbox.open_slot(Box::from(&b"A:"[..]));
-        let b = outbox.open_slot(Box::from(&b"B:"[..]));
+        let a = outbox.open_slot(b"A:");
+        let b = outbox.open_slot(b"B:");
         outbox.deliver(b, &payload("b1"));
         outbox.deliver(a, &payload("a1"));
         outbox.push_message("ack".into());
@@ -301,7 +350,7 @@ mod tests {
     #[test]
     fn closing_a_slot_drops_its_pending_result_and_frees_it_for_reuse() {
         let outbox = Outbox::default();
-        let a = outbox.open_slot(Box::from(&b"A:"[..]));
+        let a = outbox.open_slot(b"A:");
         outbox.deliver(a, &payload("1"));
         outbox.close_slot(a);
         assert_eq!(take_text(&outbox), None);
@@ -311,7 +360,7 @@ mod tests {
             None,
             "delivery to a closed slot is ignored"
         );
-        let b = outbox.open_slot(Box::from(&b"B:"[..]));
+        let b = outbox.open_slot(b"B:");
         assert_eq!(b, a, "index reused");
         outbox.deliver(b, &payload("2"));
         assert_eq!(take_text(&outbox).as_deref(), Some("B:2}"));
@@ -320,7 +369,7 @@ mod tests {
     #[test]
     fn a_failure_drops_the_pending_result_and_is_taken_once() {
         let outbox = Outbox::default();
-        let a = outbox.open_slot(Box::from(&b"A:"[..]));
+        let a = outbox.open_slot(b"A:");
         outbox.deliver(a, &payload("1"));
         outbox.fail(
             a,
@@ -353,7 +402,7 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
         let outbox = Outbox::default();
-        let a = outbox.open_slot(Box::from(&b"A:"[..]));
+        let a = outbox.open_slot(b"A:");
         outbox.park(&waker);
         outbox.deliver(a, &payload("1"));
         outbox.deliver(a, &payload("2"));

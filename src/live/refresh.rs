@@ -163,7 +163,7 @@ mod tests {
                 glommio::spawn_local(run(Rc::clone(&registry), dyn_runner, pacing)).detach();
 
                 let outbox = Rc::new(Outbox::default());
-                let slot = outbox.open_slot(Box::from(&b"P"[..]));
+                let slot = outbox.open_slot(b"P");
                 let key = LiveKey {
                     operation: "q".into(),
                     variables: "{}".into(),

@@ -428,10 +428,7 @@ mod tests {
     fn identical_subscriptions_share_one_live_query_and_one_refresh() {
         let mut r = Registry::default();
         let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
-        let (sa, sb) = (
-            a.open_slot(Box::from(&b"A:"[..])),
-            b.open_slot(Box::from(&b"B:"[..])),
-        );
+        let (sa, sb) = (a.open_slot(b"A:"), b.open_slot(b"B:"));
         let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, sa);
         assert_eq!(
             r.subscribe(key("q", "web"), || unreachable!("shared"), &b, sb),
@@ -456,14 +453,14 @@ mod tests {
     fn a_late_subscriber_gets_a_result_read_after_it_joined() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let s1 = a.open_slot(Box::from(&b"1:"[..]));
+        let s1 = a.open_slot(b"1:");
         let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
         sent(&a);
         // No change is pending, yet one may have committed whose notification is on its
         // way: the cached result is not handed out, a refresh is queued.
-        let s2 = a.open_slot(Box::from(&b"2:"[..]));
+        let s2 = a.open_slot(b"2:");
         assert_eq!(r.subscribe(key("q", "web"), || unreachable!(), &a, s2), id);
         assert_eq!(sent(&a), Vec::<String>::new());
         assert_eq!(r.take_dirty(10).len(), 1);
@@ -476,7 +473,7 @@ mod tests {
     fn a_subscriber_joining_while_a_change_is_pending_waits_for_a_newer_refresh() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let s1 = a.open_slot(Box::from(&b"1:"[..]));
+        let s1 = a.open_slot(b"1:");
         let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
@@ -485,8 +482,8 @@ mod tests {
         // A change is pending, so the cached result may predate a commit the client saw:
         // none is sent, and subscribers joining meanwhile share the pending refresh.
         r.mark_table(None, "orders");
-        let s2 = a.open_slot(Box::from(&b"2:"[..]));
-        let s3 = a.open_slot(Box::from(&b"3:"[..]));
+        let s2 = a.open_slot(b"2:");
+        let s3 = a.open_slot(b"3:");
         r.subscribe(key("q", "web"), || unreachable!(), &a, s2);
         r.subscribe(key("q", "web"), || unreachable!(), &a, s3);
         assert_eq!(sent(&a), Vec::<String>::new());
@@ -502,7 +499,7 @@ mod tests {
         // the running one's result goes only to the earlier subscribers.
         r.mark_table(None, "orders");
         r.take_dirty(1);
-        let s4 = a.open_slot(Box::from(&b"4:"[..]));
+        let s4 = a.open_slot(b"4:");
         r.subscribe(key("q", "web"), || unreachable!(), &a, s4);
         r.finish(id, Outcome::Data("{\"n\":2}".into()));
         assert_eq!(sent(&a).len(), 3, "1, 2 and 3 get the new result");
@@ -517,8 +514,8 @@ mod tests {
 
         // Leaving while waiting, and failing, cover the waiting subscribers too.
         r.mark_table(None, "orders");
-        let s5 = a.open_slot(Box::from(&b"5:"[..]));
-        let s6 = a.open_slot(Box::from(&b"6:"[..]));
+        let s5 = a.open_slot(b"5:");
+        let s6 = a.open_slot(b"6:");
         r.subscribe(key("q", "web"), || unreachable!(), &a, s5);
         r.subscribe(key("q", "web"), || unreachable!(), &a, s6);
         r.unsubscribe(id, &a, s5);
@@ -534,7 +531,7 @@ mod tests {
     fn changes_mark_readers_of_the_table_and_unchanged_results_send_nothing() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let slot = a.open_slot(Box::from(&b"A:"[..]));
+        let slot = a.open_slot(b"A:");
         let id = r.subscribe(key("q", "web"), || plan(&["orders", "customers"]), &a, slot);
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"v\":1}".into()));
@@ -572,7 +569,7 @@ mod tests {
         let prepared = engine.prepare(op, None, None).unwrap();
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let slot = a.open_slot(Box::from(&b"A"[..]));
+        let slot = a.open_slot(b"A");
         r.subscribe(
             key(op, "web"),
             || Plan {
@@ -600,7 +597,7 @@ mod tests {
     fn a_change_during_a_refresh_queues_another_and_marks_coalesce() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let slot = a.open_slot(Box::from(&b"A:"[..]));
+        let slot = a.open_slot(b"A:");
         let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, slot);
         let job = r.take_dirty(1).remove(0);
         r.mark_table(None, "orders");
@@ -620,7 +617,7 @@ mod tests {
     fn a_refresh_retried_after_a_change_during_it_is_queued_again() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let s1 = a.open_slot(Box::from(&b"1:"[..]));
+        let s1 = a.open_slot(b"1:");
         let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
         r.take_dirty(1);
         // A change (or a new subscriber) while the refresh runs, which then finds no
@@ -637,10 +634,7 @@ mod tests {
     fn the_last_unsubscribe_removes_the_query_and_its_index_entries() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let (s1, s2) = (
-            a.open_slot(Box::from(&b"1"[..])),
-            a.open_slot(Box::from(&b"2"[..])),
-        );
+        let (s1, s2) = (a.open_slot(b"1"), a.open_slot(b"2"));
         let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
         r.subscribe(key("q", "web"), || unreachable!(), &a, s2);
         r.unsubscribe(id, &a, s1);
@@ -661,7 +655,7 @@ mod tests {
     fn a_failed_query_hands_back_its_subscribers_and_ends() {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
-        let slot = a.open_slot(Box::from(&b"A"[..]));
+        let slot = a.open_slot(b"A");
         let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, slot);
         r.take_dirty(1);
         let failed = r.finish(
