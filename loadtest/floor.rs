@@ -55,28 +55,52 @@ pub fn run(args: FloorArgs) -> Result<(), String> {
     // The control thread sends each trigger to every shard; unbounded because triggers are
     // few and must not be lost.
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..args.shards).map(|_| flume::unbounded::<u64>()).unzip();
+    // A port someone else listens on would be shared silently under SO_REUSEPORT.
+    drop(
+        std::net::TcpListener::bind(args.listen)
+            .map_err(|e| format!("the floor's port {}: {e}", args.listen))?,
+    );
+    // Each shard reports once whether it bound the port.
+    let (bound_tx, bound_rx) = flume::unbounded::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for (i, rx) in rxs.into_iter().enumerate() {
+        let (listen, current, bound) = (args.listen, Arc::clone(&current), bound_tx.clone());
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cpus))
+            .name("floor")
+            .io_memory(128 * 1024)
+            .spawn(move || shard(listen, rx, current, bound))
+            .map_err(|e| e.to_string())?;
+        handles.push(handle);
+    }
+    for _ in 0..args.shards {
+        bound_rx.recv().map_err(|e| e.to_string())??;
+    }
+    // The control port opens last: the harness takes a connection to it to mean that the
+    // floor accepts on its port.
     let listener = std::net::TcpListener::bind(args.control)
         .map_err(|e| format!("bind the floor's control port: {e}"))?;
     let control_current = Arc::clone(&current);
     std::thread::spawn(move || control_loop(listener, control_current, txs));
-    let mut handles = Vec::new();
-    for (i, rx) in rxs.into_iter().enumerate() {
-        let (listen, current) = (args.listen, Arc::clone(&current));
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cpus))
-            .name("floor")
-            .io_memory(128 * 1024)
-            .spawn(move || shard(listen, rx, current))
-            .map_err(|e| e.to_string())?;
-        handles.push(handle);
-    }
     for h in handles {
         let _ = h.join();
     }
     Ok(())
 }
 
-async fn shard(listen: SocketAddr, triggers: flume::Receiver<u64>, current: Arc<AtomicU64>) {
-    let listener = bind(listen).expect("bind the floor's port");
+async fn shard(
+    listen: SocketAddr,
+    triggers: flume::Receiver<u64>,
+    current: Arc<AtomicU64>,
+    bound: flume::Sender<Result<(), String>>,
+) {
+    let listener = match bind(listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = bound.send(Err(format!("bind the floor's port {listen}: {e}")));
+            return;
+        }
+    };
+    let _ = bound.send(Ok(()));
     let subscribers: Subscribers = Rc::default();
     let subs = Rc::clone(&subscribers);
     glommio::spawn_local(async move {

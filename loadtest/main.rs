@@ -293,26 +293,28 @@ fn fanout_cmd(flags: &Flags) -> Result<(), String> {
 /// Starts the floor on free ports, runs the scenario against it, stops it.
 fn run_floor(flags: &Flags) -> Result<report::Report, String> {
     let shards: usize = flags.get("shards", 2)?;
-    let (port, control) = (free_port()?, free_port()?);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut floor = Command::new(exe)
-        .args(["floor", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--control", &format!("127.0.0.1:{control}")])
-        .args(["--shards", &shards.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("start the floor: {e}"))?;
-    let control_addr: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
-    let started = Instant::now();
-    let stream = loop {
-        match TcpStream::connect(control_addr) {
-            Ok(s) => break s,
-            Err(_) if started.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
+    // A free port can be taken before the floor binds it; then the floor exits and is
+    // started again on others.
+    let mut attempts = 0;
+    let (mut floor, port, stream) = loop {
+        attempts += 1;
+        let (port, control) = (free_port()?, free_port()?);
+        let mut floor = Command::new(&exe)
+            .args(["floor", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--control", &format!("127.0.0.1:{control}")])
+            .args(["--shards", &shards.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start the floor: {e}"))?;
+        match floor_control(&mut floor, control) {
+            Ok(stream) => break (floor, port, stream),
             Err(e) => {
                 let _ = floor.kill();
-                return Err(format!("the floor did not start: {e}"));
+                let _ = floor.wait();
+                if attempts == 5 {
+                    return Err(e);
+                }
             }
         }
     };
@@ -325,6 +327,24 @@ fn run_floor(flags: &Flags) -> Result<report::Report, String> {
     let _ = floor.kill();
     let _ = floor.wait();
     result
+}
+
+/// Connects to a starting floor's control port, which it opens once it accepts on its own.
+fn floor_control(floor: &mut std::process::Child, control: u16) -> Result<TcpStream, String> {
+    let control_addr: SocketAddr = format!("127.0.0.1:{control}").parse().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = floor.try_wait() {
+            return Err(format!("the floor exited at start with {status}"));
+        }
+        match TcpStream::connect(control_addr) {
+            Ok(s) => return Ok(s),
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(format!("the floor did not start: {e}")),
+        }
+    }
 }
 
 /// Runs the scenario against a running postrust (`--url`), writing through

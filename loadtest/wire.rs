@@ -193,27 +193,17 @@ mod tests {
         let bigint =
             br#"{"id":"2","type":"next","payload":{"data":{"loadtestValues":[{"id":1,"v":"7"}]}}}"#;
         assert_eq!(parse_next(bigint), Some((2, 7)));
-        assert_eq!(
-            parse_next(br#"{"id":"1","type":"error","payload":[]}"#),
-            None
-        );
-        // An id that is not a number, a value that is not one, a value past u64.
-        assert_eq!(
-            parse_next(br#"{"id":"a1","type":"next","payload":{"v":1}}"#),
-            None
-        );
-        assert_eq!(
-            parse_next(br#"{"id":"1x","type":"next","payload":{"v":1}}"#),
-            None
-        );
-        assert_eq!(
-            parse_next(br#"{"id":"1","type":"next","payload":{"v":null}}"#),
-            None
-        );
-        assert_eq!(
-            parse_next(br#"{"id":"1","type":"next","payload":{"v":18446744073709551616}}"#),
-            None
-        );
+        // Not a `next`; an id that is not a number; a value that is not one, or past u64.
+        let refused: [&[u8]; 5] = [
+            br#"{"id":"1","type":"error","payload":[]}"#,
+            br#"{"id":"a1","type":"next","payload":{"v":1}}"#,
+            br#"{"id":"1x","type":"next","payload":{"v":1}}"#,
+            br#"{"id":"1","type":"next","payload":{"v":null}}"#,
+            br#"{"id":"1","type":"next","payload":{"v":18446744073709551616}}"#,
+        ];
+        for text in refused {
+            assert_eq!(parse_next(text), None, "{}", String::from_utf8_lossy(text));
+        }
         assert_eq!(
             parse_next(br#"{"id":"1","type":"next","payload":{"v":18446744073709551615}}"#),
             Some((1, u64::MAX))

@@ -178,16 +178,23 @@ fn loadtest_server() -> (String, Server) {
     (url, server)
 }
 
+/// Runs a fan-out of `scenario` against the server of [`loadtest_server`] with `size` (a
+/// run's flags, ending with `--quiet-secs`) and a quiet time of 10 s; returns the output.
+fn fanout_against(server: &(String, Server), scenario: &str, size: &[&str]) -> String {
+    let (url, server) = server;
+    let ws = format!("ws://{}/graphql", server.addr);
+    let mut args = vec!["fanout", "--target", "postrust", "--scenario", scenario];
+    args.extend(["--url", &ws, "--database-url", url]);
+    args.extend(size);
+    args.push("10");
+    harness(&args)
+}
+
 #[test]
 fn the_fan_out_harness_runs_against_the_server_without_loss() {
-    let (url, server) = loadtest_server();
-    let ws = format!("ws://{}/graphql", server.addr);
+    let server = loadtest_server();
     for scenario in ["shared", "distinct"] {
-        let mut args = vec!["fanout", "--target", "postrust", "--scenario", scenario];
-        args.extend(["--url", &ws, "--database-url", &url]);
-        args.extend(SMALL_FANOUT);
-        args.push("10");
-        let out = harness(&args);
+        let out = fanout_against(&server, scenario, &SMALL_FANOUT);
         assert!(
             out.contains(r#""connections":200,"subscriptions":600"#),
             "{scenario}: {out}"
@@ -253,17 +260,13 @@ fn the_harness_churns_subscriptions_against_the_floor() {
 
 #[test]
 fn the_harness_churns_subscriptions_against_the_server() {
-    let (url, server) = loadtest_server();
-    let ws = format!("ws://{}/graphql", server.addr);
+    let server = loadtest_server();
     // `shared`: every resubscription joins a running live query, and its first result must
     // not predate a commit the client knew of; `distinct`: each resubscription starts a
     // live query of its own.
     for scenario in ["shared", "distinct"] {
-        let mut args = vec!["fanout", "--target", "postrust", "--scenario", scenario];
-        args.extend(["--url", &ws, "--database-url", &url]);
-        args.extend(SMALL_CHURN);
-        args.push("10");
-        assert_churned(&report(&harness(&args), "postrust"));
+        let out = fanout_against(&server, scenario, &SMALL_CHURN);
+        assert_churned(&report(&out, "postrust"));
     }
 }
 
@@ -315,11 +318,7 @@ fn the_harness_writes_at_a_steady_rate_against_the_floor() {
 
 #[test]
 fn the_harness_writes_at_a_steady_rate_against_the_server() {
-    let (url, server) = loadtest_server();
-    let ws = format!("ws://{}/graphql", server.addr);
-    let mut args = vec!["fanout", "--target", "postrust"];
-    args.extend(["--url", &ws, "--database-url", &url]);
-    args.extend(SMALL_RATE);
-    args.push("10");
-    assert_steady(&report(&harness(&args), "postrust"));
+    let server = loadtest_server();
+    let out = fanout_against(&server, "shared", &SMALL_RATE);
+    assert_steady(&report(&out, "postrust"));
 }

@@ -449,8 +449,8 @@ mod tests {
         assert_eq!(sent(&b), [r#"B:{"data":{"orders":[]}}}"#]);
     }
 
-    #[test]
-    fn a_late_subscriber_gets_a_result_read_after_it_joined() {
+    /// A live query with subscriber `1:` on outbox `a`, its first result `{"n":1}` sent.
+    fn primed() -> (Registry, Rc<Outbox>, LiveId) {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let s1 = a.open_slot(b"1:");
@@ -458,6 +458,12 @@ mod tests {
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
         sent(&a);
+        (r, a, id)
+    }
+
+    #[test]
+    fn a_late_subscriber_gets_a_result_read_after_it_joined() {
+        let (mut r, a, id) = primed();
         // No change is pending, yet one may have committed whose notification is on its
         // way: the cached result is not handed out, a refresh is queued.
         let s2 = a.open_slot(b"2:");
@@ -471,13 +477,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_joining_while_a_change_is_pending_waits_for_a_newer_refresh() {
-        let mut r = Registry::default();
-        let a = Rc::new(Outbox::default());
-        let s1 = a.open_slot(b"1:");
-        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
-        let job = r.take_dirty(1).remove(0);
-        r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
-        sent(&a);
+        let (mut r, a, id) = primed();
 
         // A change is pending, so the cached result may predate a commit the client saw:
         // none is sent, and subscribers joining meanwhile share the pending refresh.
