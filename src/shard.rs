@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use glommio::timer::sleep;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares, TaskQueueHandle};
 
 use crate::auth::Auth;
 use crate::broadcast::{Broadcaster, Event};
@@ -31,6 +31,8 @@ use crate::live::{Pacing, Registry};
 use crate::metrics::ShardMetrics;
 use crate::pg;
 
+/// How long one task queue runs before the others get a turn (glommio's default is 100 ms).
+const PREEMPT_TIMER: Duration = Duration::from_millis(10);
 /// Pause after a failed accept (out of file descriptors, most likely) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Least time between two log lines about refused connections.
@@ -157,6 +159,7 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
             .name("shard")
             .io_memory(config.io_memory)
+            .preempt_timer(PREEMPT_TIMER)
             .spawn(move || shard_main(start, control_rx, ready_tx))
             .map_err(|err| ServeError::Executor(err.to_string()))?;
         handles.push(handle);
@@ -340,7 +343,16 @@ async fn shard_main(
         connections: RefCell::default(),
     });
     glommio::spawn_local(swap_engines(engines, Rc::clone(&local))).detach();
-    let acceptor = glommio::spawn_local(accept_loop(listener, Rc::clone(&local)));
+    // Client connections run in a task queue of their own. The database work (refreshes,
+    // the leader's LISTEN connection, PostgreSQL connections' drivers) stays in the default
+    // queue, so a burst of client work delays it by one preemption slice at most, not by a
+    // turn of every connection on the shard.
+    let clients = glommio::executor().create_task_queue(
+        Shares::default(),
+        Latency::NotImportant,
+        "connections",
+    );
+    let acceptor = glommio::spawn_local(accept_loop(listener, Rc::clone(&local), clients));
 
     // Either Shutdown or the main thread going away ends the shard.
     let _ = control.recv_async().await;
@@ -359,6 +371,16 @@ async fn shard_main(
     }
 }
 
+/// Runs a client connection's task in the clients' queue.
+fn spawn_client(task: impl std::future::Future<Output = ()> + 'static, clients: TaskQueueHandle) {
+    match glommio::spawn_local_into(task, clients) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(err) => log::error!("cannot start a connection's task: {err}"),
+    }
+}
+
 /// The most connections one shard holds: its own limit, and its share of the total.
 fn connection_cap(config: &Config) -> usize {
     let unlimited = |n: usize| if n == 0 { usize::MAX } else { n };
@@ -369,7 +391,7 @@ fn connection_cap(config: &Config) -> usize {
     unlimited(config.max_connections_per_shard).min(share)
 }
 
-async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>) {
+async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>, clients: TaskQueueHandle) {
     let cap = connection_cap(&shard.config);
     let mut next_id: u64 = 0;
     let mut last_refusal_log: Option<Instant> = None;
@@ -392,13 +414,13 @@ async fn accept_loop(listener: TcpListener, shard: Rc<ShardContext>) {
                 last_refusal_log = Some(Instant::now());
             }
             shard.metrics().connections_refused.inc();
-            glommio::spawn_local(connection::refuse_full(stream)).detach();
+            spawn_client(connection::refuse_full(stream), clients);
             continue;
         }
         next_id += 1;
         shard.metrics().connections_accepted.inc();
         let conn = connection::Registered::new(Rc::clone(&shard), next_id);
-        glommio::spawn_local(connection::serve(conn, stream)).detach();
+        spawn_client(connection::serve(conn, stream), clients);
     }
 }
 

@@ -101,7 +101,14 @@ impl Client {
             notifications: RefCell::new(None),
             statements: RefCell::new(StatementCache::new(options.statement_cache)),
         });
-        glommio::spawn_local(Driver::new(socket, input, shared.clone(), requests_rx).run())
+        // The driver runs in the executor's default task queue whoever opened the connection,
+        // so a connection opened by a client's task is not starved along with that task's
+        // queue (the server keeps client connections in a queue of their own).
+        let driver = Driver::new(socket, input, shared.clone(), requests_rx).run();
+        glommio::spawn_local_into(driver, glommio::TaskQueueHandle::default())
+            .map_err(|e| {
+                Error::connect(format!("cannot start the connection's driver: {e}"), None)
+            })?
             .detach();
         Ok(Client::new(shared, requests_tx, options.notify_queue))
     }
