@@ -10,16 +10,6 @@ use support::pg::Cluster;
 use support::server::{Server, exchange};
 use support::ws::Client;
 
-fn post(server: &Server, query: &str) -> String {
-    let body = format!(r#"{{"query":"{query}"}}"#);
-    let req = format!(
-        "POST /graphql HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    exchange(&mut server.connect(), req.as_bytes())
-}
-
 fn demo_sql() -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo");
     ["schema.sql", "data.sql"]
@@ -55,7 +45,7 @@ fn a_database_outage_gives_503_and_the_server_recovers() {
 
     Cluster::halt_dir(&dir);
     let started = Instant::now();
-    let down = post(&server, "{ orders { id } }");
+    let down = server.post_graphql(None, "{ orders { id } }");
     assert!(down.starts_with("HTTP/1.1 503 "), "{down}");
     assert!(down.contains(r#""code":"SERVICE_UNAVAILABLE""#), "{down}");
     assert!(
@@ -66,7 +56,10 @@ fn a_database_outage_gives_503_and_the_server_recovers() {
     Cluster::resume_dir(&dir);
     let started = Instant::now();
     loop {
-        if post(&server, "{ __typename products(limit: 1) { id } }").starts_with("HTTP/1.1 200 ") {
+        if server
+            .post_graphql(None, "{ __typename products(limit: 1) { id } }")
+            .starts_with("HTTP/1.1 200 ")
+        {
             break;
         }
         assert!(

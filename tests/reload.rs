@@ -8,21 +8,11 @@ use std::time::{Duration, Instant};
 use support::server::{Server, exchange};
 use support::ws::{Client, Frame, masked};
 
-fn post(server: &Server, query: &str) -> String {
-    let body = format!(r#"{{"query":"{query}"}}"#);
-    let req = format!(
-        "POST /graphql HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    exchange(&mut server.connect(), req.as_bytes())
-}
-
 /// Polls until `query` returns `expected`, or fails after a generous limit.
 fn eventually(server: &Server, query: &str, expected: &str) {
     let started = Instant::now();
     loop {
-        let out = post(server, query);
+        let out = server.post_graphql(None, query);
         if out.ends_with(expected) {
             return;
         }
@@ -43,7 +33,7 @@ fn notify_and_sighup_reload_the_schema_without_dropping_connections() {
     ws.send_text(r#"{"type":"connection_init"}"#);
     assert_eq!(ws.recv_text(), r#"{"type":"connection_ack"}"#);
 
-    let unknown = post(&server, "{ gadgets { id } }");
+    let unknown = server.post_graphql(None, "{ gadgets { id } }");
     assert!(unknown.contains("GRAPHQL_VALIDATION_FAILED"), "{unknown}");
 
     cluster.psql(
@@ -89,8 +79,12 @@ fn a_failed_reload_keeps_the_previous_schema() {
     let server = Server::start_on(&url, &[("POSTRUST_DB_POOL_SIZE", "1")]);
     // Warm both shards' pools, so queries go on once new connections are refused.
     for _ in 0..8 {
-        assert!(post(&server, "{ __typename }").ends_with(r#"{"data":{"__typename":"Query"}}"#));
-        post(&server, "{ products(limit: 1) { name } }");
+        assert!(
+            server
+                .post_graphql(None, "{ __typename }")
+                .ends_with(r#"{"data":{"__typename":"Query"}}"#)
+        );
+        server.post_graphql(None, "{ products(limit: 1) { name } }");
     }
     cluster.psql(&url, "CREATE TABLE sprockets (id int PRIMARY KEY)");
     cluster.psql(
@@ -113,15 +107,12 @@ fn a_failed_reload_keeps_the_previous_schema() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let still_unknown = post(&server, "{ sprockets { id } }");
+    let still_unknown = server.post_graphql(None, "{ sprockets { id } }");
     assert!(
         still_unknown.contains("GRAPHQL_VALIDATION_FAILED"),
         "{still_unknown}"
     );
-    let products = post(
-        &server,
-        "{ products(limit: 1, orderBy: {id: ASC}) { name } }",
-    );
+    let products = server.post_graphql(None, "{ products(limit: 1, orderBy: {id: ASC}) { name } }");
     assert!(
         products.ends_with(r#"{"data":{"products":[{"name":"Widget"}]}}"#),
         "{products}"

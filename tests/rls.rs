@@ -144,16 +144,6 @@ fn metrics(server: &Server) -> String {
     )
 }
 
-fn post(server: &Server, token: &str, query: &str) -> String {
-    let body = json!({ "query": query }).to_string();
-    let req = format!(
-        "POST /graphql HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    exchange(&mut server.connect(), req.as_bytes())
-}
-
 #[test]
 fn two_users_on_the_same_operation_see_only_their_own_rows_as_they_change() {
     let (admin, url) = rls_database();
@@ -307,7 +297,7 @@ fn refused_tokens_get_their_code_and_never_reach_postgresql() {
         c.send_text(&init(token));
         assert_eq!(c.recv_close(), (4403, reason.to_string()), "{code}");
         c.finish_close(4403);
-        let http = post(&server, token, "{ notes { body } }");
+        let http = server.post_graphql(Some(token), "{ notes { body } }");
         assert!(http.starts_with("HTTP/1.1 401 "), "{code}: {http}");
         assert!(http.contains(&format!(r#""code":"{code}""#)), "{http}");
     }
@@ -325,7 +315,7 @@ fn refused_tokens_get_their_code_and_never_reach_postgresql() {
         assert!(m.contains(&line), "{line}in {m}");
     }
     // The counter does see a statement that runs: the zero above is not a dead metric.
-    let ok = post(&server, &token("rls_user", "alice"), "{ notes { body } }");
+    let ok = server.post_graphql(Some(&token("rls_user", "alice")), "{ notes { body } }");
     assert!(
         ok.contains(r#"{"data":{"notes":[{"body":"alice 1"},{"body":"alice 2"}]}}"#),
         "{ok}"
@@ -434,15 +424,15 @@ fn a_noinherit_login_role_serves_what_the_roles_it_may_become_can_read() {
         ],
     );
     let as_user = sign(json!({"role": "web_user"}));
-    let orders = post(&server, &as_user, "{ orders(limit: 1) { id } }");
+    let orders = server.post_graphql(Some(&as_user), "{ orders(limit: 1) { id } }");
     assert!(
         orders.contains(r#"{"data":{"orders":[{"id":1}]}}"#),
         "{orders}"
     );
-    let names = post(&server, &as_user, "{ users(limit: 1) { name } }");
+    let names = server.post_graphql(Some(&as_user), "{ users(limit: 1) { name } }");
     assert!(names.contains(r#"{"data":{"users":[{"#), "{names}");
     // A column no role may read is not in the schema at all.
-    let hidden = post(&server, &as_user, "{ users { email } }");
+    let hidden = server.post_graphql(Some(&as_user), "{ users { email } }");
     assert!(
         hidden.contains(r#""code":"GRAPHQL_VALIDATION_FAILED""#),
         "{hidden}"

@@ -102,6 +102,19 @@ impl Server {
         s
     }
 
+    /// `POST /graphql` with `query` (and a Bearer `token`, if any) on a connection of its
+    /// own; returns the whole response, head and body.
+    pub fn post_graphql(&self, token: Option<&str>, query: &str) -> String {
+        let body = serde_json::json!({ "query": query }).to_string();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let req = format!(
+            "POST /graphql HTTP/1.1\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(&mut self.connect(), req.as_bytes())
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
