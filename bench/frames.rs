@@ -5,24 +5,14 @@
 //! cargo bench --bench frames
 //! ```
 
-use std::hint::black_box;
-use std::time::Instant;
+#[path = "measure.rs"]
+mod measure;
 
+use std::hint::black_box;
+
+use measure::measure;
 use postrust::protocol::Session;
 use postrust::websocket::{Decoded, Decoder, SubProtocol, encode_text_parts};
-
-/// Runs `f` `iterations` times and prints the mean time per call.
-fn measure(name: &str, iterations: u32, mut f: impl FnMut()) {
-    for _ in 0..iterations / 10 {
-        f();
-    }
-    let started = Instant::now();
-    for _ in 0..iterations {
-        f();
-    }
-    let ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
-    println!("{name:<48} {ns:>10.1} ns/op");
-}
 
 fn masked_text(payload: &[u8]) -> Vec<u8> {
     let mask = [1, 2, 3, 4];

@@ -5,26 +5,17 @@
 //! cargo bench --bench live
 //! ```
 
+#[path = "measure.rs"]
+mod measure;
+
 use std::hint::black_box;
 use std::rc::Rc;
-use std::time::Instant;
 
+use measure::measure;
 use postrust::broadcast::Broadcaster;
 use postrust::change::{self, Dirty};
 use postrust::connection::Outbox;
 use postrust::live::{LiveKey, Plan, Registry, SkipRule, TableRef};
-
-fn measure(name: &str, iterations: u32, mut f: impl FnMut()) {
-    for _ in 0..iterations / 10 {
-        f();
-    }
-    let started = Instant::now();
-    for _ in 0..iterations {
-        f();
-    }
-    let ns = started.elapsed().as_nanos() as f64 / f64::from(iterations);
-    println!("{name:<56} {ns:>10.1} ns/op");
-}
 
 /// What the docs page's trigger sends for an order.
 const PAYLOAD: &[u8] = br#"{"table" : "orders", "operation" : "UPDATE", "data" : {"id":7,"customer_id":2,"total":19.90,"status":"pending","created_at":"2026-11-24T08:00:00+00:00"}}"#;
