@@ -133,8 +133,8 @@ fn the_load_test_harness_opens_and_initialises_many_connections() {
     assert!(out.contains(r#""connections":300,"errors":0"#), "{out}");
 }
 
-/// Small fan-out runs: 200 sockets × 3 subscriptions, 5 changes.
-const SMALL_FANOUT: [&str; 14] = [
+/// Every small fan-out run: 200 sockets × 3 subscriptions over 2 workers.
+const SMALL: [&str; 8] = [
     "--connections",
     "200",
     "--subs-per-conn",
@@ -143,20 +143,42 @@ const SMALL_FANOUT: [&str; 14] = [
     "2",
     "--sources",
     "2",
+];
+/// 5 changes, 50 ms apart.
+const CHANGES: [&str; 4] = ["--writes", "5", "--interval-ms", "50"];
+/// 120 subscriptions churning every 10 ms while 10 changes are made 50 ms apart.
+const CHURN: [&str; 8] = [
     "--writes",
-    "5",
+    "10",
     "--interval-ms",
     "50",
-    "--json",
-    "--quiet-secs",
+    "--churn",
+    "120",
+    "--churn-pause-ms",
+    "10",
 ];
+/// 20 changes a second for 3 seconds.
+const RATE: [&str; 4] = ["--rate", "20", "--duration-secs", "3"];
+
+/// Runs a small fan-out of `load` against `target` (the flags that name it and the
+/// scenario) with a quiet time of `quiet` seconds, and returns the output.
+fn small_fanout(target: &[&str], load: &[&str], quiet: &str) -> String {
+    let mut args = vec!["fanout"];
+    args.extend(target);
+    args.extend(SMALL);
+    args.extend(load);
+    args.extend(["--json", "--quiet-secs", quiet]);
+    harness(&args)
+}
+
+/// A small fan-out of `load` against the floor.
+fn floor_fanout(load: &[&str]) -> String {
+    small_fanout(&["--target", "floor"], load, "5")
+}
 
 #[test]
 fn the_fan_out_harness_runs_against_the_floor_without_loss() {
-    let mut args = vec!["fanout", "--target", "floor"];
-    args.extend(SMALL_FANOUT);
-    args.push("5");
-    let out = harness(&args);
+    let out = floor_fanout(&CHANGES);
     assert!(
         out.contains(r#""connections":200,"subscriptions":600"#),
         "{out}"
@@ -178,23 +200,20 @@ fn loadtest_server() -> (String, Server) {
     (url, server)
 }
 
-/// Runs a fan-out of `scenario` against the server of [`loadtest_server`] with `size` (a
-/// run's flags, ending with `--quiet-secs`) and a quiet time of 10 s; returns the output.
-fn fanout_against(server: &(String, Server), scenario: &str, size: &[&str]) -> String {
+/// A small fan-out of `scenario` and `load` against the server of [`loadtest_server`].
+fn fanout_against(server: &(String, Server), scenario: &str, load: &[&str]) -> String {
     let (url, server) = server;
     let ws = format!("ws://{}/graphql", server.addr);
-    let mut args = vec!["fanout", "--target", "postrust", "--scenario", scenario];
-    args.extend(["--url", &ws, "--database-url", url]);
-    args.extend(size);
-    args.push("10");
-    harness(&args)
+    let target = ["--target", "postrust", "--scenario", scenario];
+    let target = [&target[..], &["--url", &ws, "--database-url", url]].concat();
+    small_fanout(&target, load, "10")
 }
 
 #[test]
 fn the_fan_out_harness_runs_against_the_server_without_loss() {
     let server = loadtest_server();
     for scenario in ["shared", "distinct"] {
-        let out = fanout_against(&server, scenario, &SMALL_FANOUT);
+        let out = fanout_against(&server, scenario, &CHANGES);
         assert!(
             out.contains(r#""connections":200,"subscriptions":600"#),
             "{scenario}: {out}"
@@ -213,29 +232,6 @@ fn report(out: &str, label: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {label} report: {out}"))
 }
 
-/// Small churn runs: 200 sockets × 3 subscriptions, 120 of them churning every 10 ms while
-/// 10 changes are made 50 ms apart.
-const SMALL_CHURN: [&str; 18] = [
-    "--connections",
-    "200",
-    "--subs-per-conn",
-    "3",
-    "--workers",
-    "2",
-    "--sources",
-    "2",
-    "--writes",
-    "10",
-    "--interval-ms",
-    "50",
-    "--churn",
-    "120",
-    "--churn-pause-ms",
-    "10",
-    "--json",
-    "--quiet-secs",
-];
-
 /// Checks a churn report: the run churned, and every subscription, the churning ones too,
 /// came to show the last value.
 fn assert_churned(r: &serde_json::Value) {
@@ -249,10 +245,7 @@ fn assert_churned(r: &serde_json::Value) {
 
 #[test]
 fn the_harness_churns_subscriptions_against_the_floor() {
-    let mut args = vec!["fanout", "--target", "floor"];
-    args.extend(SMALL_CHURN);
-    args.push("5");
-    let r = report(&harness(&args), "floor");
+    let r = report(&floor_fanout(&CHURN), "floor");
     assert_churned(&r);
     // The floor sends every change to every subscription: 480 steady ones × 10 changes.
     assert_eq!(r["received"], 4800, "{r}");
@@ -265,28 +258,10 @@ fn the_harness_churns_subscriptions_against_the_server() {
     // not predate a commit the client knew of; `distinct`: each resubscription starts a
     // live query of its own.
     for scenario in ["shared", "distinct"] {
-        let out = fanout_against(&server, scenario, &SMALL_CHURN);
+        let out = fanout_against(&server, scenario, &CHURN);
         assert_churned(&report(&out, "postrust"));
     }
 }
-
-/// Small steady-rate runs: 200 sockets × 3 subscriptions, 20 changes a second for 3 seconds.
-const SMALL_RATE: [&str; 14] = [
-    "--connections",
-    "200",
-    "--subs-per-conn",
-    "3",
-    "--workers",
-    "2",
-    "--sources",
-    "2",
-    "--rate",
-    "20",
-    "--duration-secs",
-    "3",
-    "--json",
-    "--quiet-secs",
-];
 
 /// Checks a steady-rate report: every write made, a second per second of writing at least,
 /// and the seconds account for every steady receipt.
@@ -308,10 +283,7 @@ fn assert_steady(r: &serde_json::Value) {
 
 #[test]
 fn the_harness_writes_at_a_steady_rate_against_the_floor() {
-    let mut args = vec!["fanout", "--target", "floor"];
-    args.extend(SMALL_RATE);
-    args.push("5");
-    let r = report(&harness(&args), "floor");
+    let r = report(&floor_fanout(&RATE), "floor");
     assert_steady(&r);
     assert_eq!(r["received"], 600 * 60, "{r}");
 }
@@ -319,6 +291,22 @@ fn the_harness_writes_at_a_steady_rate_against_the_floor() {
 #[test]
 fn the_harness_writes_at_a_steady_rate_against_the_server() {
     let server = loadtest_server();
-    let out = fanout_against(&server, "shared", &SMALL_RATE);
+    let out = fanout_against(&server, "shared", &RATE);
     assert_steady(&report(&out, "postrust"));
+}
+
+#[test]
+fn the_floor_refuses_a_port_someone_listens_on() {
+    // The floor exits with the reason instead of serving half-bound: the harness relies on
+    // that exit to start it again on other ports.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let control = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_postrust-loadtest"))
+        .args(["floor", "--listen", &listen, "--control", &control])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("the floor's port"), "{stderr}");
 }
