@@ -124,9 +124,13 @@ impl Drop for Registered {
 /// task of its own: a task's future is as large as its largest state, and the HTTP phase's
 /// buffers must not stay with a WebSocket that lives for days.
 pub async fn serve(conn: Registered, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    // Looked up for the debug log only: otherwise a system call and an allocation on
+    // every accepted connection.
+    let peer = Peer(
+        log::log_enabled!(log::Level::Debug)
+            .then(|| stream.peer_addr().ok())
+            .flatten(),
+    );
     let _ = stream.set_nodelay(true);
     match serve_http(stream, &conn.shard, &conn.outbox).await {
         End::Upgraded {
@@ -155,6 +159,18 @@ pub async fn serve(conn: Registered, stream: TcpStream) {
         End::Finished => log::debug!("{peer}: closed"),
         End::Timeout => log::debug!("{peer}: dropped, request not complete in time"),
         End::Io(err) => log::debug!("{peer}: {err}"),
+    }
+}
+
+/// A client's address in log lines; `?` when unknown or not looked up.
+struct Peer(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("?"),
+        }
     }
 }
 
