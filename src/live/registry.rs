@@ -63,8 +63,8 @@ struct LiveQuery {
     key: LiveKey,
     plan: Plan,
     subscribers: Vec<Subscriber>,
-    /// Subscribers that joined after the first refresh started, each with the first
-    /// refresh whose result it may be given (see `Registry::subscribe`).
+    /// Subscribers still waiting for their first result, each with the first refresh whose
+    /// result it may be given (see `Registry::subscribe`).
     waiting: Vec<(Subscriber, u64)>,
     /// Refreshes started so far; the running or last one is number `refreshes`.
     refreshes: u64,
@@ -130,9 +130,7 @@ impl Registry {
         if let Some(&id) = self.by_key.get(&key) {
             let q = self.get_mut(id);
             q.waiting.push((subscriber, q.refreshes + 1));
-            if !q.dirty {
-                self.mark(id);
-            }
+            self.mark(id);
             return id;
         }
         let plan = plan();
@@ -153,8 +151,8 @@ impl Registry {
         self.queries[id.0] = Some(LiveQuery {
             key,
             plan,
-            subscribers: vec![subscriber],
-            waiting: Vec::new(),
+            subscribers: Vec::new(),
+            waiting: vec![(subscriber, 1)],
             refreshes: 0,
             last: None,
             dirty: false,
@@ -324,15 +322,9 @@ impl Registry {
                 }
                 if let Some(last) = &q.last {
                     let refresh = q.refreshes;
-                    let mut i = 0;
-                    while i < q.waiting.len() {
-                        if q.waiting[i].1 <= refresh {
-                            let (s, _) = q.waiting.swap_remove(i);
-                            s.outbox.deliver(s.slot, last);
-                            q.subscribers.push(s);
-                        } else {
-                            i += 1;
-                        }
+                    for (s, _) in q.waiting.extract_if(.., |(_, from)| *from <= refresh) {
+                        s.outbox.deliver(s.slot, last);
+                        q.subscribers.push(s);
                     }
                 }
                 if q.dirty {
