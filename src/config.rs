@@ -277,6 +277,12 @@ settings! {
     max_query_depth: Count = "POSTRUST_MAX_QUERY_DEPTH", "10";
     /// Most fields a GraphQL operation may select, each fragment counted wherever it is spread; a larger one is refused before any SQL runs.
     max_query_fields: Count = "POSTRUST_MAX_QUERY_FIELDS", "2000";
+    /// Deepest nesting of brackets (`{`, `[`, `(`) in a client's GraphQL document or JSON message, variables included; deeper input is refused before it is parsed, which bounds every recursion over it.
+    max_input_depth: Count = "POSTRUST_MAX_INPUT_DEPTH", "64";
+    /// Most errors one response carries; validation stops at this many and says so.
+    max_errors: Count = "POSTRUST_MAX_ERRORS", "100";
+    /// Longest a statement run for a client (a query or a live query's refresh) may take; PostgreSQL cancels a longer one, which fails with STATEMENT_TIMEOUT. 0 means no limit (and overrides a role's or database's own statement_timeout).
+    statement_timeout: Millis = "POSTRUST_STATEMENT_TIMEOUT_MS", "10000";
     /// PostgreSQL connections each shard's pool keeps at most.
     db_pool_size: Count = "POSTRUST_DB_POOL_SIZE", "4";
     /// Time a caller waits for a pooled PostgreSQL connection before it gets an error.

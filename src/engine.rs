@@ -84,6 +84,8 @@ impl Engine {
             limits: graphql::Limits {
                 max_depth: config.max_query_depth.0,
                 max_fields: config.max_query_fields.0,
+                max_input_depth: config.max_input_depth.0,
+                max_errors: config.max_errors.0,
             },
         }
     }

@@ -57,6 +57,8 @@
 //!   the LISTEN connection that feeds the change stream.
 //! - [`execute`]: runs a compiled statement as a client (role, claims) and maps failures.
 //! - [`metrics`]: per-shard counters served at `GET /metrics`.
+//! - [`nesting`]: the bound on bracket nesting in client text, checked before any parser
+//!   or walker recurses over it.
 //!
 //! The protocol layers (`http`, `websocket`, `protocol`) are pure: bytes in, values out, no
 //! sockets and no executor types, so they are unit-tested with byte vectors.
@@ -76,6 +78,7 @@ pub mod leader;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod nesting;
 pub mod pg;
 pub mod protocol;
 pub mod schema;

@@ -30,8 +30,24 @@ fn bad_request(message: impl Into<String>) -> Response {
     )
 }
 
+fn too_deep(deep: crate::nesting::TooDeep) -> Response {
+    errors(
+        Status::BadRequest,
+        &[GraphQLError::server(
+            ErrorCode::InputTooDeep,
+            deep.to_string(),
+        )],
+    )
+}
+
 /// The request of a `POST`: a JSON object with `query`, `variables`, `operationName`.
-pub fn post_request(head: &RequestHead, body: &[u8]) -> Result<OperationRequest, Response> {
+/// `max_depth` bounds the nesting of the body before it is parsed
+/// (`POSTRUST_MAX_INPUT_DEPTH`).
+pub fn post_request(
+    head: &RequestHead,
+    body: &[u8],
+    max_depth: usize,
+) -> Result<OperationRequest, Response> {
     let json = head.content_type.as_deref().is_some_and(|t| {
         t.split(';')
             .next()
@@ -43,6 +59,7 @@ pub fn post_request(head: &RequestHead, body: &[u8]) -> Result<OperationRequest,
             "send the request as Content-Type: application/json",
         ));
     }
+    crate::nesting::check_json(body, max_depth).map_err(too_deep)?;
     let mut bytes = body.to_vec();
     let value = simd_json::to_borrowed_value(&mut bytes)
         .map_err(|_| bad_request("the body is not valid JSON"))?;
@@ -50,13 +67,14 @@ pub fn post_request(head: &RequestHead, body: &[u8]) -> Result<OperationRequest,
 }
 
 /// The request of a `GET`: `query`, `variables` and `operationName` in the URL.
-pub fn get_request(head: &RequestHead) -> Result<OperationRequest, Response> {
+pub fn get_request(head: &RequestHead, max_depth: usize) -> Result<OperationRequest, Response> {
     let params = head.query.as_deref().unwrap_or("");
     let query = query_param(params, "query")
         .ok_or_else(|| bad_request("the query parameter is missing"))?;
     let variables = match query_param(params, "variables").filter(|v| !v.is_empty()) {
         None => None,
         Some(text) => {
+            crate::nesting::check_json(text.as_bytes(), max_depth).map_err(too_deep)?;
             let mut bytes = text.into_bytes();
             match simd_json::to_owned_value(&mut bytes) {
                 Ok(v) if v.is_object() => Some(v),

@@ -256,11 +256,13 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
                 content_type: "text/plain; version=0.0.4",
                 ..Response::json(Status::Ok, crate::metrics::render(&shard.all_metrics))
             },
-            Route::GraphqlPost => match graphql_http::post_request(&head, &body) {
-                Ok(request) => graphql_http::respond(shard, &head, request).await,
-                Err(resp) => resp,
-            },
-            Route::GraphqlGet => match graphql_http::get_request(&head) {
+            Route::GraphqlPost => {
+                match graphql_http::post_request(&head, &body, config.max_input_depth.0) {
+                    Ok(request) => graphql_http::respond(shard, &head, request).await,
+                    Err(resp) => resp,
+                }
+            }
+            Route::GraphqlGet => match graphql_http::get_request(&head, config.max_input_depth.0) {
                 Ok(request) => graphql_http::respond(shard, &head, request).await,
                 Err(resp) => resp,
             },

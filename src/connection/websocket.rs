@@ -323,7 +323,11 @@ impl WsConn {
             Event::Pong | Event::Fragment => {}
             Event::Text(mut text) => {
                 if let Some(session) = &mut self.session {
-                    session.on_message(text.as_mut_slice(), &mut self.actions);
+                    session.on_message(
+                        text.as_mut_slice(),
+                        self.conn.shard.config.max_input_depth.0,
+                        &mut self.actions,
+                    );
                     self.apply_actions();
                 }
             }

@@ -22,6 +22,8 @@ pub enum ErrorCode {
     TooDeep,
     /// The selection, fragments expanded, has more fields than `POSTRUST_MAX_QUERY_FIELDS`.
     TooComplex,
+    /// The document or message nests brackets deeper than `POSTRUST_MAX_INPUT_DEPTH`.
+    InputTooDeep,
     /// An argument is valid GraphQL but not a value the server accepts (a negative limit).
     BadArgument,
     /// The HTTP request around the operation is malformed (no query, a body that is not
@@ -50,6 +52,7 @@ impl ErrorCode {
             ErrorCode::OperationResolution => "OPERATION_RESOLUTION_FAILURE",
             ErrorCode::TooDeep => "QUERY_TOO_DEEP",
             ErrorCode::TooComplex => "QUERY_TOO_COMPLEX",
+            ErrorCode::InputTooDeep => "INPUT_TOO_DEEP",
             ErrorCode::BadArgument => "BAD_ARGUMENT",
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::RateLimited => "RATE_LIMITED",

@@ -82,14 +82,21 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most fields walked, each fragment counted wherever it is spread.
     pub max_fields: usize,
+    /// Deepest nesting of brackets in the document, checked before it is parsed.
+    pub max_input_depth: usize,
+    /// Most errors reported; validation stops past them.
+    pub max_errors: usize,
 }
 
 impl Default for Limits {
-    /// The defaults of `POSTRUST_MAX_QUERY_DEPTH` and `POSTRUST_MAX_QUERY_FIELDS`.
+    /// The defaults of `POSTRUST_MAX_QUERY_DEPTH`, `POSTRUST_MAX_QUERY_FIELDS`,
+    /// `POSTRUST_MAX_INPUT_DEPTH` and `POSTRUST_MAX_ERRORS`.
     fn default() -> Self {
         Limits {
             max_depth: 10,
             max_fields: 2000,
+            max_input_depth: 64,
+            max_errors: 100,
         }
     }
 }
@@ -160,6 +167,14 @@ pub fn validate(
     operation_name: Option<&str>,
     limits: &Limits,
 ) -> Result<Operation, Vec<GraphQLError>> {
+    // The parser and every walk below recurse per level of nesting: bound it first.
+    if let Err(deep) = crate::nesting::check_graphql(query, limits.max_input_depth) {
+        return Err(vec![GraphQLError::new(
+            ErrorCode::InputTooDeep,
+            format!("The document nests deeper than {} levels.", deep.limit),
+            &[],
+        )]);
+    }
     let doc = async_graphql_parser::parse_query(query).map_err(syntax)?;
     let mut errors = Vec::new();
     let ops: Vec<(Option<&Name>, &Positioned<OperationDefinition>)> = match &doc.operations {
@@ -217,6 +232,15 @@ pub fn validate(
         }
     }
     dedup(&mut errors);
+    if errors.len() > limits.max_errors {
+        // As graphql-js does: a document repeating one mistake gets a bounded answer.
+        errors.truncate(limits.max_errors);
+        errors.push(GraphQLError::new(
+            ErrorCode::Validation,
+            "Too many validation errors, error limit reached. Validation aborted.",
+            &[],
+        ));
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -237,9 +261,11 @@ fn dedup(errors: &mut Vec<GraphQLError>) {
     let mut seen = HashSet::new();
     errors.retain(|e| seen.insert((e.message.clone(), e.locations.clone())));
     // Variable coercion errors are meaningless next to validation errors, and a walk cut
-    // short by the field limit leaves fragments looking unused.
-    if errors.iter().any(|e| e.code == ErrorCode::TooComplex) {
-        errors.retain(|e| e.code == ErrorCode::TooComplex);
+    // short by the field or nesting limit leaves fragments looking unused.
+    let cut_short =
+        |e: &GraphQLError| matches!(e.code, ErrorCode::TooComplex | ErrorCode::InputTooDeep);
+    if errors.iter().any(cut_short) {
+        errors.retain(cut_short);
     } else if errors.iter().any(|e| e.code != ErrorCode::BadVariables) {
         errors.retain(|e| e.code != ErrorCode::BadVariables);
     }
@@ -501,7 +527,15 @@ fn single_root_field(
 }
 
 /// The spec's "Fragments must not form cycles", reported once per cycle at its spreads.
+/// Reports every fragment that spreads itself, directly or through others.
+///
+/// One depth-first walk over the graph of fragment spreads, each fragment entered once
+/// (graphql-js's NoFragmentCyclesRule), so the work is linear in the number of spreads
+/// however they are shared: a document where each fragment spreads the next one twice
+/// costs no more than one where it spreads it once. The walk keeps its own stack, so a long
+/// chain of fragments cannot exhaust the thread's.
 fn fragment_cycles(doc: &ExecutableDocument, errors: &mut Vec<GraphQLError>) {
+    // Recurses per nested selection set: bounded by `max_input_depth`, checked before parsing.
     fn spreads<'d>(set: &'d SelectionSet, out: &mut Vec<(&'d Name, Pos)>) {
         for item in &set.items {
             match &item.node {
@@ -511,54 +545,54 @@ fn fragment_cycles(doc: &ExecutableDocument, errors: &mut Vec<GraphQLError>) {
             }
         }
     }
+    let spreads_of = |name: &Name| {
+        let mut out = Vec::new();
+        if let Some(def) = doc.fragments.get(name) {
+            spreads(&def.node.selection_set.node, &mut out);
+        }
+        out.into_iter()
+    };
     let mut names: Vec<&Name> = doc.fragments.keys().collect();
     names.sort();
-    let mut done: HashSet<&Name> = HashSet::new();
+    let mut entered: HashSet<&Name> = HashSet::new();
+    // The spreads followed from the walk's start to the fragment being walked, and for each
+    // fragment on that path, where in `path` it was entered. `path` is one shorter than
+    // `stack`: the start was entered by no spread.
+    let mut path: Vec<(&Name, Pos)> = Vec::new();
+    let mut on_path: HashMap<&Name, usize> = HashMap::new();
+    let mut stack = Vec::new();
     for start in names {
-        // Depth-first search from `start`, keeping the spread path.
-        let mut path: Vec<(&Name, Pos)> = Vec::new();
-        let mut stack: Vec<(&Name, Vec<(&Name, Pos)>)> = Vec::new();
-        let first = doc.fragments.get(start).map(|d| {
-            let mut s = Vec::new();
-            spreads(&d.node.selection_set.node, &mut s);
-            s
-        });
-        stack.push((start, first.unwrap_or_default()));
-        let mut visiting: HashSet<&Name> = HashSet::from([start]);
-        while let Some((_, pending)) = stack.last_mut() {
-            let Some((next, pos)) = pending.pop() else {
-                let (n, _) = stack.pop().expect("non-empty");
-                visiting.remove(n);
+        if !entered.insert(start) {
+            continue;
+        }
+        on_path.insert(start, 0);
+        stack.push((start, spreads_of(start)));
+        while let Some((name, pending)) = stack.last_mut() {
+            let Some((next, pos)) = pending.next() else {
+                on_path.remove(*name);
+                stack.pop();
                 path.pop();
                 continue;
             };
-            if next == start {
-                let via: Vec<String> = path.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+            if let Some(&at) = on_path.get(next) {
+                let via: Vec<String> = path[at..].iter().map(|(n, _)| format!("\"{n}\"")).collect();
                 let message = if via.is_empty() {
-                    format!("Cannot spread fragment \"{start}\" within itself.")
+                    format!("Cannot spread fragment \"{next}\" within itself.")
                 } else {
                     format!(
-                        "Cannot spread fragment \"{start}\" within itself via {}.",
+                        "Cannot spread fragment \"{next}\" within itself via {}.",
                         via.join(", ")
                     )
                 };
-                let mut at: Vec<Pos> = path.iter().map(|(_, p)| *p).collect();
+                let mut at: Vec<Pos> = path[at..].iter().map(|(_, p)| *p).collect();
                 at.push(pos);
                 errors.push(GraphQLError::validation(message, &at));
-                continue;
-            }
-            if done.contains(next) || visiting.contains(next) {
-                continue;
-            }
-            if let Some(def) = doc.fragments.get(next) {
-                let mut s = Vec::new();
-                spreads(&def.node.selection_set.node, &mut s);
-                visiting.insert(next);
+            } else if doc.fragments.contains_key(next) && entered.insert(next) {
                 path.push((next, pos));
-                stack.push((next, s));
+                on_path.insert(next, path.len());
+                stack.push((next, spreads_of(next)));
             }
         }
-        done.insert(start);
     }
 }
 

@@ -434,3 +434,93 @@ fn field_limit_stops_fragment_bombs() {
     assert_eq!(e[0].code, ErrorCode::TooComplex);
     assert_eq!(e[0].message, "The operation selects more than 2000 fields.");
 }
+
+/// The codes of the errors `query` gets with the default limits.
+fn codes(query: &str, variables: Option<&str>) -> Vec<ErrorCode> {
+    let v = variables.map(vars);
+    validate(&schema(), query, v.as_ref(), None, &Limits::default())
+        .expect_err(query)
+        .into_iter()
+        .map(|e| e.code)
+        .collect()
+}
+
+#[test]
+fn nesting_past_the_limit_is_refused_before_parsing() {
+    // 1,600 levels of lists (and 1,200 of objects) overflowed the parser's stack.
+    let lists = format!(
+        "{{ products(filter: {{id: {{in: {}1{}}}}}) {{ id }} }}",
+        "[".repeat(1600),
+        "]".repeat(1600)
+    );
+    assert_eq!(codes(&lists, None), [ErrorCode::InputTooDeep]);
+    let objects = format!(
+        "{{ orders(filter: {}{{id: {{eq: 1}}}}{}) {{ id }} }}",
+        "{not: ".repeat(1200),
+        "}".repeat(1200)
+    );
+    assert_eq!(codes(&objects, None), [ErrorCode::InputTooDeep]);
+    // Just within the limit, the document is parsed and validated as usual.
+    let within = format!(
+        "{{ orders(filter: {}{{id: {{eq: 1}}}}{}) {{ id }} }}",
+        "{not: ".repeat(30),
+        "}".repeat(30)
+    );
+    assert!(validate(&schema(), &within, None, None, &Limits::default()).is_ok());
+}
+
+#[test]
+fn a_fragment_bomb_is_checked_in_linear_time() {
+    // Each fragment spreads the next twice: 2^40 paths through 40 fragments. The cycle check
+    // enters each fragment once; the walk stops at the field limit.
+    let mut doc = String::from("{ users { ...F0 } }");
+    for i in 0..40 {
+        doc.push_str(&format!(
+            " fragment F{i} on Users {{ ...F{} ...F{} }}",
+            i + 1,
+            i + 1
+        ));
+    }
+    doc.push_str(" fragment F40 on Users { id }");
+    assert_eq!(codes(&doc, None), [ErrorCode::TooComplex]);
+    // With a cycle at the end and no operation spreading them (so that the walk does not
+    // stop first), the cycle check alone faces every path: it reports the cycle once.
+    let cyclic = doc
+        .replace("{ users { ...F0 } }", "{ users { id } }")
+        .replace(
+            "fragment F40 on Users { id }",
+            "fragment F40 on Users { ...F0 }",
+        );
+    let e = errors(&cyclic);
+    let cycles: Vec<_> = e
+        .iter()
+        .filter(|(m, _)| m.contains("within itself"))
+        .collect();
+    assert_eq!(cycles.len(), 1, "{e:?}");
+    assert!(
+        cycles[0]
+            .0
+            .starts_with("Cannot spread fragment \"F0\" within itself via")
+    );
+}
+
+#[test]
+fn a_long_chain_of_fragments_is_bounded_like_nesting() {
+    let mut doc = String::from("{ users { ...F0 } }");
+    for i in 0..5000 {
+        doc.push_str(&format!(" fragment F{i} on Users {{ ...F{} }}", i + 1));
+    }
+    doc.push_str(" fragment F5000 on Users { id }");
+    assert_eq!(codes(&doc, None), [ErrorCode::InputTooDeep]);
+}
+
+#[test]
+fn errors_per_response_are_capped() {
+    let doc = format!("{{ users {} {{ id }} }}", "@nosuch ".repeat(5000));
+    let e = errors(&doc);
+    assert_eq!(e.len(), 101);
+    assert_eq!(
+        e[100].0,
+        "Too many validation errors, error limit reached. Validation aborted."
+    );
+}

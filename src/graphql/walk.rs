@@ -21,7 +21,7 @@ pub(super) struct Walker<'a> {
     /// Coerced variable values; `None` while walking operations that will not run.
     pub vars: Option<&'a HashMap<String, ConstValue>>,
     pub limits: Limits,
-    /// Fields walked so far; past `limits.max_fields` the walk stops.
+    /// Fields and fragment spreads walked so far; past `limits.max_fields` the walk stops.
     fields: usize,
     pub errors: Vec<GraphQLError>,
     pub usages: Vec<Usage>,
@@ -188,20 +188,22 @@ impl<'a> Walker<'a> {
                 // bound; stop walking rather than spend the time.
                 return;
             }
+            // Spreads count as well as fields: a spread of a fragment already being expanded
+            // selects nothing, yet walking to it repeatedly costs time all the same.
+            self.fields += 1;
+            if self.fields > self.limits.max_fields {
+                self.errors.push(GraphQLError::new(
+                    super::ErrorCode::TooComplex,
+                    format!(
+                        "The operation selects more than {} fields.",
+                        self.limits.max_fields
+                    ),
+                    &[item.pos],
+                ));
+                return;
+            }
             match &item.node {
                 Selection::Field(f) => {
-                    self.fields += 1;
-                    if self.fields > self.limits.max_fields {
-                        self.errors.push(GraphQLError::new(
-                            super::ErrorCode::TooComplex,
-                            format!(
-                                "The operation selects more than {} fields.",
-                                self.limits.max_fields
-                            ),
-                            &[f.pos],
-                        ));
-                        return;
-                    }
                     let keep = self.directives(&f.node.directives, "FIELD");
                     if let Some(sel) = self.field(parent, f, depth, meta)
                         && keep
@@ -219,6 +221,20 @@ impl<'a> Walker<'a> {
                     };
                     if self.stack.contains(name) {
                         continue;
+                    }
+                    // Each spread inside a fragment recurses once more, and a chain of
+                    // fragments is not nested in the text: bound it like text nesting.
+                    if self.stack.len() >= self.limits.max_input_depth {
+                        self.errors.push(GraphQLError::new(
+                            super::ErrorCode::InputTooDeep,
+                            format!(
+                                "Fragments are spread within each other more than {} levels deep.",
+                                self.limits.max_input_depth
+                            ),
+                            &[spread.pos],
+                        ));
+                        self.fields = self.limits.max_fields + 1;
+                        return;
                     }
                     let Some(cond) = self.condition(
                         parent,

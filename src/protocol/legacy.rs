@@ -32,7 +32,7 @@ pub struct LegacySession {
 }
 
 /// `{"type":"<kind>","id":…,"payload":{"message":…}}`
-fn error_message(kind: &str, id: Option<&str>, message: &str) -> String {
+pub(super) fn error_message(kind: &str, id: Option<&str>, message: &str) -> String {
     let mut out = format!("{{\"type\":\"{kind}\"");
     if let Some(id) = id {
         out.push_str(",\"id\":");

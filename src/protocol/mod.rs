@@ -64,8 +64,18 @@ impl Session {
         }
     }
 
-    /// Handles one text message from the client; `text` is parsed in place.
-    pub fn on_message(&mut self, text: &mut [u8], out: &mut Vec<Action>) {
+    /// Handles one text message from the client; `text` is parsed in place, once its
+    /// nesting is known to be within `max_depth` (`POSTRUST_MAX_INPUT_DEPTH`).
+    pub fn on_message(&mut self, text: &mut [u8], max_depth: usize, out: &mut Vec<Action>) {
+        if let Err(deep) = crate::nesting::check_json(text, max_depth) {
+            let reason = format!("Invalid message received: {deep}");
+            return out.push(match self {
+                Session::Transport(_) => Action::Close(transport::close::BAD_REQUEST, reason),
+                Session::Legacy(_) => {
+                    Action::Send(legacy::error_message("connection_error", None, &reason))
+                }
+            });
+        }
         match self {
             Session::Transport(s) => s.on_message(text, out),
             Session::Legacy(s) => s.on_message(text, out),
