@@ -3,9 +3,11 @@
 //! A client presents `Bearer <token>`, in `connection_init`'s `payload.authorization` or in
 //! the HTTP `Authorization` header. With `POSTRUST_JWT_SECRET` the token must be HS256/384/512;
 //! with `POSTRUST_JWT_PUBLIC_KEY` (PEM, or a JWKS document) RS256/384/512 or ES256/384. The
-//! algorithm family is fixed by the configured key, so a token cannot choose its own
-//! verification (`alg: none`, or HS256 signed with the public key, fail). `exp` and `nbf`
-//! are enforced with `POSTRUST_JWT_LEEWAY_S` of leeway, `aud` when `POSTRUST_JWT_AUD` is set.
+//! algorithms a key verifies are fixed by the key, so a token cannot choose its own
+//! verification (`alg: none`, or HS256 signed with the public key, fail). In a JWKS each key
+//! has its own: its `alg` if it names one, else its type (`kty`) and curve (`crv`), so RSA
+//! and EC keys can share a set. `exp` and `nbf` are enforced with `POSTRUST_JWT_LEEWAY_S` of
+//! leeway; with `POSTRUST_JWT_AUD` set, `aud` is required and must contain it.
 //!
 //! The role is the claim named by `POSTRUST_JWT_ROLE_CLAIM`; a client without a token, or a
 //! token without that claim, gets `POSTRUST_ANON_ROLE` if one is configured and is refused
@@ -14,7 +16,7 @@
 
 use std::fmt;
 
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
@@ -48,7 +50,8 @@ pub enum AuthError {
     Expired,
     NotYetValid,
     WrongAudience,
-    /// A JWKS is configured and no key matches the token's `kid`.
+    /// A JWKS is configured and no key matches the token's `kid` (or, without a `kid`, no
+    /// single key verifies the token's algorithm).
     UnknownKey,
     /// The role claim is not a string, or absent with no anonymous role configured.
     NoRole,
@@ -94,12 +97,20 @@ enum Keys {
     Off,
     One(DecodingKey),
     /// A JWKS: the token's `kid` picks the key.
-    Set(JwkSet),
+    Set(Vec<SetKey>),
+}
+
+/// One usable key of a JWKS.
+struct SetKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    /// The algorithms this key verifies, and no others.
+    algorithms: Vec<Algorithm>,
 }
 
 pub struct Auth {
     keys: Keys,
-    /// Algorithms a token may use: one family, fixed by the configured key.
+    /// Algorithms a token may use: those of the configured key, or of any key in a JWKS.
     algorithms: Vec<Algorithm>,
     audience: Option<String>,
     leeway: u64,
@@ -200,28 +211,22 @@ impl Auth {
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthError::WrongAlgorithm);
         }
-        let from_set;
         let key = match &self.keys {
             Keys::Off => unreachable!("checked by authenticate"),
             Keys::One(key) => key,
-            Keys::Set(set) => {
-                let jwk = match &header.kid {
-                    Some(kid) => set.find(kid),
-                    None if set.keys.len() == 1 => set.keys.first(),
-                    None => None,
-                }
-                .ok_or(AuthError::UnknownKey)?;
-                from_set = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::UnknownKey)?;
-                &from_set
-            }
+            Keys::Set(set) => &set_key(set, header.kid.as_deref(), header.alg)?.key,
         };
         let mut validation = Validation::new(header.alg);
-        validation.algorithms = self.algorithms.clone();
+        validation.algorithms = vec![header.alg];
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.required_spec_claims.clear();
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                // Unchecked otherwise: a token without `aud` would pass.
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
             None => validation.validate_aud = false,
         }
         let data = jsonwebtoken::decode::<Value>(token, key, &validation).map_err(|err| {
@@ -230,6 +235,7 @@ impl Auth {
                 K::ExpiredSignature => AuthError::Expired,
                 K::ImmatureSignature => AuthError::NotYetValid,
                 K::InvalidAudience => AuthError::WrongAudience,
+                K::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
                 K::InvalidSignature => AuthError::BadSignature,
                 K::InvalidAlgorithm | K::MissingAlgorithm => AuthError::WrongAlgorithm,
                 _ => AuthError::Malformed,
@@ -240,6 +246,65 @@ impl Auth {
             _ => Err(AuthError::Malformed),
         }
     }
+}
+
+/// The key of a JWKS that verifies a token with this `kid` and algorithm: the key named by
+/// the `kid`, or without one the only key for the algorithm.
+fn set_key<'a>(
+    set: &'a [SetKey],
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<&'a SetKey, AuthError> {
+    match kid {
+        Some(kid) => {
+            let key = set
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .ok_or(AuthError::UnknownKey)?;
+            // A key's algorithm binds: an RS512 token is not verified with an RS256 key.
+            if key.algorithms.contains(&alg) {
+                Ok(key)
+            } else {
+                Err(AuthError::WrongAlgorithm)
+            }
+        }
+        None => {
+            let mut fitting = set.iter().filter(|k| k.algorithms.contains(&alg));
+            match (fitting.next(), fitting.next()) {
+                (Some(key), None) => Ok(key),
+                _ => Err(AuthError::UnknownKey),
+            }
+        }
+    }
+}
+
+/// The algorithms a JWK verifies: the one its `alg` names, else those its type and curve
+/// allow. Empty for keys this server does not verify with (encryption keys, HMAC, EdDSA).
+fn jwk_algorithms(jwk: &Jwk) -> Vec<Algorithm> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm, PublicKeyUse};
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return Vec::new();
+    }
+    let by_type = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => RSA.to_vec(),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => vec![Algorithm::ES256],
+            EllipticCurve::P384 => vec![Algorithm::ES384],
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let named = match jwk.common.key_algorithm {
+        None => return by_type,
+        Some(KeyAlgorithm::RS256) => Algorithm::RS256,
+        Some(KeyAlgorithm::RS384) => Algorithm::RS384,
+        Some(KeyAlgorithm::RS512) => Algorithm::RS512,
+        Some(KeyAlgorithm::ES256) => Algorithm::ES256,
+        Some(KeyAlgorithm::ES384) => Algorithm::ES384,
+        Some(_) => return Vec::new(),
+    };
+    // An `alg` that contradicts the key's type makes the key unusable, not the type.
+    by_type.into_iter().filter(|a| *a == named).collect()
 }
 
 /// Why a token's header was refused: a header that is JSON with an `alg` the library does
@@ -275,16 +340,34 @@ fn public_keys(value: &str) -> Result<(Keys, Vec<Algorithm>), String> {
     if text.starts_with('{') {
         let set: JwkSet = serde_json::from_str(text)
             .map_err(|err| format!("POSTRUST_JWT_PUBLIC_KEY: not a JWKS document: {err}"))?;
-        let family = set
-            .keys
-            .first()
-            .ok_or("POSTRUST_JWT_PUBLIC_KEY: the JWKS has no keys")?;
-        let algorithms = match DecodingKey::from_jwk(family).map(|k| k.family()) {
-            Ok(jsonwebtoken::AlgorithmFamily::Rsa) => RSA.to_vec(),
-            Ok(jsonwebtoken::AlgorithmFamily::Ec) => EC.to_vec(),
-            _ => return Err("POSTRUST_JWT_PUBLIC_KEY: JWKS keys must be RSA or EC".to_owned()),
-        };
-        return Ok((Keys::Set(set), algorithms));
+        let mut keys = Vec::new();
+        let mut algorithms: Vec<Algorithm> = Vec::new();
+        for jwk in &set.keys {
+            let accepts = jwk_algorithms(jwk);
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            if accepts.is_empty() {
+                continue;
+            }
+            for alg in &accepts {
+                if !algorithms.contains(alg) {
+                    algorithms.push(*alg);
+                }
+            }
+            keys.push(SetKey {
+                kid: jwk.common.key_id.clone(),
+                key,
+                algorithms: accepts,
+            });
+        }
+        if keys.is_empty() {
+            return Err(
+                "POSTRUST_JWT_PUBLIC_KEY: the JWKS has no RSA or EC (P-256, P-384) signing key"
+                    .to_owned(),
+            );
+        }
+        return Ok((Keys::Set(keys), algorithms));
     }
     if let Ok(key) = DecodingKey::from_rsa_pem(text.as_bytes()) {
         return Ok((Keys::One(key), RSA.to_vec()));
@@ -510,10 +593,114 @@ mod tests {
             with_aud.authenticate(Some(&bearer(&wrong))),
             Err(AuthError::WrongAudience)
         );
+        let without = hs_token(json!({"role":"r"}));
+        assert_eq!(
+            with_aud.authenticate(Some(&bearer(&without))),
+            Err(AuthError::WrongAudience),
+            "aud required when configured"
+        );
+        let among = hs_token(json!({"role":"r","aud":["other","postrust"]}));
+        assert!(with_aud.authenticate(Some(&bearer(&among))).is_ok());
         assert!(
             hs().authenticate(Some(&bearer(&wrong))).is_ok(),
             "aud unchecked when unset"
         );
+    }
+
+    /// The test EC public key as a JWK: a P-256 SubjectPublicKeyInfo ends with the point,
+    /// `04 || x || y`.
+    fn ec_jwk(kid: &str, alg: Option<&str>) -> serde_json::Value {
+        use base64::Engine as _;
+        let body: String = EC_PUBLIC
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        let point = &der[der.len() - 64..];
+        let mut jwk = json!({
+            "kty": "EC", "crv": "P-256", "kid": kid,
+            "x": b64url(&point[..32]), "y": b64url(&point[32..]),
+        });
+        if let Some(alg) = alg {
+            jwk["alg"] = json!(alg);
+        }
+        jwk
+    }
+
+    fn signed(alg: Algorithm, kid: Option<&str>, private: &str) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_owned);
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(private.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(private.as_bytes()),
+        };
+        bearer(
+            &encode(
+                &header,
+                &json!({"role":"app","exp": now() + 600}),
+                &key.unwrap(),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_jwks_of_rsa_and_ec_keys_picks_each_keys_own_algorithms() {
+        let mut set: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+        let rsa = set["keys"][0].clone();
+        set["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(ec_jwk("test-ec", None));
+        let mixed = auth(&[("POSTRUST_JWT_PUBLIC_KEY", &set.to_string())]).unwrap();
+        let es = signed(Algorithm::ES256, Some("test-ec"), EC_PRIVATE);
+        let rs = signed(Algorithm::RS256, Some("test-rsa"), RSA_PRIVATE);
+        assert_eq!(
+            mixed.authenticate(Some(&es)).unwrap().role.as_deref(),
+            Some("app")
+        );
+        assert!(mixed.authenticate(Some(&rs)).is_ok());
+        // Without a kid, the one key for the algorithm verifies.
+        assert!(
+            mixed
+                .authenticate(Some(&signed(Algorithm::ES256, None, EC_PRIVATE)))
+                .is_ok()
+        );
+        assert!(
+            mixed
+                .authenticate(Some(&signed(Algorithm::RS256, None, RSA_PRIVATE)))
+                .is_ok()
+        );
+        // A token naming the EC key but signed RS256 is refused by the EC key's algorithms.
+        assert_eq!(
+            mixed.authenticate(Some(&signed(
+                Algorithm::RS256,
+                Some("test-ec"),
+                RSA_PRIVATE
+            ))),
+            Err(AuthError::WrongAlgorithm)
+        );
+
+        // The RSA key's `alg` is RS256: an RS512 token is refused, though RSA can verify it.
+        let rs512 = signed(Algorithm::RS512, Some("test-rsa"), RSA_PRIVATE);
+        assert_eq!(
+            mixed.authenticate(Some(&rs512)),
+            Err(AuthError::WrongAlgorithm)
+        );
+        // Without `alg`, the key verifies every RSA algorithm.
+        let mut open = rsa.clone();
+        open.as_object_mut().unwrap().remove("alg");
+        let unbound = auth(&[(
+            "POSTRUST_JWT_PUBLIC_KEY",
+            &json!({ "keys": [open] }).to_string(),
+        )])
+        .unwrap();
+        assert!(unbound.authenticate(Some(&rs512)).is_ok());
+        // An EC key whose `alg` contradicts its curve verifies nothing.
+        let contradicting = json!({ "keys": [ec_jwk("bad", Some("ES384"))] }).to_string();
+        assert!(auth(&[("POSTRUST_JWT_PUBLIC_KEY", &contradicting)]).is_err());
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn size_limits_on_head_and_body() {
     let chunked = "POST /graphql HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     assert_eq!(
         status_of(&exchange(&mut server.connect(), chunked.as_bytes())),
-        411
+        501
     );
 }
 

@@ -58,6 +58,9 @@ enum Phase {
     Authenticating,
     /// In a SCRAM exchange.
     Scram(Box<ScramSha256>),
+    /// The server's final SCRAM message proved it knows the password; only now may it
+    /// accept us.
+    ScramVerified,
     /// Authenticated; collecting parameters and the key until `ReadyForQuery`.
     Starting,
 }
@@ -152,7 +155,18 @@ async fn start(
                 log_notice(&mut body.fields());
                 phase
             }
-            (Phase::Authenticating | Phase::Scram(_), Message::AuthenticationOk) => Phase::Starting,
+            // Not from `Scram`: a server that skips its final signature has not shown that
+            // it knows the password, and may be anyone between us and the real one.
+            (Phase::Authenticating | Phase::ScramVerified, Message::AuthenticationOk) => {
+                Phase::Starting
+            }
+            (Phase::Scram(_), Message::AuthenticationOk) => {
+                return Err(Error::connect(
+                    "the server accepted the SCRAM exchange without proving it knows the \
+                     password (no final signature)",
+                    None,
+                ));
+            }
             (Phase::Authenticating, Message::AuthenticationCleartextPassword) => {
                 frontend::password_message(password(config, "password")?, &mut out)
                     .map_err(|e| Error::config(e.to_string()))?;
@@ -205,7 +219,7 @@ async fn start(
                 scram.finish(body.data()).map_err(|e| {
                     Error::connect(format!("the server's SCRAM signature is wrong: {e}"), None)
                 })?;
-                Phase::Scram(scram)
+                Phase::ScramVerified
             }
             (
                 Phase::Authenticating,
