@@ -493,10 +493,6 @@ mod tests {
         assert_eq!(status(b"GET /graphql HTTP/1.1\r\n\r\n"), 426);
         assert_eq!(status(b"PUT /graphql HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(
-            status(b"POST /graphql HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            411
-        );
-        assert_eq!(
             status(b"POST /graphql HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
             0
         );
