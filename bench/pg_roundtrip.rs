@@ -67,6 +67,8 @@ async fn query_as(c: &Client, seconds: Duration) -> f64 {
             .query_as(
                 "postgres",
                 r#"{"sub":"bench","role":"postgres"}"#,
+                // As the server sends it, with POSTRUST_STATEMENT_TIMEOUT_MS's default.
+                Some("10000"),
                 "SELECT json_build_object('x', $1::int + 1)::text",
                 &[Some(&x)],
             )

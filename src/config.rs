@@ -281,8 +281,10 @@ settings! {
     max_input_depth: Count = "POSTRUST_MAX_INPUT_DEPTH", "64";
     /// Most errors one response carries; validation stops at this many and says so.
     max_errors: Count = "POSTRUST_MAX_ERRORS", "100";
-    /// Longest a statement run for a client (a query or a live query's refresh) may take; PostgreSQL cancels a longer one, which fails with STATEMENT_TIMEOUT. 0 means no limit (and overrides a role's or database's own statement_timeout).
+    /// Longest a statement run for a client (a query or a live query's refresh) may take; PostgreSQL cancels a longer one, which fails with STATEMENT_TIMEOUT. 0: the server sets none (a role's or database's own statement_timeout applies).
     statement_timeout: Millis = "POSTRUST_STATEMENT_TIMEOUT_MS", "10000";
+    /// Statements one client connection may have running at once: its queries and the refreshes that bring its subscriptions their first results; more wait their turn, so one client cannot hold a shard's whole pool.
+    db_statements_per_connection: Count = "POSTRUST_DB_STATEMENTS_PER_CONNECTION", "2";
     /// PostgreSQL connections each shard's pool keeps at most.
     db_pool_size: Count = "POSTRUST_DB_POOL_SIZE", "4";
     /// Time a caller waits for a pooled PostgreSQL connection before it gets an error.

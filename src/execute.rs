@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::auth::Identity;
 use crate::graphql::json::compact;
@@ -60,6 +61,7 @@ pub async fn run(
     }
     let params: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
     metrics.db_statements.inc();
+    let started = Instant::now();
     match pool
         .query_as(role.unwrap_or(SERVER_ROLE), claims, sql, &params)
         .await
@@ -67,7 +69,10 @@ pub async fn run(
         Ok(Some(data)) => Ok(compact(&data)),
         Ok(None) => Ok("null".to_owned()),
         Err(err) => {
-            let failure = classify(&err);
+            let past_timeout = pool
+                .statement_timeout()
+                .is_some_and(|limit| started.elapsed() >= limit);
+            let failure = classify(&err, past_timeout);
             metrics.error(failure.error().code.as_str());
             log::debug!("statement failed: {err}");
             Err(failure)
@@ -94,33 +99,40 @@ pub async fn run_as(
     .await
 }
 
-fn classify(err: &pg::Error) -> Failure {
+/// What a failed statement means for its client; see the table in
+/// `docs/graphql-errors.md`. `past_timeout`: the statement ran at least as long as
+/// `POSTRUST_STATEMENT_TIMEOUT_MS`.
+fn classify(err: &pg::Error, past_timeout: bool) -> Failure {
+    use pg::sqlstate;
+    let final_ = |code, message| Failure::Final(GraphQLError::server(code, message));
     match err.kind() {
         pg::ErrorKind::Db => {
             let message = match err.as_db_error() {
                 Some(db) => db.message.clone(),
                 None => err.to_string(),
             };
-            match err.code() {
-                // insufficient_privilege: row-level security or grants said no.
-                Some("42501") => {
-                    Failure::Final(GraphQLError::server(ErrorCode::Forbidden, message))
-                }
-                // A role that does not exist, or that the server's user may not become.
-                Some(code) if code.starts_with("22") || code.starts_with("42") => {
-                    Failure::Final(GraphQLError::server(ErrorCode::Database, message))
-                }
-                // Serialization failures, deadlocks, lock timeouts, admin cancels: transient.
-                Some(code)
-                    if code.starts_with("40")
-                        || code.starts_with("55")
-                        || code.starts_with("57") =>
+            match err.code().unwrap_or_default() {
+                // Row-level security or grants said no.
+                sqlstate::INSUFFICIENT_PRIVILEGE => final_(ErrorCode::Forbidden, message),
+                // Cancelled by a timeout (ours, or the role's or database's: the message is
+                // in the server's language, so it is read only as a second hint) or by an
+                // operator. Running it again would only be cancelled again.
+                sqlstate::QUERY_CANCELED
+                    if past_timeout || message.contains("statement timeout") =>
                 {
+                    final_(ErrorCode::StatementTimeout, message)
+                }
+                sqlstate::QUERY_CANCELED => final_(ErrorCode::StatementCanceled, message),
+                code if sqlstate::is_transient(code) => {
                     Failure::Unavailable(GraphQLError::server(ErrorCode::Unavailable, message))
                 }
-                _ => Failure::Final(GraphQLError::server(ErrorCode::Database, message)),
+                // The statement itself cannot succeed: a bad value, a missing role or
+                // table, a program limit.
+                _ => final_(ErrorCode::Database, message),
             }
         }
+        // A statement the client cannot send (too many parameters, a value over 1 GB).
+        pg::ErrorKind::Config => final_(ErrorCode::Database, err.to_string()),
         _ => Failure::Unavailable(GraphQLError::server(
             ErrorCode::Unavailable,
             format!("the database is not available: {err}"),

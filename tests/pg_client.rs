@@ -394,6 +394,7 @@ fn query_as_runs_under_the_role_and_claims_and_leaves_nothing_behind() {
             .query_as(
                 "web_user",
                 r#"{"sub":"alice","role":"web_user"}"#,
+                None,
                 sql,
                 &[Some("%")],
             )
@@ -404,7 +405,7 @@ fn query_as_runs_under_the_role_and_claims_and_leaves_nothing_behind() {
             Some(r#"{"user" : "web_user", "notes" : ["a1", "a2"]}"#)
         );
         let json = c
-            .query_as("web_user", r#"{"sub":"bob"}"#, sql, &[Some("b%")])
+            .query_as("web_user", r#"{"sub":"bob"}"#, None, sql, &[Some("b%")])
             .await
             .unwrap();
         assert_eq!(
@@ -427,12 +428,12 @@ fn query_as_runs_under_the_role_and_claims_and_leaves_nothing_behind() {
         assert_eq!(after.value(0, 1).unwrap_or(""), "", "so did the claims");
 
         let err = c
-            .query_as("no_such_role", "{}", sql, &[Some("%")])
+            .query_as("no_such_role", "{}", None, sql, &[Some("%")])
             .await
             .unwrap_err();
         assert_eq!(err.code(), Some("22023"), "{err}");
         let err = c
-            .query_as("web_user", "{}", "SELECT * FROM nowhere", &[])
+            .query_as("web_user", "{}", None, "SELECT * FROM nowhere", &[])
             .await
             .unwrap_err();
         assert_eq!(err.code(), Some("42P01"), "{err}");
@@ -440,6 +441,7 @@ fn query_as_runs_under_the_role_and_claims_and_leaves_nothing_behind() {
             .query_as(
                 "web_user",
                 "{}",
+                None,
                 "SELECT json_agg(x)::text FROM pg_authid x",
                 &[],
             )
@@ -459,10 +461,37 @@ fn query_as_runs_under_the_role_and_claims_and_leaves_nothing_behind() {
             Some("postgres")
         );
         let none = c
-            .query_as("web_user", "{}", "SELECT NULL::text", &[])
+            .query_as("web_user", "{}", None, "SELECT NULL::text", &[])
             .await
             .unwrap();
         assert_eq!(none, None);
+
+        // A statement timeout set in the same round trip bounds the query after it, and
+        // ends with the transaction like the role.
+        let err = c
+            .query_as(
+                "web_user",
+                "{}",
+                Some("50"),
+                "SELECT pg_sleep(5)::text",
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("57014"), "{err}");
+        let fast = c
+            .query_as("web_user", "{}", Some("5000"), "SELECT 'quick'", &[])
+            .await
+            .unwrap();
+        assert_eq!(fast.as_deref(), Some("quick"));
+        assert_eq!(
+            c.query("SELECT current_setting('statement_timeout')", &[])
+                .await
+                .unwrap()
+                .value(0, 0),
+            Some("0"),
+            "the timeout ended with the transaction"
+        );
     });
 }
 
@@ -519,6 +548,7 @@ fn a_statement_prepared_before_a_schema_change_is_prepared_again() {
             .query_as(
                 "postgres",
                 "{}",
+                None,
                 "SELECT json_agg(s)::text FROM (SELECT * FROM s) s",
                 &[],
             )
@@ -532,6 +562,7 @@ fn a_statement_prepared_before_a_schema_change_is_prepared_again() {
             .query_as(
                 "postgres",
                 "{}",
+                None,
                 "SELECT json_agg(s)::text FROM (SELECT * FROM s) s",
                 &[],
             )
@@ -592,6 +623,7 @@ fn query_as_and_a_transaction_pipeline_cost_one_round_trip() {
                 .query_as(
                     "postgres",
                     r#"{"sub":"x"}"#,
+                    None,
                     "SELECT json_build_object('n', $1::int)::text",
                     &[Some(&n)],
                 )

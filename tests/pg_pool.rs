@@ -258,3 +258,52 @@ fn backend_pid(json: &str) -> u32 {
     let (_, after) = json.split_once("\"pid\" : ").expect("a pid member");
     after.trim_end_matches('}').parse().expect("a number")
 }
+
+#[test]
+fn a_statement_nobody_waits_for_is_cancelled_in_the_server() {
+    let cluster = cluster();
+    let url = cluster.fresh_database("pool_cancel");
+    let sleeping = || {
+        cluster.psql(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(30)%'",
+        )
+    };
+    run(async {
+        let pool = Pool::new(
+            config(&url),
+            ConnectOptions::default(),
+            fast_pool_options(1),
+        );
+        // The caller gives up after 300 ms, as a client that left would.
+        let gave_up = futures_lite::future::or(
+            async {
+                Some(
+                    pool.query_as("postgres", "{}", "SELECT pg_sleep(30)::text", &[])
+                        .await,
+                )
+            },
+            async {
+                glommio::timer::sleep(Duration::from_millis(300)).await;
+                None
+            },
+        )
+        .await;
+        assert!(gave_up.is_none());
+        // The pool's one connection is given back once the cancel request went out.
+        let answer = pool
+            .query_as("postgres", "{}", "SELECT 'next'", &[])
+            .await
+            .unwrap();
+        assert_eq!(answer.as_deref(), Some("next"));
+        // Without the cancel, the abandoned statement would sleep on for 30 s.
+        for _ in 0..100 {
+            if sleeping() == "0" {
+                return;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the abandoned statement still runs in the server");
+    });
+}

@@ -22,6 +22,7 @@ fn pool_and_listener_reconnect_once_the_server_is_back() {
         timeout: Duration::from_secs(30),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
+        statement_timeout: None,
     };
     run(async {
         let pool = Pool::new(config.clone(), ConnectOptions::default(), options.clone());

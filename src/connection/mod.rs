@@ -103,7 +103,7 @@ pub struct Registered {
 
 impl Registered {
     pub fn new(shard: Rc<ShardContext>, id: u64) -> Registered {
-        let outbox = Rc::new(Outbox::default());
+        let outbox = Rc::new(Outbox::new(shard.config.db_statements_per_connection.0));
         shard
             .connections
             .borrow_mut()
@@ -256,16 +256,24 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
                 content_type: "text/plain; version=0.0.4",
                 ..Response::json(Status::Ok, crate::metrics::render(&shard.all_metrics))
             },
-            Route::GraphqlPost => {
-                match graphql_http::post_request(&head, &body, config.max_input_depth.0) {
-                    Ok(request) => graphql_http::respond(shard, &head, request).await,
+            Route::GraphqlPost | Route::GraphqlGet => {
+                let request = if head.method() == http::Method::Post {
+                    graphql_http::post_request(&head, &body, config.max_input_depth.0)
+                } else {
+                    graphql_http::get_request(&head, config.max_input_depth.0)
+                };
+                match request {
+                    Ok(request) => {
+                        let answer = graphql_http::respond(shard, &head, request);
+                        match unless_client_leaves(&mut stream, &mut buf, config, answer).await {
+                            Some(response) => response,
+                            // Dropping the answer cancels its statement.
+                            None => return End::Finished,
+                        }
+                    }
                     Err(resp) => resp,
                 }
             }
-            Route::GraphqlGet => match graphql_http::get_request(&head, config.max_input_depth.0) {
-                Ok(request) => graphql_http::respond(shard, &head, request).await,
-                Err(resp) => resp,
-            },
             Route::Respond(resp) => resp,
         };
         let response = if head.keep_alive() {
@@ -282,6 +290,30 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
             return End::Finished;
         }
     }
+}
+
+/// Waits for `answer` while watching the socket: `None` if the client closes it first.
+/// Bytes a client pipelines meanwhile are kept in `buf` for the next request, up to one
+/// request's worth; past that the socket is no longer read until the answer is sent.
+async fn unless_client_leaves<T>(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    config: &Config,
+    answer: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let room = config.max_header_bytes + config.max_body_bytes;
+    future::or(async { Some(answer.await) }, async {
+        loop {
+            if buf.len() > room {
+                future::pending::<()>().await;
+            }
+            match read_more(stream, buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
 }
 
 /// Writes a final response and ends the connection.

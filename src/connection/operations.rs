@@ -20,8 +20,12 @@ use crate::protocol::{OperationRequest, Session};
 enum Op {
     /// Shares live query `live`; results arrive in `slot`.
     Subscription { live: LiveId, slot: SlotId },
-    /// Running once; its result arrives as `OpEvent::QueryDone { token }`.
-    Query { token: u64 },
+    /// Running once; its result arrives as `OpEvent::QueryDone { token }`. Dropping `_task`
+    /// (the client stopped it, or left) cancels the query, its statement included.
+    Query {
+        token: u64,
+        _task: glommio::Task<()>,
+    },
 }
 
 /// What operations need from the connection.
@@ -129,17 +133,19 @@ impl Operations {
             (_, EnginePlan::Sql { sql, params }) => {
                 self.next_token += 1;
                 let token = self.next_token;
-                self.by_id.insert(id, Op::Query { token });
                 let (shard, outbox) = (Rc::clone(cx.shard), Rc::clone(cx.outbox));
                 let identity = identity.clone();
-                glommio::spawn_local(async move {
+                let task = glommio::spawn_local(async move {
+                    // One of the connection's turns at the database (see `Outbox::db_turn`).
+                    let turn = outbox.db_turn().await;
                     let result =
                         execute::run_as(&shard.pool, shard.metrics(), &identity, &sql, &params)
                             .await
                             .map_err(|f| f.error().clone());
+                    drop(turn);
                     outbox.report(OpEvent::QueryDone { token, result });
-                })
-                .detach();
+                });
+                self.by_id.insert(id, Op::Query { token, _task: task });
             }
         }
     }
@@ -148,7 +154,7 @@ impl Operations {
     pub fn stop(&mut self, cx: &Context<'_>, id: &str) {
         match self.by_id.remove(id) {
             Some(Op::Subscription { live, slot }) => self.leave(cx, live, slot),
-            // A query's result is dropped when it arrives for an id no longer here.
+            // Dropping the task cancels the query.
             Some(Op::Query { .. }) | None => {}
         }
     }
@@ -189,7 +195,7 @@ impl Operations {
                 let Some(id) = self
                     .by_id
                     .iter()
-                    .find(|(_, op)| matches!(op, Op::Query { token: t } if *t == token))
+                    .find(|(_, op)| matches!(op, Op::Query { token: t, .. } if *t == token))
                     .map(|(id, _)| id.clone())
                 else {
                     return;

@@ -98,9 +98,14 @@ pub enum OpEvent {
 }
 
 /// Shared between a connection (which drains it) and the tasks that fill it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outbox {
     inner: RefCell<Inner>,
+    /// The connection's share of the shard's database pool: one permit per statement it may
+    /// have running at once (`POSTRUST_DB_STATEMENTS_PER_CONNECTION`). Taken by its queries
+    /// and by the refreshes that bring its subscriptions their first results; whoever finds
+    /// none waits its turn, so one client cannot hold the whole pool.
+    db_turns: glommio::sync::Semaphore,
     /// Set by the shard at shutdown; the connection closes with 1001 when it sees it.
     going_away: Cell<bool>,
     /// The connection task's waker, stored each time it parks; whoever adds work wakes it.
@@ -109,7 +114,30 @@ pub struct Outbox {
     replaced: Cell<u64>,
 }
 
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new(1)
+    }
+}
+
 impl Outbox {
+    /// An outbox whose connection may run `db_share` statements at once.
+    pub fn new(db_share: usize) -> Outbox {
+        Outbox {
+            inner: RefCell::default(),
+            db_turns: glommio::sync::Semaphore::new(db_share.max(1) as u64),
+            going_away: Cell::default(),
+            waker: RefCell::default(),
+            replaced: Cell::default(),
+        }
+    }
+
+    /// Waits for one of the connection's database turns; it is given back when the permit
+    /// drops.
+    pub async fn db_turn(&self) -> Option<glommio::sync::Permit<'_>> {
+        self.db_turns.acquire_permit(1).await.ok()
+    }
+
     /// Asks the connection to close (server shutdown) and wakes it.
     pub fn go_away(&self) {
         self.going_away.set(true);

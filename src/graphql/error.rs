@@ -39,6 +39,11 @@ pub enum ErrorCode {
     Database,
     /// PostgreSQL could not be reached in time; the operation may be retried.
     Unavailable,
+    /// The statement ran past `POSTRUST_STATEMENT_TIMEOUT_MS` (or the role's or database's
+    /// `statement_timeout`) and PostgreSQL cancelled it.
+    StatementTimeout,
+    /// An operator cancelled the statement (`pg_cancel_backend`).
+    StatementCanceled,
     /// The client's credentials were refused; the code names why (see `auth`).
     Auth(&'static str),
 }
@@ -60,6 +65,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Database => "DATABASE_ERROR",
             ErrorCode::Unavailable => "SERVICE_UNAVAILABLE",
+            ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
+            ErrorCode::StatementCanceled => "STATEMENT_CANCELED",
             ErrorCode::Auth(code) => code,
         }
     }

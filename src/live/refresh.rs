@@ -37,15 +37,28 @@ pub trait Runner {
 pub struct Pacing {
     /// Window in which changes are gathered into one refresh per live query.
     pub tick: Duration,
-    /// Refreshes running at once on the shard (about its pool size).
+    /// Refreshes of standing subscribers running at once on the shard: one less than its
+    /// pool, so that they never hold every connection.
     pub concurrency: usize,
     /// Pause before a refresh that found the database unreachable is tried again.
     pub retry_after: Duration,
 }
 
 /// Refreshes dirty live queries for as long as the shard runs.
+///
+/// Two kinds of refresh share the shard's pool, scheduled so that slow live queries cannot
+/// starve the rest:
+/// - one that brings subscribers their first result runs in the turn of the first waiting
+///   subscriber's connection ([`Outbox::db_turn`](crate::connection::Outbox::db_turn)):
+///   a client subscribing many slow queries waits for its own earlier ones, never for
+///   another client's;
+/// - one for standing subscribers only takes one of `concurrency` slots, which leaves a
+///   connection of the pool to queries and first results.
+///
+/// Every statement ends by `POSTRUST_STATEMENT_TIMEOUT_MS` at the latest, so a slot or a
+/// turn is held for at most that long.
 pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing: Pacing) {
-    // One permit per refresh in flight; a finished refresh returns its permit.
+    // One permit per refresh of standing subscribers in flight.
     let slots = Rc::new(Semaphore::new(pacing.concurrency.max(1) as u64));
     loop {
         future::poll_fn(|cx| registry.borrow_mut().poll_dirty(cx)).await;
@@ -58,39 +71,92 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
             sleep(pacing.tick).await;
         }
         loop {
-            let Ok(permit) = slots.acquire_static_permit(1).await else {
-                return;
+            // First results never wait for a slot, only for their own connection's turn.
+            loop {
+                // Not borrowed across the spawn, which may start the task at once.
+                let next = registry.borrow_mut().take_first();
+                let Some(job) = next else {
+                    break;
+                };
+                let (registry, runner) = (Rc::clone(&registry), Rc::clone(&runner));
+                glommio::spawn_local(async move {
+                    let owner = job.owner.clone().expect("first results have an owner");
+                    let turn = owner.db_turn().await;
+                    let retry = refresh(&registry, &*runner, &job).await;
+                    drop(turn);
+                    retry_later(&registry, &job, retry, pacing).await;
+                })
+                .detach();
+            }
+            if !registry.borrow_mut().has_standing() {
+                break;
+            }
+            // A slot, unless first results arrive meanwhile: they go first.
+            let slot = future::or(
+                async { Some(slots.acquire_static_permit(1).await) },
+                async {
+                    future::poll_fn(|cx| registry.borrow_mut().poll_first(cx)).await;
+                    None
+                },
+            )
+            .await;
+            let slot = match slot {
+                None => continue,
+                Some(Err(_)) => return,
+                Some(Ok(slot)) => slot,
             };
-            let Some(job) = registry.borrow_mut().take_dirty(1).pop() else {
+            let Some(job) = registry.borrow_mut().take_standing() else {
                 break;
             };
             let (registry, runner) = (Rc::clone(&registry), Rc::clone(&runner));
             glommio::spawn_local(async move {
-                let result = runner.run(&job).await;
-                match result {
-                    RunResult::Data(data) => {
-                        let started = std::time::Instant::now();
-                        registry.borrow_mut().finish(job.id, Outcome::Data(data));
-                        runner.fanned_out(started.elapsed());
-                    }
-                    RunResult::Failed(errors) => {
-                        let failed = registry
-                            .borrow_mut()
-                            .finish(job.id, Outcome::Failed(Rc::clone(&errors)));
-                        for (outbox, slot) in failed {
-                            outbox.fail(slot, Rc::clone(&errors));
-                        }
-                    }
-                    RunResult::Unavailable => {
-                        drop(permit);
-                        sleep(pacing.retry_after).await;
-                        registry.borrow_mut().retry(job.id);
-                        return;
-                    }
-                }
-                drop(permit);
+                let retry = refresh(&registry, &*runner, &job).await;
+                drop(slot);
+                retry_later(&registry, &job, retry, pacing).await;
             })
             .detach();
+        }
+    }
+}
+
+/// Runs one refresh and records its outcome, unless the live query went meanwhile: then
+/// the statement is dropped mid-way (the pool cancels it) and nothing is recorded. Returns
+/// true when the database was unavailable and the refresh should be tried again.
+async fn refresh(registry: &RefCell<Registry>, runner: &dyn Runner, job: &Job) -> bool {
+    let result = future::or(async { Some(runner.run(job).await) }, async {
+        job.abandoned.wait().await;
+        None
+    })
+    .await;
+    let Some(result) = result.filter(|_| !job.abandoned.is_set()) else {
+        return false;
+    };
+    match result {
+        RunResult::Data(data) => {
+            let started = std::time::Instant::now();
+            registry.borrow_mut().finish(job.id, Outcome::Data(data));
+            runner.fanned_out(started.elapsed());
+        }
+        RunResult::Failed(errors) => {
+            let failed = registry
+                .borrow_mut()
+                .finish(job.id, Outcome::Failed(Rc::clone(&errors)));
+            for (outbox, slot) in failed {
+                outbox.fail(slot, Rc::clone(&errors));
+            }
+        }
+        RunResult::Unavailable => return true,
+    }
+    false
+}
+
+/// After a pause (holding neither a slot nor a turn), queues a refresh that found the
+/// database unavailable again, if its live query is still there.
+async fn retry_later(registry: &RefCell<Registry>, job: &Job, retry: bool, pacing: Pacing) {
+    if retry {
+        sleep(pacing.retry_after).await;
+        if !job.abandoned.is_set() {
+            registry.borrow_mut().retry(job.id);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A shard's live queries: shared by key, indexed by the tables they read, marked dirty by
 //! changes, and fed results that are fanned out to their subscribers.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -42,13 +43,61 @@ pub struct Plan {
 }
 
 /// A refresh to run: the statement, and who it runs as.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Job {
     pub id: LiveId,
     pub sql: String,
     pub params: Vec<String>,
     pub role: Option<String>,
     pub claims: String,
+    /// For a refresh that brings subscribers their first result: the connection of the
+    /// first of them, in whose turn it runs (see `refresh::run`). `None` for a refresh of
+    /// standing subscribers only.
+    pub owner: Option<Rc<Outbox>>,
+    /// Set when the live query goes while this refresh runs.
+    pub abandoned: Rc<Abandon>,
+}
+
+/// Tells a running refresh that its live query is gone (its last subscriber left): the
+/// refresh loop stops waiting for the statement, which cancels it, and never records the
+/// result under an id that may by then belong to another live query.
+#[derive(Default)]
+pub struct Abandon {
+    set: Cell<bool>,
+    /// The refresh task waiting in [`Abandon::wait`].
+    waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for Abandon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Abandon({})", self.set.get())
+    }
+}
+
+impl Abandon {
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
+    fn set(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the live query is gone.
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.get() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,10 +120,23 @@ struct LiveQuery {
     /// The last result sent, `{"data":…}`: a refresh that reads the same sends it to the
     /// waiting subscribers only.
     last: Option<SharedPayload>,
-    /// A refresh is wanted (in `Registry::dirty` unless `refreshing`).
+    /// A refresh is wanted (queued in `lane` unless `refreshing`).
     dirty: bool,
+    /// Which of the registry's queues holds it while it is dirty and not refreshing.
+    lane: Lane,
     /// A refresh is running; a change meanwhile sets `dirty` so another one follows.
     refreshing: bool,
+    /// The running refresh's flag, set if the live query goes before it ends.
+    running: Option<Rc<Abandon>>,
+}
+
+/// The two queues of dirty live queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Subscribers are waiting for their first result: run in their connection's turn.
+    First,
+    /// Only standing subscribers: run in one of the shard's refresh slots.
+    Standing,
 }
 
 /// What a refresh produced.
@@ -94,8 +156,11 @@ pub struct Registry {
     /// Table name to the live queries reading it, with the schema. Keyed by name first
     /// because the docs page's trigger does not send the schema.
     by_table: HashMap<String, Vec<(String, LiveId)>>,
-    /// Live queries waiting for a refresh, oldest first.
-    dirty: Vec<LiveId>,
+    /// Live queries waiting for a refresh, oldest first, in two lanes: those with
+    /// subscribers waiting for a first result, and the rest. An entry whose live query is
+    /// no longer queued in that lane (taken from the other, or gone) is skipped when met.
+    firsts: VecDeque<LiveId>,
+    dirty: VecDeque<LiveId>,
     /// The refresh loop's waker while it waits for dirty live queries.
     waker: Option<Waker>,
 }
@@ -156,7 +221,9 @@ impl Registry {
             refreshes: 0,
             last: None,
             dirty: false,
+            lane: Lane::First,
             refreshing: false,
+            running: None,
         });
         self.mark(id);
         id
@@ -179,6 +246,9 @@ impl Registry {
         let Some(q) = self.queries[id.0].take() else {
             return;
         };
+        if let Some(running) = &q.running {
+            running.set();
+        }
         self.by_key.remove(&q.key);
         for t in &q.plan.tables {
             if let Some(list) = self.by_table.get_mut(&t.table) {
@@ -189,6 +259,7 @@ impl Registry {
             }
         }
         self.dirty.retain(|d| *d != id);
+        self.firsts.retain(|d| *d != id);
         self.free.push(id.0);
     }
 
@@ -198,23 +269,71 @@ impl Registry {
 
     fn mark(&mut self, id: LiveId) {
         let q = self.get_mut(id);
-        let queue = !q.dirty && !q.refreshing;
+        let queued = q.dirty && !q.refreshing;
         q.dirty = true;
-        if queue {
+        // A subscriber joining a live query queued for its standing subscribers moves it to
+        // the first-result lane (its old entry is then skipped).
+        let promote = queued && q.lane == Lane::Standing && !q.waiting.is_empty();
+        if (!queued && !q.refreshing) || promote {
             self.queue(id);
         }
     }
 
     fn queue(&mut self, id: LiveId) {
-        self.dirty.push(id);
+        let q = self.get_mut(id);
+        q.lane = if q.waiting.is_empty() {
+            Lane::Standing
+        } else {
+            Lane::First
+        };
+        match q.lane {
+            Lane::First => self.firsts.push_back(id),
+            Lane::Standing => self.dirty.push_back(id),
+        }
         if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
 
+    fn is_queued(&self, id: LiveId, lane: Lane) -> bool {
+        matches!(self.queries.get(id.0), Some(Some(q)) if q.dirty && !q.refreshing && q.lane == lane)
+    }
+
+    /// Drops the skipped entries at the front of `lane`'s queue.
+    fn prune(&mut self, lane: Lane) {
+        loop {
+            let front = match lane {
+                Lane::First => self.firsts.front(),
+                Lane::Standing => self.dirty.front(),
+            };
+            match front {
+                Some(&id) if !self.is_queued(id, lane) => {}
+                _ => return,
+            }
+            match lane {
+                Lane::First => self.firsts.pop_front(),
+                Lane::Standing => self.dirty.pop_front(),
+            };
+        }
+    }
+
     /// Ready once some live query is dirty; the refresh loop waits on it.
     pub fn poll_dirty(&mut self, cx: &Context<'_>) -> Poll<()> {
-        if self.dirty.is_empty() {
+        self.prune(Lane::First);
+        self.prune(Lane::Standing);
+        if self.firsts.is_empty() && self.dirty.is_empty() {
+            self.waker = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+
+    /// Ready once some live query has subscribers waiting for a first result; the refresh
+    /// loop waits on it while every refresh slot is taken.
+    pub fn poll_first(&mut self, cx: &Context<'_>) -> Poll<()> {
+        self.prune(Lane::First);
+        if self.firsts.is_empty() {
             self.waker = Some(cx.waker().clone());
             Poll::Pending
         } else {
@@ -273,28 +392,64 @@ impl Registry {
     }
 
     pub fn has_dirty(&self) -> bool {
+        let queued = |lane| move |id: &LiveId| self.is_queued(*id, lane);
+        self.firsts.iter().any(queued(Lane::First)) || self.dirty.iter().any(queued(Lane::Standing))
+    }
+
+    /// Some live query is queued for its standing subscribers only.
+    pub fn has_standing(&mut self) -> bool {
+        self.prune(Lane::Standing);
         !self.dirty.is_empty()
     }
 
-    /// Takes up to `max` dirty live queries to refresh, oldest first.
+    /// Takes a live query whose subscribers wait for a first result, oldest first.
+    pub fn take_first(&mut self) -> Option<Job> {
+        self.prune(Lane::First);
+        let id = self.firsts.pop_front()?;
+        Some(self.start(id))
+    }
+
+    /// Takes up to `max` dirty live queries to refresh: those with subscribers waiting for
+    /// a first result, then the rest, oldest first in each.
     pub fn take_dirty(&mut self, max: usize) -> Vec<Job> {
-        let n = max.min(self.dirty.len());
-        let ids: Vec<LiveId> = self.dirty.drain(..n).collect();
-        ids.into_iter()
-            .map(|id| {
-                let q = self.get_mut(id);
-                q.dirty = false;
-                q.refreshing = true;
-                q.refreshes += 1;
-                Job {
-                    id,
-                    sql: q.plan.sql.clone(),
-                    params: q.plan.params.clone(),
-                    role: q.key.role.as_deref().map(str::to_owned),
-                    claims: q.key.claims.to_string(),
-                }
-            })
-            .collect()
+        let mut jobs = Vec::new();
+        while jobs.len() < max {
+            if let Some(job) = self.take_first() {
+                jobs.push(job);
+                continue;
+            }
+            let Some(job) = self.take_standing() else {
+                break;
+            };
+            jobs.push(job);
+        }
+        jobs
+    }
+
+    /// Takes a live query queued for its standing subscribers only, oldest first.
+    pub fn take_standing(&mut self) -> Option<Job> {
+        self.prune(Lane::Standing);
+        let id = self.dirty.pop_front()?;
+        Some(self.start(id))
+    }
+
+    /// Marks a queued live query as refreshing and describes the refresh to run.
+    fn start(&mut self, id: LiveId) -> Job {
+        let q = self.get_mut(id);
+        q.dirty = false;
+        q.refreshing = true;
+        q.refreshes += 1;
+        let abandoned = Rc::new(Abandon::default());
+        q.running = Some(Rc::clone(&abandoned));
+        Job {
+            id,
+            sql: q.plan.sql.clone(),
+            params: q.plan.params.clone(),
+            role: q.key.role.as_deref().map(str::to_owned),
+            claims: q.key.claims.to_string(),
+            owner: q.waiting.first().map(|(s, _)| Rc::clone(&s.outbox)),
+            abandoned,
+        }
     }
 
     /// Records a refresh's outcome: a changed result goes to every subscriber (encoded
@@ -307,6 +462,7 @@ impl Registry {
             return Vec::new();
         };
         q.refreshing = false;
+        q.running = None;
         match outcome {
             Outcome::Data(data) => {
                 let unchanged = q
@@ -352,6 +508,7 @@ impl Registry {
             // Queued whether or not a change arrived meanwhile: while the refresh ran the
             // live query was off the queue, with or without `dirty` set.
             q.refreshing = false;
+            q.running = None;
             q.dirty = true;
             self.queue(id);
         }
@@ -414,6 +571,55 @@ mod tests {
             rest = &rest[start + len..];
         }
         texts
+    }
+
+    #[test]
+    fn a_refresh_whose_live_query_went_is_abandoned_and_its_id_reused_safely() {
+        let mut r = Registry::default();
+        let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
+        let (sa, sb) = (a.open_slot(b"A:"), b.open_slot(b"B:"));
+        let first = r.subscribe(key("q", "alice"), || plan(&["orders"]), &a, sa);
+        let job = r.take_dirty(1).remove(0);
+        assert!(!job.abandoned.is_set());
+        // The last subscriber leaves while the refresh runs: the refresh is told.
+        r.unsubscribe(first, &a, sa);
+        assert!(job.abandoned.is_set());
+        // Another role's live query takes the freed id.
+        let second = r.subscribe(key("q", "bob"), || plan(&["orders"]), &b, sb);
+        assert_eq!(second, first, "the id is reused");
+        // The refresh loop records nothing for an abandoned job; had it done so, alice's
+        // rows would reach bob's subscriber. The new live query runs its own refresh.
+        let job = r.take_dirty(1).remove(0);
+        assert!(!job.abandoned.is_set());
+        r.finish(job.id, Outcome::Data(r#"{"bob":1}"#.into()));
+        assert_eq!(sent(&b), [r#"B:{"data":{"bob":1}}}"#]);
+    }
+
+    #[test]
+    fn first_results_have_a_lane_of_their_own_and_a_joiner_moves_a_queued_query_into_it() {
+        let mut r = Registry::default();
+        let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
+        let (sa, sb) = (a.open_slot(b"A:"), b.open_slot(b"B:"));
+        let standing = r.subscribe(key("s", "web"), || plan(&["orders"]), &a, sa);
+        let job = r
+            .take_first()
+            .expect("a new live query waits for its first result");
+        assert!(Rc::ptr_eq(job.owner.as_ref().unwrap(), &a), "in a's turn");
+        r.finish(job.id, Outcome::Data("{}".into()));
+        // A change: the refresh is for standing subscribers only.
+        r.mark_table(None, "orders");
+        assert!(r.take_first().is_none());
+        assert!(r.has_standing());
+        // b joins before that refresh starts: it now brings b its first result, in b's
+        // turn, and runs once.
+        assert_eq!(
+            r.subscribe(key("s", "web"), || unreachable!(), &b, sb),
+            standing
+        );
+        let job = r.take_first().expect("moved to the first-result lane");
+        assert!(Rc::ptr_eq(job.owner.as_ref().unwrap(), &b));
+        assert!(r.take_standing().is_none(), "its old entry is skipped");
+        assert!(!r.has_dirty());
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Client {
 
     /// The server process serving this connection (what `pg_backend_pid()` returns).
     pub fn process_id(&self) -> i32 {
-        self.shared.process_id
+        self.shared.cancel_key.process_id
     }
 
     /// A run-time parameter the server reported (`server_version`, `TimeZone`, ...).
@@ -147,6 +147,15 @@ impl Client {
         !self.is_closed()
             && self.shared.pending.get() == 0
             && self.transaction_status() == TransactionStatus::Idle
+    }
+
+    /// Open, with a request whose answer has not fully arrived: a statement may be running.
+    pub fn is_busy(&self) -> bool {
+        !self.is_closed() && self.shared.pending.get() > 0
+    }
+
+    pub(crate) fn cancel_key(&self) -> super::cancel::CancelKey {
+        self.shared.cancel_key
     }
 
     /// The notifications this connection receives (after `LISTEN`). Asking again replaces

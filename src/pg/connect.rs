@@ -19,6 +19,7 @@ use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256}
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
+use super::cancel::CancelKey;
 use super::client::Client;
 use super::driver::{ConnState, Driver, Shared, log_notice};
 use super::error::{DbError, Error};
@@ -67,7 +68,7 @@ enum Phase {
 
 /// What startup learned, handed to the driver.
 struct Started {
-    process_id: i32,
+    key: CancelKey,
     parameters: HashMap<String, String>,
 }
 
@@ -100,7 +101,7 @@ impl Client {
             parameters: RefCell::new(started.parameters),
             transaction_status: Cell::new(b'I'),
             pending: Cell::new(0),
-            process_id: started.process_id,
+            cancel_key: started.key,
             notifications: RefCell::new(None),
             statements: RefCell::new(StatementCache::new(options.statement_cache)),
         });
@@ -141,7 +142,10 @@ async fn start(
     let mut input = BytesMut::new();
     let mut phase = Phase::Authenticating;
     let mut started = Started {
-        process_id: 0,
+        key: CancelKey {
+            process_id: 0,
+            secret_key: 0,
+        },
         parameters: HashMap::new(),
     };
     loop {
@@ -235,7 +239,10 @@ async fn start(
                 ));
             }
             (Phase::Starting, Message::BackendKeyData(body)) => {
-                started.process_id = body.process_id();
+                started.key = CancelKey {
+                    process_id: body.process_id(),
+                    secret_key: body.secret_key(),
+                };
                 Phase::Starting
             }
             (Phase::Starting, Message::ParameterStatus(body)) => {

@@ -79,7 +79,8 @@ pub(crate) struct Shared {
     pub(crate) transaction_status: Cell<u8>,
     /// Requests handed to the driver whose responses have not fully arrived.
     pub(crate) pending: Cell<usize>,
-    pub(crate) process_id: i32,
+    /// The backend's process id and the secret that cancels its statements.
+    pub(crate) cancel_key: super::cancel::CancelKey,
     /// Notifications go here once someone asked for them (`Client::notifications`); sent by
     /// the driver, received by that consumer. Bounded: while it is full the driver stops
     /// reading the socket, and PostgreSQL keeps further notifications in its own queue.

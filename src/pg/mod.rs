@@ -27,6 +27,7 @@
 //! another; [`Error::code`] is the SQLSTATE; [`ErrorKind::code`] a stable code for logs.
 
 mod backoff;
+mod cancel;
 mod client;
 mod connect;
 mod driver;
@@ -39,6 +40,7 @@ mod query;
 mod row;
 mod simple_query;
 mod socket;
+pub mod sqlstate;
 mod statements;
 mod url;
 
@@ -82,6 +84,7 @@ impl Settings {
                 timeout: config.db_pool_timeout.0,
                 backoff_min: config.db_backoff_min.0,
                 backoff_max: config.db_backoff_max.0,
+                statement_timeout: Some(config.statement_timeout.0).filter(|t| !t.is_zero()),
             },
         })
     }

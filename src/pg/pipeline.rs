@@ -21,27 +21,42 @@ use super::query::{Statement, SyncMode, batch};
 const SET_ROLE_AND_CLAIMS: &str =
     "SELECT FROM set_config('role', $1, true) r, set_config('request.jwt.claims', $2, true) c";
 
+/// The same, and `statement_timeout` (`$3`, milliseconds) for the transaction. PostgreSQL
+/// starts the timer afresh for each Execute message, so it bounds the query that follows
+/// on its own.
+const SET_ROLE_CLAIMS_AND_TIMEOUT: &str = "SELECT FROM set_config('role', $1, true) r, \
+     set_config('request.jwt.claims', $2, true) c, set_config('statement_timeout', $3, true) t";
+
 impl Client {
     /// Runs `sql` with `params` as `role` with JWT `claims` (JSON text, readable in SQL and
     /// row-level-security policies as `current_setting('request.jwt.claims', true)`), and
     /// returns the first column of its first row: the JSON document the compiled query
     /// builds. `None` when that value is NULL or there is no row.
     ///
-    /// One round trip; the role and claims last only for this statement's transaction.
+    /// With `statement_timeout` (milliseconds, as text), PostgreSQL cancels the statement
+    /// past it (SQLSTATE 57014); without, the role's or database's setting applies.
+    ///
+    /// One round trip; the role, claims and timeout last only for this statement's
+    /// transaction.
     pub async fn query_as(
         &self,
         role: &str,
         claims: &str,
+        statement_timeout: Option<&str>,
         sql: &str,
         params: &[Option<&str>],
     ) -> Result<Option<String>, Error> {
-        let statements = [
-            Statement {
+        let settings = match statement_timeout {
+            Some(ms) => Statement {
+                sql: SET_ROLE_CLAIMS_AND_TIMEOUT,
+                params: &[Some(role), Some(claims), Some(ms)],
+            },
+            None => Statement {
                 sql: SET_ROLE_AND_CLAIMS,
                 params: &[Some(role), Some(claims)],
             },
-            Statement { sql, params },
-        ];
+        };
+        let statements = [settings, Statement { sql, params }];
         let mut results = batch(self, &statements, SyncMode::Transaction).await?;
         let rows = results.pop().unwrap_or_else(|| Err(Error::skipped()));
         // The role statement's error (e.g. no such role) is the cause; the query's entry

@@ -13,13 +13,16 @@ use std::ops::Deref;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
+use futures_lite::{StreamExt, future};
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::backoff::{Backoff, jitter};
+use super::cancel::cancel;
 use super::client::Client;
 use super::connect::ConnectOptions;
 use super::error::{Error, ErrorKind};
+use super::mailbox;
+use super::sqlstate;
 use super::url::ConnectConfig;
 
 #[derive(Debug, Clone)]
@@ -30,6 +33,9 @@ pub struct PoolOptions {
     pub timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The `statement_timeout` [`Pool::query_as`] sets for each statement; `None` leaves
+    /// the role's or database's own.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -39,6 +45,7 @@ impl Default for PoolOptions {
             timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            statement_timeout: None,
         }
     }
 }
@@ -62,6 +69,14 @@ struct PoolInner {
     backoff: RefCell<Backoff>,
     /// The last connection failure, reported to callers that time out.
     last_error: RefCell<Option<Error>>,
+    /// `statement_timeout` in milliseconds as text, the bind parameter `query_as` sends.
+    statement_timeout: Option<String>,
+    /// Connections dropped with a statement still running, each with its permit: sent by
+    /// `PooledClient::drop`, received by the pool's canceller task (started by the first
+    /// `get`, inside the executor), which sends a CancelRequest and only then lets the
+    /// permit go, so the pool never has more statements running than its size. Never
+    /// longer than the pool size, since each entry holds a permit.
+    cancels: RefCell<Option<mailbox::Sender<(Client, StaticPermit)>>>,
 }
 
 impl Pool {
@@ -72,6 +87,8 @@ impl Pool {
             idle: RefCell::new(Vec::with_capacity(size)),
             backoff: RefCell::new(Backoff::new(options.backoff_min, options.backoff_max)),
             last_error: RefCell::new(None),
+            statement_timeout: options.statement_timeout.map(|t| t.as_millis().to_string()),
+            cancels: RefCell::new(None),
             config,
             connect,
             options,
@@ -96,6 +113,7 @@ impl Pool {
     }
 
     async fn acquire(&self) -> Result<PooledClient, Error> {
+        self.start_canceller();
         let permit = self
             .0
             .permits
@@ -109,7 +127,7 @@ impl Pool {
                     return Ok(PooledClient {
                         client: Some(client),
                         pool: self.0.clone(),
-                        _permit: permit,
+                        permit: Some(permit),
                     });
                 }
                 // Died while idle (the driver saw the socket close): drop it, try the next.
@@ -127,7 +145,7 @@ impl Pool {
                     return Ok(PooledClient {
                         client: Some(client),
                         pool: self.0.clone(),
-                        _permit: permit,
+                        permit: Some(permit),
                     });
                 }
                 Err(e) => {
@@ -156,7 +174,40 @@ impl Pool {
         sql: &str,
         params: &[Option<&str>],
     ) -> Result<Option<String>, Error> {
-        self.get().await?.query_as(role, claims, sql, params).await
+        let timeout = self.0.statement_timeout.as_deref();
+        self.get()
+            .await?
+            .query_as(role, claims, timeout, sql, params)
+            .await
+    }
+
+    fn start_canceller(&self) {
+        if self.0.cancels.borrow().is_some() {
+            return;
+        }
+        let (tx, mut rx) = mailbox::channel(None);
+        *self.0.cancels.borrow_mut() = Some(tx);
+        let (config, connect) = (self.0.config.clone(), self.0.connect.clone());
+        glommio::spawn_local(async move {
+            // Ends when the pool (the only sender) is gone.
+            while let Some((client, permit)) = rx.next().await {
+                let (config, connect) = (config.clone(), connect.clone());
+                glommio::spawn_local(async move {
+                    if let Err(e) = cancel(&config, &connect, client.cancel_key()).await {
+                        log::warn!(target: "postrust::pg", "{e}");
+                    }
+                    drop(client);
+                    drop(permit);
+                })
+                .detach();
+            }
+        })
+        .detach();
+    }
+
+    /// The statement timeout `query_as` sets, if any.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.0.options.statement_timeout
     }
 
     /// Open connections nobody holds right now.
@@ -177,9 +228,13 @@ fn is_transient(e: &Error) -> bool {
         ErrorKind::Config | ErrorKind::Protocol => false,
         ErrorKind::Connect => match e.code() {
             None => true,
-            // cannot_connect_now (starting up / shutting down), admin_shutdown,
-            // crash_shutdown, too_many_connections
-            Some(code) => matches!(code, "57P03" | "57P01" | "57P02" | "53300"),
+            Some(code) => matches!(
+                code,
+                sqlstate::CANNOT_CONNECT_NOW
+                    | sqlstate::ADMIN_SHUTDOWN
+                    | sqlstate::CRASH_SHUTDOWN
+                    | sqlstate::TOO_MANY_CONNECTIONS
+            ),
         },
         _ => true,
     }
@@ -190,8 +245,9 @@ pub struct PooledClient {
     client: Option<Client>,
     pool: Rc<PoolInner>,
     /// Released after the client is back in the idle list (fields drop after `drop` runs),
-    /// so the caller woken by it finds the connection.
-    _permit: StaticPermit,
+    /// so the caller woken by it finds the connection; or handed to the canceller with a
+    /// connection whose statement still runs.
+    permit: Option<StaticPermit>,
 }
 
 impl Deref for PooledClient {
@@ -203,12 +259,23 @@ impl Deref for PooledClient {
 
 impl Drop for PooledClient {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            // A connection left in a transaction, or with an answer still on its way (the
-            // caller gave up mid-request), is closed rather than handed to someone else.
-            if client.is_idle() {
-                self.pool.idle.borrow_mut().push(client);
-            }
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if client.is_idle() {
+            self.pool.idle.borrow_mut().push(client);
+            return;
+        }
+        // A connection left in a transaction, or with an answer still on its way, is closed
+        // rather than handed to someone else. An answer on its way means the caller gave up
+        // (its client left, its live query ended): the statement is cancelled, not left to
+        // run to its end for nobody.
+        if client.is_busy()
+            && let (Some(cancels), Some(permit)) =
+                (&*self.pool.cancels.borrow(), self.permit.take())
+            && let Err((client, permit)) = cancels.push((client, permit))
+        {
+            drop((client, permit));
         }
     }
 }

@@ -59,5 +59,6 @@ pub fn fast_pool_options(size: usize) -> PoolOptions {
         timeout: Duration::from_secs(10),
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
+        statement_timeout: None,
     }
 }
