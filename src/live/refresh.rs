@@ -81,7 +81,15 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
                 let (registry, runner) = (Rc::clone(&registry), Rc::clone(&runner));
                 glommio::spawn_local(async move {
                     let owner = job.owner.clone().expect("first results have an owner");
-                    let turn = owner.db_turn().await;
+                    // A live query that goes while waiting for the turn never runs.
+                    let turn = future::or(async { Some(owner.db_turn().await) }, async {
+                        job.abandoned.wait().await;
+                        None
+                    })
+                    .await;
+                    let Some(turn) = turn else {
+                        return;
+                    };
                     let retry = refresh(&registry, &*runner, &job).await;
                     drop(turn);
                     retry_later(&registry, &job, retry, pacing).await;
