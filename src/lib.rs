@@ -55,7 +55,8 @@
 //! - [`pg`]: our PostgreSQL client on glommio sockets: connect and authenticate, pipelined
 //!   parameterized queries run under a subscriber's role and claims, the per-shard pool and
 //!   the LISTEN connection that feeds the change stream.
-//! - [`execute`]: runs a compiled statement as a client (role, claims) and maps failures.
+//! - [`execute`]: runs a compiled statement as a client (role, claims, statement timeout)
+//!   and maps failures to what the client sees (final or retried; `docs/graphql-errors.md`).
 //! - [`metrics`]: per-shard counters served at `GET /metrics`.
 //! - [`nesting`]: the bound on bracket nesting in client text, checked before any parser
 //!   or walker recurses over it.

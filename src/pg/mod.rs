@@ -7,7 +7,8 @@
 //! Client ── requests ──▶ driver       owns the socket; FIFO of in-flight requests;
 //!        ◀─ responses ──              notifications, notices, ParameterStatus
 //! query / simple_query / pipeline     one file per protocol operation
-//! pool                                per-shard connections, reconnect with backoff
+//! pool                                per-shard connections, reconnect with backoff;
+//!                                     a statement nobody waits for is cancelled (cancel)
 //! listener                            the LISTEN connection and its gap events
 //! ```
 //!
@@ -24,7 +25,8 @@
 //!   `Listening { after_gap: true }` after a reconnect, when everything must be refreshed.
 //!
 //! Errors: [`Error::is_closed`] means drop the connection (the pool does) and retry on
-//! another; [`Error::code`] is the SQLSTATE; [`ErrorKind::code`] a stable code for logs.
+//! another; [`Error::code`] is the SQLSTATE, named in [`sqlstate`]; [`ErrorKind::code`] a
+//! stable code for logs.
 
 mod backoff;
 mod cancel;
