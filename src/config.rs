@@ -275,15 +275,15 @@ settings! {
     db_schemas: NameList = "POSTRUST_DB_SCHEMAS", "public";
     /// Deepest nesting of object fields a GraphQL operation may select (introspection excluded); a deeper one is refused before any SQL runs.
     max_query_depth: Count = "POSTRUST_MAX_QUERY_DEPTH", "10";
-    /// Most fields a GraphQL operation may select, each fragment counted wherever it is spread; a larger one is refused before any SQL runs.
+    /// Most fields (and fragment spreads) a GraphQL document may select, all its operations together, each fragment counted wherever it is spread; a larger one is refused before any SQL runs.
     max_query_fields: Count = "POSTRUST_MAX_QUERY_FIELDS", "2000";
     /// Deepest nesting of brackets (`{`, `[`, `(`) in a client's GraphQL document or JSON message, variables included; deeper input is refused before it is parsed, which bounds every recursion over it.
     max_input_depth: Count = "POSTRUST_MAX_INPUT_DEPTH", "64";
-    /// Most errors one response carries; validation stops at this many and says so.
+    /// Most errors one response carries; past them one last error says the rest were left out.
     max_errors: Count = "POSTRUST_MAX_ERRORS", "100";
-    /// Longest a statement run for a client (a query or a live query's refresh) may take; PostgreSQL cancels a longer one, which fails with STATEMENT_TIMEOUT. 0: the server sets none (a role's or database's own statement_timeout applies).
+    /// Longest a statement run for a client (a query or a live query's refresh) may take; PostgreSQL cancels a longer one, which fails with STATEMENT_TIMEOUT. A stricter statement_timeout of the login role or database still applies; 0: the server sets none.
     statement_timeout: Millis = "POSTRUST_STATEMENT_TIMEOUT_MS", "10000";
-    /// Statements one client connection may have running at once: its queries and the refreshes that bring its subscriptions their first results; more wait their turn, so one client cannot hold a shard's whole pool.
+    /// Statements one client connection may have running at once: its queries and the first refreshes of the live queries it creates; more wait their turn, so one client cannot hold a shard's whole pool.
     db_statements_per_connection: Count = "POSTRUST_DB_STATEMENTS_PER_CONNECTION", "2";
     /// PostgreSQL connections each shard's pool keeps at most.
     db_pool_size: Count = "POSTRUST_DB_POOL_SIZE", "4";

@@ -61,17 +61,24 @@ pub async fn run(
     }
     let params: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
     metrics.db_statements.inc();
-    let started = Instant::now();
-    match pool
-        .query_as(role.unwrap_or(SERVER_ROLE), claims, sql, &params)
-        .await
-    {
+    // The statement's own time, without the wait for a connection, tells a timeout from
+    // an operator's cancel.
+    let mut started = None;
+    let result = match pool.get().await {
+        Ok(client) => {
+            started = Some(Instant::now());
+            let timeout = pool.statement_timeout_setting();
+            let role = role.unwrap_or(SERVER_ROLE);
+            client.query_as(role, claims, timeout, sql, &params).await
+        }
+        Err(err) => Err(err),
+    };
+    match result {
         Ok(Some(data)) => Ok(compact(&data)),
         Ok(None) => Ok("null".to_owned()),
         Err(err) => {
-            let past_timeout = pool
-                .statement_timeout()
-                .is_some_and(|limit| started.elapsed() >= limit);
+            let ran = started.map(|s| s.elapsed()).unwrap_or_default();
+            let past_timeout = pool.statement_timeout().is_some_and(|limit| ran >= limit);
             let failure = classify(&err, past_timeout);
             metrics.error(failure.error().code.as_str());
             log::debug!("statement failed: {err}");

@@ -58,6 +58,8 @@
 //! - [`execute`]: runs a compiled statement as a client (role, claims, statement timeout)
 //!   and maps failures to what the client sees (final or retried; `docs/graphql-errors.md`).
 //! - [`metrics`]: per-shard counters served at `GET /metrics`.
+//! - [`permits`]: waiting for a semaphore (pool, refresh slots, a connection's turns)
+//!   without losing a wake-up when the waiter is cancelled.
 //! - [`nesting`]: the bound on bracket nesting in client text, checked before any parser
 //!   or walker recurses over it.
 //!
@@ -80,6 +82,7 @@ pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod nesting;
+pub mod permits;
 pub mod pg;
 pub mod protocol;
 pub mod schema;

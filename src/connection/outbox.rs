@@ -135,7 +135,7 @@ impl Outbox {
     /// Waits for one of the connection's database turns; it is given back when the permit
     /// drops.
     pub async fn db_turn(&self) -> Option<glommio::sync::Permit<'_>> {
-        self.db_turns.acquire_permit(1).await.ok()
+        crate::permits::acquire(&self.db_turns).await.ok()
     }
 
     /// Asks the connection to close (server shutdown) and wakes it.

@@ -80,9 +80,11 @@ impl Selected {
 pub struct Limits {
     /// Deepest nesting of object fields (introspection excluded).
     pub max_depth: usize,
-    /// Most fields walked, each fragment counted wherever it is spread.
+    /// Most fields and spreads walked in the document, each fragment counted wherever it
+    /// is spread.
     pub max_fields: usize,
-    /// Deepest nesting of brackets in the document, checked before it is parsed.
+    /// Deepest nesting of brackets in the document, checked before it is parsed, and of
+    /// selections once fragments are expanded.
     pub max_input_depth: usize,
     /// Most errors reported; validation stops past them.
     pub max_errors: usize,
@@ -207,15 +209,18 @@ pub fn validate(
     fragment_cycles(&doc, &mut errors);
     let mut used_fragments = HashSet::new();
     let mut result = None;
+    // One field budget for the whole document, so that many operations spreading one large
+    // fragment cost no more than one.
+    let mut walked = 0;
     for &(name, op) in &ops {
         let is_chosen = std::ptr::eq(op, chosen_op);
         let (selection, used) = operation(
             schema,
             &doc,
-            name,
-            op,
+            (name, op),
             is_chosen.then_some(variables),
             limits,
+            &mut walked,
             &mut errors,
         );
         used_fragments.extend(used);
@@ -280,10 +285,10 @@ fn op_label(name: Option<&Name>) -> String {
 fn operation(
     schema: &Schema,
     doc: &ExecutableDocument,
-    name: Option<&Name>,
-    op: &Positioned<OperationDefinition>,
+    (name, op): (Option<&Name>, &Positioned<OperationDefinition>),
     variables: Option<Option<&OwnedValue>>,
     limits: &Limits,
+    walked: &mut usize,
     errors: &mut Vec<GraphQLError>,
 ) -> (Option<Vec<Selected>>, HashSet<Name>) {
     let root = match op.node.ty {
@@ -300,9 +305,11 @@ fn operation(
     // Variable definitions: unique, input types, valid defaults.
     let mut defs: Vec<(String, Option<TypeRef>, Pos, bool)> = Vec::new();
     let mut def_usages = Vec::new();
+    // Where each name is in `defs`: lookups stay linear however many variables there are.
+    let mut def_index: HashMap<String, usize> = HashMap::new();
     for v in &op.node.variable_definitions {
         let vname = v.node.name.node.to_string();
-        if defs.iter().any(|(n, ..)| *n == vname) {
+        if def_index.contains_key(&vname) {
             errors.push(GraphQLError::validation(
                 format!("There can be only one variable named \"${vname}\"."),
                 &[v.pos],
@@ -349,6 +356,7 @@ fn operation(
             .default_value
             .as_ref()
             .is_some_and(|d| !matches!(d.node, ConstValue::Null));
+        def_index.entry(vname.clone()).or_insert(defs.len());
         defs.push((vname, ty, v.pos, has_default));
     }
     // Coerce the chosen operation's variables.
@@ -356,7 +364,7 @@ fn operation(
         let mut out = HashMap::new();
         for v in &op.node.variable_definitions {
             let vname = v.node.name.node.as_str();
-            let Some((_, Some(ty), ..)) = defs.iter().find(|(n, ..)| n == vname) else {
+            let Some((_, Some(ty), ..)) = def_index.get(vname).map(|i| &defs[*i]) else {
                 continue;
             };
             let value = given.and_then(|g| g.get(vname));
@@ -396,7 +404,7 @@ fn operation(
         }
         out
     });
-    let mut walker = Walker::new(schema, doc, coerced.as_ref(), *limits);
+    let mut walker = Walker::new(schema, doc, coerced.as_ref(), *limits, *walked);
     let location = match op.node.ty {
         OperationType::Subscription => "SUBSCRIPTION",
         _ => "QUERY",
@@ -412,14 +420,16 @@ fn operation(
         errors: walk_errors,
         usages,
         used_fragments,
+        fields,
         ..
     } = walker;
+    *walked = fields;
     errors.extend(walk_errors);
     // Variables: defined, used, and used where their type fits.
     let mut used = HashSet::new();
     for u in &usages {
         used.insert(u.name.clone());
-        match defs.iter().find(|(n, ..)| *n == u.name) {
+        match def_index.get(&u.name).map(|i| &defs[*i]) {
             None => errors.push(GraphQLError::validation(
                 format!("Variable \"${}\" is not defined{}.", u.name, op_label(name)),
                 &[u.pos, op.pos],

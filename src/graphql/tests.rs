@@ -524,3 +524,39 @@ fn errors_per_response_are_capped() {
         "Too many validation errors, error limit reached. Validation aborted."
     );
 }
+
+#[test]
+fn the_field_budget_covers_the_whole_document() {
+    // Each operation alone is within the limit; together they are not.
+    let fields: String = (0..100).map(|i| format!("f{i}: id ")).collect();
+    let mut doc = format!("fragment F on Users {{ {fields} }}");
+    for i in 0..100 {
+        doc.push_str(&format!(" query Q{i} {{ users {{ ...F }} }}"));
+    }
+    let v = validate(&schema(), &doc, None, Some("Q0"), &Limits::default());
+    let codes: Vec<ErrorCode> = v.expect_err("over budget").iter().map(|e| e.code).collect();
+    assert_eq!(codes, [ErrorCode::TooComplex]);
+}
+
+#[test]
+fn inline_fragments_inside_fragments_are_bounded_too() {
+    // Each fragment nests 60 inline fragments, within the text's limit; spread in a chain,
+    // the walk would recurse 60 levels per fragment.
+    let inline =
+        |inner: String| format!("{}{inner}{}", "... on Users { ".repeat(60), "}".repeat(60));
+    let mut doc = String::from("{ users { ...F0 } }");
+    for i in 0..40 {
+        doc.push_str(&format!(
+            " fragment F{i} on Users {{ {} }}",
+            inline(format!("...F{} ", i + 1))
+        ));
+    }
+    doc.push_str(" fragment F40 on Users { id }");
+    let limits = Limits {
+        max_input_depth: 64,
+        max_fields: 100_000,
+        ..Limits::default()
+    };
+    let errors = validate(&schema(), &doc, None, None, &limits).expect_err("too deep");
+    assert_eq!(errors[0].code, ErrorCode::InputTooDeep, "{errors:?}");
+}

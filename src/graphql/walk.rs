@@ -21,8 +21,12 @@ pub(super) struct Walker<'a> {
     /// Coerced variable values; `None` while walking operations that will not run.
     pub vars: Option<&'a HashMap<String, ConstValue>>,
     pub limits: Limits,
-    /// Fields and fragment spreads walked so far; past `limits.max_fields` the walk stops.
-    fields: usize,
+    /// Fields and fragment spreads walked so far in the document (every operation's walk
+    /// continues the count); past `limits.max_fields` the walk stops.
+    pub fields: usize,
+    /// Selection sets being walked, one inside the other: the walk's recursion depth,
+    /// fragments expanded. Bounded by `limits.max_input_depth`.
+    level: usize,
     pub errors: Vec<GraphQLError>,
     pub usages: Vec<Usage>,
     pub used_fragments: HashSet<Name>,
@@ -46,13 +50,15 @@ impl<'a> Walker<'a> {
         doc: &'a ExecutableDocument,
         vars: Option<&'a HashMap<String, ConstValue>>,
         limits: Limits,
+        fields: usize,
     ) -> Self {
         Walker {
             schema,
             doc,
             vars,
             limits,
-            fields: 0,
+            fields,
+            level: 0,
             errors: Vec::new(),
             usages: Vec::new(),
             used_fragments: HashSet::new(),
@@ -182,6 +188,35 @@ impl<'a> Walker<'a> {
         meta: bool,
         out: &mut Vec<Selected>,
     ) {
+        // Fields and fragments both recurse through here: one bound covers nested
+        // selections, chains of fragments and inline fragments inside either.
+        if self.level >= self.limits.max_input_depth {
+            if self.fields <= self.limits.max_fields {
+                self.errors.push(GraphQLError::new(
+                    super::ErrorCode::InputTooDeep,
+                    format!(
+                        "Selections nest more than {} levels deep, fragments expanded.",
+                        self.limits.max_input_depth
+                    ),
+                    &[set.pos],
+                ));
+                self.fields = self.limits.max_fields + 1;
+            }
+            return;
+        }
+        self.level += 1;
+        self.selection_items(parent, set, depth, meta, out);
+        self.level -= 1;
+    }
+
+    fn selection_items(
+        &mut self,
+        parent: TypeId,
+        set: &Positioned<SelectionSet>,
+        depth: usize,
+        meta: bool,
+        out: &mut Vec<Selected>,
+    ) {
         for item in &set.node.items {
             if self.fields > self.limits.max_fields {
                 // Fragments spread within fragments can multiply a short document without
@@ -221,20 +256,6 @@ impl<'a> Walker<'a> {
                     };
                     if self.stack.contains(name) {
                         continue;
-                    }
-                    // Each spread inside a fragment recurses once more, and a chain of
-                    // fragments is not nested in the text: bound it like text nesting.
-                    if self.stack.len() >= self.limits.max_input_depth {
-                        self.errors.push(GraphQLError::new(
-                            super::ErrorCode::InputTooDeep,
-                            format!(
-                                "Fragments are spread within each other more than {} levels deep.",
-                                self.limits.max_input_depth
-                            ),
-                            &[spread.pos],
-                        ));
-                        self.fields = self.limits.max_fields + 1;
-                        return;
                     }
                     let Some(cond) = self.condition(
                         parent,

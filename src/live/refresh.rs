@@ -11,6 +11,7 @@ use glommio::sync::Semaphore;
 use glommio::timer::sleep;
 
 use super::registry::{Job, Outcome, Registry};
+use crate::permits;
 use crate::protocol::GraphQLError;
 
 /// What running a refresh produced.
@@ -80,12 +81,21 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
                 };
                 let (registry, runner) = (Rc::clone(&registry), Rc::clone(&runner));
                 glommio::spawn_local(async move {
-                    let owner = job.owner.clone().expect("first results have an owner");
-                    // A live query that goes while waiting for the turn never runs.
-                    let turn = future::or(async { Some(owner.db_turn().await) }, async {
-                        job.abandoned.wait().await;
-                        None
-                    })
+                    // A live query that goes while waiting for the turn never runs. (A
+                    // first-lane job always has an owner: its live query has a waiting
+                    // subscriber, or it is gone.)
+                    let turn = future::or(
+                        async {
+                            match &job.owner {
+                                Some(owner) => Some(owner.db_turn().await),
+                                None => Some(None),
+                            }
+                        },
+                        async {
+                            job.abandoned.wait().await;
+                            None
+                        },
+                    )
                     .await;
                     let Some(turn) = turn else {
                         return;
@@ -101,7 +111,7 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
             }
             // A slot, unless first results arrive meanwhile: they go first.
             let slot = future::or(
-                async { Some(slots.acquire_static_permit(1).await) },
+                async { Some(permits::acquire_static(&slots).await) },
                 async {
                     future::poll_fn(|cx| registry.borrow_mut().poll_first(cx)).await;
                     None

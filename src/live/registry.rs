@@ -50,9 +50,9 @@ pub struct Job {
     pub params: Vec<String>,
     pub role: Option<String>,
     pub claims: String,
-    /// For a refresh that brings subscribers their first result: the connection of the
-    /// first of them, in whose turn it runs (see `refresh::run`). `None` for a refresh of
-    /// standing subscribers only.
+    /// For the first refresh of a new live query: the connection of its first waiting
+    /// subscriber (the one that created it, unless it left), in whose turn it runs (see
+    /// `refresh::run`). `None` for a live query with standing subscribers.
     pub owner: Option<Rc<Outbox>>,
     /// Set when the live query goes while this refresh runs.
     pub abandoned: Rc<Abandon>,
@@ -133,9 +133,10 @@ struct LiveQuery {
 /// The two queues of dirty live queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
-    /// Subscribers are waiting for their first result: run in their connection's turn.
+    /// A new live query, every subscriber waiting for a first result: run in the turn of
+    /// the connection that created it.
     First,
-    /// Only standing subscribers: run in one of the shard's refresh slots.
+    /// A live query with standing subscribers: run in one of the shard's refresh slots.
     Standing,
 }
 
@@ -156,9 +157,9 @@ pub struct Registry {
     /// Table name to the live queries reading it, with the schema. Keyed by name first
     /// because the docs page's trigger does not send the schema.
     by_table: HashMap<String, Vec<(String, LiveId)>>,
-    /// Live queries waiting for a refresh, oldest first, in two lanes: those with
-    /// subscribers waiting for a first result, and the rest. An entry whose live query is
-    /// no longer queued in that lane (taken from the other, or gone) is skipped when met.
+    /// Live queries waiting for a refresh, oldest first, in two lanes (see `Lane`). An
+    /// entry whose live query is no longer queued there (taken, or gone and its id reused
+    /// by a live query queued elsewhere) is skipped when met.
     firsts: VecDeque<LiveId>,
     dirty: VecDeque<LiveId>,
     /// The refresh loop's waker while it waits for dirty live queries.
@@ -269,22 +270,24 @@ impl Registry {
 
     fn mark(&mut self, id: LiveId) {
         let q = self.get_mut(id);
-        let queued = q.dirty && !q.refreshing;
+        let queue = !q.dirty && !q.refreshing;
         q.dirty = true;
-        // A subscriber joining a live query queued for its standing subscribers moves it to
-        // the first-result lane (its old entry is then skipped).
-        let promote = queued && q.lane == Lane::Standing && !q.waiting.is_empty();
-        if (!queued && !q.refreshing) || promote {
+        if queue {
             self.queue(id);
         }
     }
 
+    /// Queues a dirty live query in its lane: the first-result lane while nobody has a
+    /// result yet (a new live query; its subscribers all wait), else the standing lane,
+    /// which also serves subscribers who joined a running live query. Queued in the first
+    /// lane, a live query keeps waiting subscribers until it runs or goes, so its lane never
+    /// needs to change.
     fn queue(&mut self, id: LiveId) {
         let q = self.get_mut(id);
-        q.lane = if q.waiting.is_empty() {
-            Lane::Standing
-        } else {
+        q.lane = if q.subscribers.is_empty() {
             Lane::First
+        } else {
+            Lane::Standing
         };
         match q.lane {
             Lane::First => self.firsts.push_back(id),
@@ -447,7 +450,10 @@ impl Registry {
             params: q.plan.params.clone(),
             role: q.key.role.as_deref().map(str::to_owned),
             claims: q.key.claims.to_string(),
-            owner: q.waiting.first().map(|(s, _)| Rc::clone(&s.outbox)),
+            owner: match q.lane {
+                Lane::First => q.waiting.first().map(|(s, _)| Rc::clone(&s.outbox)),
+                Lane::Standing => None,
+            },
             abandoned,
         }
     }
@@ -596,30 +602,36 @@ mod tests {
     }
 
     #[test]
-    fn first_results_have_a_lane_of_their_own_and_a_joiner_moves_a_queued_query_into_it() {
+    fn a_new_live_query_runs_in_its_creators_turn_and_a_standing_one_in_a_slot() {
         let mut r = Registry::default();
         let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
         let (sa, sb) = (a.open_slot(b"A:"), b.open_slot(b"B:"));
-        let standing = r.subscribe(key("s", "web"), || plan(&["orders"]), &a, sa);
+        let id = r.subscribe(key("s", "web"), || plan(&["orders"]), &a, sa);
+        assert!(!r.has_standing());
         let job = r
             .take_first()
             .expect("a new live query waits for its first result");
         assert!(Rc::ptr_eq(job.owner.as_ref().unwrap(), &a), "in a's turn");
         r.finish(job.id, Outcome::Data("{}".into()));
-        // A change: the refresh is for standing subscribers only.
+        // A change, and b joins before its refresh starts: one refresh, for the standing
+        // subscriber and the joiner, in a slot rather than in anyone's turn.
         r.mark_table(None, "orders");
+        assert_eq!(r.subscribe(key("s", "web"), || unreachable!(), &b, sb), id);
         assert!(r.take_first().is_none());
-        assert!(r.has_standing());
-        // b joins before that refresh starts: it now brings b its first result, in b's
-        // turn, and runs once.
-        assert_eq!(
-            r.subscribe(key("s", "web"), || unreachable!(), &b, sb),
-            standing
-        );
-        let job = r.take_first().expect("moved to the first-result lane");
-        assert!(Rc::ptr_eq(job.owner.as_ref().unwrap(), &b));
-        assert!(r.take_standing().is_none(), "its old entry is skipped");
+        let job = r.take_standing().expect("queued once, for everyone");
+        assert!(job.owner.is_none());
         assert!(!r.has_dirty());
+        r.finish(job.id, Outcome::Data("{}".into()));
+        assert_eq!(sent(&b), [r#"B:{"data":{}}}"#]);
+
+        // A joiner that leaves before the refresh starts changes nothing about its lane.
+        let c = Rc::new(Outbox::default());
+        let sc = c.open_slot(b"C:");
+        r.mark_table(None, "orders");
+        r.subscribe(key("s", "web"), || unreachable!(), &c, sc);
+        r.unsubscribe(id, &c, sc);
+        assert!(r.take_first().is_none());
+        assert!(r.take_standing().is_some_and(|job| job.owner.is_none()));
     }
 
     #[test]

@@ -114,10 +114,7 @@ impl Pool {
 
     async fn acquire(&self) -> Result<PooledClient, Error> {
         self.start_canceller();
-        let permit = self
-            .0
-            .permits
-            .acquire_static_permit(1)
+        let permit = crate::permits::acquire_static(&self.0.permits)
             .await
             .map_err(|e| Error::closed(format!("the pool is closed: {e}"), None))?;
         loop {
@@ -174,11 +171,16 @@ impl Pool {
         sql: &str,
         params: &[Option<&str>],
     ) -> Result<Option<String>, Error> {
-        let timeout = self.0.statement_timeout.as_deref();
         self.get()
             .await?
-            .query_as(role, claims, timeout, sql, params)
+            .query_as(role, claims, self.statement_timeout_setting(), sql, params)
             .await
+    }
+
+    /// The `statement_timeout` value (milliseconds, as text) that [`Pool::query_as`] sets,
+    /// for callers that take a connection and run [`Client::query_as`] themselves.
+    pub fn statement_timeout_setting(&self) -> Option<&str> {
+        self.0.statement_timeout.as_deref()
     }
 
     fn start_canceller(&self) {

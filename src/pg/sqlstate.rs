@@ -12,6 +12,8 @@ pub const CRASH_SHUTDOWN: &str = "57P02";
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
 /// `53300`: `max_connections` reached.
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `53400`: a configured limit (`temp_file_limit`) that the statement itself exceeds.
+pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
 
 /// Class `08`: connection exceptions.
 pub const CLASS_CONNECTION: &str = "08";
@@ -32,9 +34,11 @@ pub fn class(code: &str) -> &str {
 }
 
 /// Codes that say the server cannot do it now but may later: the client's statement was
-/// fine and trying again after a pause is right.
+/// fine and trying again after a pause is right. Not a cancel, and not a limit the
+/// statement exceeds by itself, which it would exceed again.
 pub fn is_transient(code: &str) -> bool {
     code != QUERY_CANCELED
+        && code != CONFIGURATION_LIMIT_EXCEEDED
         && matches!(
             class(code),
             CLASS_CONNECTION
