@@ -7,7 +7,10 @@
 //!   with its own `Sync` (its own transaction), written before any answer is read;
 //! - `pipelined_tx`: the same batches with one `Sync` (one transaction), as pgbench's
 //!   `\startpipeline … \endpipeline` sends them;
-//! - `query_as`: the role-and-claims call the query engine makes, one at a time.
+//! - `query_as`: the role-and-claims call the query engine makes, one at a time, with the
+//!   statement timeout the server sets by default;
+//! - `query_as_no_timeout`: the same without setting a statement timeout, for its cost;
+//!   the two alternate in slices of 100 ms, so that drift on a shared machine hits both.
 //!
 //! Reads the server from `POSTRUST_DATABASE_URL`; `bench/pg_roundtrip.sh` starts a private
 //! cluster and runs this next to pgbench. Prints one `name=statements_per_second` per line.
@@ -58,7 +61,7 @@ async fn pipelined(c: &Client, seconds: Duration, batch: usize, mode: SyncMode) 
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn query_as(c: &Client, seconds: Duration) -> f64 {
+async fn query_as(c: &Client, seconds: Duration, timeout: Option<&str>) -> f64 {
     let start = Instant::now();
     let mut n: u64 = 0;
     while start.elapsed() < seconds {
@@ -67,8 +70,7 @@ async fn query_as(c: &Client, seconds: Duration) -> f64 {
             .query_as(
                 "postgres",
                 r#"{"sub":"bench","role":"postgres"}"#,
-                // As the server sends it, with POSTRUST_STATEMENT_TIMEOUT_MS's default.
-                Some("10000"),
+                timeout,
                 "SELECT json_build_object('x', $1::int + 1)::text",
                 &[Some(&x)],
             )
@@ -104,6 +106,16 @@ fn main() {
             println!("pipelined={each:.0}");
             let tx = pipelined(&c, seconds, batch, SyncMode::Transaction).await;
             println!("pipelined_tx={tx:.0}");
-            println!("query_as={:.0}", query_as(&c, seconds).await);
+            // As the server sends it, with POSTRUST_STATEMENT_TIMEOUT_MS's default, and
+            // without the timeout, in alternating slices.
+            let (mut with, mut without) = (0.0, 0.0);
+            let slice = Duration::from_millis(100);
+            let slices = (seconds.as_millis() / slice.as_millis()).max(1);
+            for _ in 0..slices {
+                with += query_as(&c, slice, Some("10000")).await;
+                without += query_as(&c, slice, None).await;
+            }
+            println!("query_as={:.0}", with / slices as f64);
+            println!("query_as_no_timeout={:.0}", without / slices as f64);
         });
 }

@@ -39,7 +39,7 @@ declare -A samples
 for round in $(seq "$rounds"); do
   echo "round $round of $rounds" >&2
   ours=$(POSTRUST_BENCH_SECONDS=$seconds cargo bench --bench pg_roundtrip 2>/dev/null)
-  for name in sequential pipelined pipelined_tx query_as; do
+  for name in sequential pipelined pipelined_tx query_as query_as_no_timeout; do
     samples[$name]+="$(sed -n "s/^$name=//p" <<<"$ours") "
   done
   samples[pg_seq]+="$(tps bench/roundtrip.sql) "
@@ -55,6 +55,7 @@ pipe_each=$(median "${samples[pipelined]}")
 pipe_ours=$(median "${samples[pipelined_tx]}")
 pipe_pg=$(median "${samples[pg_pipe]}")
 as_ours=$(median "${samples[query_as]}")
+as_bare=$(median "${samples[query_as_no_timeout]}")
 
 echo "statements per second, median of $rounds rounds of ${seconds}s (samples in brackets)"
 row() { printf '%-36s %10.0f   [%s]\n' "$1" "$2" "$3"; }
@@ -67,3 +68,5 @@ printf '%-36s %10s\n' "  ratio ours / pgbench" "$(ratio "$pipe_ours" "$pipe_pg")
 row "ours, pipelined, Sync each" "$pipe_each" "${samples[pipelined]% }"
 printf '%-36s %10s\n' "  ours pipelined / ours sequential" "$(ratio "$pipe_ours" "$seq_ours")"
 row "ours, query_as (role+claims+SQL)" "$as_ours" "${samples[query_as]% }"
+row "ours, query_as without a timeout" "$as_bare" "${samples[query_as_no_timeout]% }"
+printf '%-36s %10s\n' "  with / without the timeout" "$(ratio "$as_ours" "$as_bare")"

@@ -281,7 +281,7 @@ settings! {
     max_input_depth: Count = "POSTRUST_MAX_INPUT_DEPTH", "64";
     /// Most errors one response carries; past them one last error says the rest were left out.
     max_errors: Count = "POSTRUST_MAX_ERRORS", "100";
-    /// Longest a statement run for a client (a query or a live query's refresh) may take; PostgreSQL cancels a longer one, which fails with STATEMENT_TIMEOUT. A stricter statement_timeout of the login role or database still applies; 0: the server sets none.
+    /// Longest a statement run for a client (a query or a live query's refresh) may take; PostgreSQL cancels a longer one, which fails with STATEMENT_TIMEOUT. It replaces the login role's or database's statement_timeout; 0: the server sets none, and theirs applies.
     statement_timeout: Millis = "POSTRUST_STATEMENT_TIMEOUT_MS", "10000";
     /// Statements one client connection may have running at once: its queries and the first refreshes of the live queries it creates; more wait their turn, so one client cannot hold a shard's whole pool.
     db_statements_per_connection: Count = "POSTRUST_DB_STATEMENTS_PER_CONNECTION", "2";

@@ -79,6 +79,8 @@ fn scalar_message(scalar: Scalar, v: &Value) -> Option<String> {
 }
 
 /// Checks a literal against `ty`, pushing one message per problem and recording variables.
+/// Recurses once per level of the literal: at most `POSTRUST_MAX_INPUT_DEPTH` levels,
+/// checked on the document before it is parsed.
 pub fn check_literal(
     schema: &Schema,
     value: &Value,
@@ -178,7 +180,7 @@ pub fn check_literal(
 }
 
 /// Replaces variables by their coerced values and wraps single values given for lists.
-/// Only called on literals that passed [`check_literal`].
+/// Only called on literals that passed [`check_literal`]; recurses as deep as it did.
 pub fn coerce_literal(
     value: &Value,
     ty: &TypeRef,
@@ -230,7 +232,8 @@ fn json_number(v: &OwnedValue) -> Option<Number> {
     }
 }
 
-/// Any JSON value as a GraphQL constant (for the `JSON` scalar).
+/// Any JSON value as a GraphQL constant (for the `JSON` scalar). Recurses once per level:
+/// at most `POSTRUST_MAX_INPUT_DEPTH`, checked on the message before it is parsed.
 pub fn json_to_const(v: &OwnedValue) -> ConstValue {
     if v.is_null() {
         ConstValue::Null
@@ -273,7 +276,9 @@ fn scalar_from_json(scalar: Scalar, v: &OwnedValue) -> Option<ConstValue> {
     }
 }
 
-/// Coerces a variable's JSON value to `ty`; the error says why it does not fit.
+/// Coerces a variable's JSON value to `ty`; the error says why it does not fit. Recurses
+/// once per level of the value: at most `POSTRUST_MAX_INPUT_DEPTH`, checked on the message
+/// before it is parsed.
 pub fn coerce_json(schema: &Schema, v: &OwnedValue, ty: &TypeRef) -> Result<ConstValue, String> {
     match ty {
         TypeRef::NonNull(inner) => {

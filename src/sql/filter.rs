@@ -93,7 +93,9 @@ fn text(value: &ConstValue, schema: &Schema, ty: &TypeRef) -> Option<String> {
 }
 
 impl Filter {
-    /// Builds the filter from a coerced `filter` argument of input type `ty`.
+    /// Builds the filter from a coerced `filter` argument of input type `ty`. Recurses once
+    /// per level of `and`/`or`/`not`: at most `POSTRUST_MAX_INPUT_DEPTH`, the bound on the
+    /// document and variables it came from.
     pub fn from_value(schema: &Schema, rel: &Relation, ty: TypeId, value: &ConstValue) -> Filter {
         let (ConstValue::Object(map), Kind::Input { fields, .. }) = (value, &schema.ty(ty).kind)
         else {
