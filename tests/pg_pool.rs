@@ -298,12 +298,43 @@ fn a_statement_nobody_waits_for_is_cancelled_in_the_server() {
             .unwrap();
         assert_eq!(answer.as_deref(), Some("next"));
         // Without the cancel, the abandoned statement would sleep on for 30 s.
-        for _ in 0..100 {
-            if sleeping() == "0" {
-                return;
+        let stopped = || async {
+            for _ in 0..100 {
+                if sleeping() == "0" {
+                    return true;
+                }
+                glommio::timer::sleep(Duration::from_millis(50)).await;
             }
-            glommio::timer::sleep(Duration::from_millis(50)).await;
+            false
+        };
+        assert!(
+            stopped().await,
+            "the abandoned statement still runs in the server"
+        );
+
+        // Given up at once, before or just after the statement was sent: it must not run on
+        // either way (a cancel that arrives before the statement is repeated).
+        for _ in 0..20 {
+            let gave_up = futures_lite::future::or(
+                async {
+                    Some(
+                        pool.query_as("postgres", "{}", "SELECT pg_sleep(30)::text", &[])
+                            .await,
+                    )
+                },
+                async {
+                    futures_lite::future::yield_now().await;
+                    None
+                },
+            )
+            .await;
+            assert!(gave_up.is_none());
         }
-        panic!("the abandoned statement still runs in the server");
+        let answer = pool
+            .query_as("postgres", "{}", "SELECT 'after'", &[])
+            .await
+            .unwrap();
+        assert_eq!(answer.as_deref(), Some("after"));
+        assert!(stopped().await, "a statement given up at once still runs");
     });
 }

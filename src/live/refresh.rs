@@ -141,6 +141,10 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
 /// the statement is dropped mid-way (the pool cancels it) and nothing is recorded. Returns
 /// true when the database was unavailable and the refresh should be tried again.
 async fn refresh(registry: &RefCell<Registry>, runner: &dyn Runner, job: &Job) -> bool {
+    // Gone already (while waiting for a slot or a turn): send nothing to cancel.
+    if job.abandoned.is_set() {
+        return false;
+    }
     let result = future::or(async { Some(runner.run(job).await) }, async {
         job.abandoned.wait().await;
         None

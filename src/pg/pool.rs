@@ -195,9 +195,7 @@ impl Pool {
             while let Some((client, permit)) = rx.next().await {
                 let (config, connect) = (config.clone(), connect.clone());
                 glommio::spawn_local(async move {
-                    if let Err(e) = cancel(&config, &connect, client.cancel_key()).await {
-                        log::warn!(target: "postrust::pg", "{e}");
-                    }
+                    cancel_until_settled(&config, &connect, &client).await;
                     drop(client);
                     drop(permit);
                 })
@@ -220,6 +218,34 @@ impl Pool {
     /// The settings connections are opened with, password redacted by its `Display`.
     pub fn config(&self) -> &ConnectConfig {
         &self.0.config
+    }
+}
+
+/// Cancel requests sent for one abandoned statement at most. A cancel that reaches the
+/// server before the statement does (it was still on its way) cancels nothing, so the
+/// canceller asks again until the connection has answered everything it was sent.
+const CANCEL_ATTEMPTS: u32 = 5;
+/// How long the first attempt waits for the answer; each further one waits twice as long
+/// (1.55 s in all).
+const CANCEL_SETTLE: Duration = Duration::from_millis(50);
+/// How often the canceller looks whether the connection has answered.
+const CANCEL_POLL: Duration = Duration::from_millis(5);
+
+/// Cancels what `client` runs until it has answered every request (the cancelled statement
+/// ends with an error), or the attempts run out; the connection is closed after either way.
+async fn cancel_until_settled(config: &ConnectConfig, connect: &ConnectOptions, client: &Client) {
+    for attempt in 0..CANCEL_ATTEMPTS {
+        if let Err(e) = cancel(config, connect, client.cancel_key()).await {
+            log::warn!(target: "postrust::pg", "{e}");
+            return;
+        }
+        let settle = Instant::now() + CANCEL_SETTLE * 2u32.pow(attempt);
+        while client.is_busy() && Instant::now() < settle {
+            glommio::timer::sleep(CANCEL_POLL).await;
+        }
+        if !client.is_busy() {
+            return;
+        }
     }
 }
 
