@@ -237,6 +237,8 @@ settings! {
     close_timeout: Millis = "POSTRUST_CLOSE_TIMEOUT_MS", "2000";
     /// Time shutdown waits for open connections to finish their close handshake.
     shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
+    /// Origins whose pages may call the server from a browser: a comma-separated list such as https://app.example.com, or * for any; empty sends no CORS headers. When a list is set, a WebSocket upgrade naming another Origin is refused with 403.
+    cors_origins: String = "POSTRUST_CORS_ORIGINS", "";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
     /// Channel the change triggers notify on and the server listens to.

@@ -14,6 +14,7 @@ pub enum Method {
     Get,
     Head,
     Post,
+    Options,
     Other,
 }
 
@@ -40,6 +41,12 @@ pub struct RequestHead {
     pub authorization: Option<String>,
     pub content_length: Option<usize>,
     pub content_type: Option<String>,
+    /// `Origin`: the page's origin, sent by browsers (see `cors`).
+    pub origin: Option<String>,
+    /// `Access-Control-Request-Method`: present on a CORS preflight.
+    pub access_control_request_method: Option<String>,
+    /// `Access-Control-Request-Headers`: the headers a preflight asks to send.
+    pub access_control_request_headers: Option<String>,
 }
 
 impl RequestHead {
@@ -116,6 +123,7 @@ pub fn parse_head(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead, u
             "GET" => Method::Get,
             "HEAD" => Method::Head,
             "POST" => Method::Post,
+            "OPTIONS" => Method::Options,
             _ => Method::Other,
         }),
         path: path.to_owned(),
@@ -155,6 +163,12 @@ pub fn parse_head(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead, u
             head.content_length = Some(n);
         } else if name.eq_ignore_ascii_case("content-type") {
             head.content_type = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("access-control-request-method") {
+            head.access_control_request_method = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("access-control-request-headers") {
+            head.access_control_request_headers = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(HeadError::TransferEncoding);
         }
@@ -172,8 +186,10 @@ fn tokens(value: &str) -> impl Iterator<Item = &str> {
 pub enum Status {
     Ok,
     SwitchingProtocols,
+    NoContent,
     BadRequest,
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -191,9 +207,11 @@ impl Status {
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
+            Status::NoContent => 204,
             Status::SwitchingProtocols => 101,
             Status::BadRequest => 400,
             Status::Unauthorized => 401,
+            Status::Forbidden => 403,
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
@@ -211,9 +229,11 @@ impl Status {
     pub fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::NoContent => "No Content",
             Status::SwitchingProtocols => "Switching Protocols",
             Status::BadRequest => "Bad Request",
             Status::Unauthorized => "Unauthorized",
+            Status::Forbidden => "Forbidden",
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
@@ -252,6 +272,11 @@ impl Response {
         }
     }
 
+    /// No body at all (204).
+    pub fn empty(status: Status) -> Response {
+        Response::json(status, Vec::new())
+    }
+
     /// A short error body: `{"error":"<message>"}`.
     pub fn error(status: Status, message: &str) -> Response {
         let mut body = String::from("{\"error\":");
@@ -275,12 +300,19 @@ impl Response {
         let mut text = String::with_capacity(160);
         let _ = write!(
             text,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\n",
             self.status.code(),
-            self.status.reason(),
-            self.content_type,
-            self.body.len()
+            self.status.reason()
         );
+        // A 204 has no body and says nothing about one (RFC 9110 8.6).
+        if self.status != Status::NoContent {
+            let _ = write!(
+                text,
+                "Content-Type: {}\r\nContent-Length: {}\r\n",
+                self.content_type,
+                self.body.len()
+            );
+        }
         for line in &self.headers {
             text.push_str(line);
             text.push_str("\r\n");
@@ -339,6 +371,8 @@ pub enum Route {
     GraphqlPost,
     /// `GET /graphql?query=…`: a query in the URL.
     GraphqlGet,
+    /// `OPTIONS /graphql`: a CORS preflight, or a question about the methods.
+    Preflight,
     /// A request answered at once with this response.
     Respond(Response),
 }
@@ -373,7 +407,8 @@ pub fn route(head: &RequestHead) -> Route {
                 .with_header("Connection: Upgrade"),
             ),
             Method::Post => Route::GraphqlPost,
-            Method::Other => not_allowed("GET, POST"),
+            Method::Options => Route::Preflight,
+            Method::Other => not_allowed("GET, POST, OPTIONS"),
         },
         _ => Route::Respond(Response::error(Status::NotFound, "not found")),
     }
@@ -485,6 +520,7 @@ mod tests {
             Route::Health | Route::Metrics => 200,
             Route::Upgrade => 101,
             Route::GraphqlPost | Route::GraphqlGet => 0,
+            Route::Preflight => 204,
         };
         assert_eq!(status(b"GET /health HTTP/1.1\r\n\r\n"), 200);
         assert_eq!(status(b"HEAD /health HTTP/1.1\r\n\r\n"), 200);
@@ -492,6 +528,7 @@ mod tests {
         assert_eq!(status(b"GET /nowhere HTTP/1.1\r\n\r\n"), 404);
         assert_eq!(status(b"GET /graphql HTTP/1.1\r\n\r\n"), 426);
         assert_eq!(status(b"PUT /graphql HTTP/1.1\r\n\r\n"), 405);
+        assert_eq!(status(b"OPTIONS /graphql HTTP/1.1\r\n\r\n"), 204);
         assert_eq!(
             status(b"POST /graphql HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
             0

@@ -45,6 +45,8 @@
 //!
 //! - [`config`]: every `POSTRUST_` setting, from one table.
 //! - [`auth`]: JWT verification and the database role a client's queries run as.
+//! - [`cors`]: which browser origins may call the server (preflights, response headers,
+//!   the `Origin` check on WebSocket upgrades).
 //! - [`shard`]: the thread-per-core runtime. One glommio executor per core, each accepting on
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
@@ -72,6 +74,7 @@ pub mod catalog;
 pub mod change;
 pub mod config;
 pub mod connection;
+pub mod cors;
 pub mod engine;
 pub mod execute;
 pub mod graphql;

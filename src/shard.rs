@@ -98,6 +98,7 @@ impl std::error::Error for ServeError {}
 pub fn run(mut config: Config) -> Result<(), ServeError> {
     config.listen = probe_listen_address(config.listen)?;
     let auth = Arc::new(Auth::from_config(&config).map_err(ServeError::Config)?);
+    crate::cors::Cors::from_setting(&config.cors_origins).map_err(ServeError::Config)?;
     let settings =
         pg::Settings::from_config(&config).map_err(|e| ServeError::Config(e.to_string()))?;
     let engine = Arc::new(load_engine_now(&settings, &config)?);
@@ -340,6 +341,8 @@ async fn shard_main(
         engine: RefCell::new(engine),
         pool,
         live,
+        cors: crate::cors::Cors::from_setting(&config.cors_origins)
+            .expect("checked when the server started"),
         connections: RefCell::default(),
     });
     glommio::spawn_local(swap_engines(engines, Rc::clone(&local))).detach();

@@ -33,7 +33,7 @@ fn health_and_error_statuses() {
     );
     let not_allowed = ask("DELETE /graphql HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(status_of(&not_allowed), 405);
-    assert!(not_allowed.contains("Allow: GET, POST\r\n"));
+    assert!(not_allowed.contains("Allow: GET, POST, OPTIONS\r\n"));
     let upgrade = ask("GET /graphql HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!(status_of(&upgrade), 426);
     assert!(upgrade.contains("Upgrade: websocket\r\n"));
@@ -280,4 +280,76 @@ fn metrics_count_open_connections() {
     assert!(metrics.contains("\npostrust_connections 4\n"), "{metrics}");
     assert!(metrics.contains("# TYPE postrust_connections gauge\n"));
     drop(held);
+}
+
+#[test]
+fn browsers_of_listed_origins_may_call_and_others_may_not() {
+    let server = Server::start(&[("POSTRUST_CORS_ORIGINS", "https://app.example.com")]);
+    let ask = |req: &str| exchange(&mut server.connect(), req.as_bytes());
+
+    let preflight = ask(
+        "OPTIONS /graphql HTTP/1.1\r\nOrigin: https://app.example.com\r\n\
+         Access-Control-Request-Method: POST\r\n\
+         Access-Control-Request-Headers: content-type, authorization\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&preflight), 204, "{preflight}");
+    assert!(preflight.contains("Access-Control-Allow-Origin: https://app.example.com\r\n"));
+    assert!(preflight.contains("Access-Control-Allow-Headers: content-type, authorization\r\n"));
+    assert!(
+        !preflight.contains("Content-Length"),
+        "a 204 has no body: {preflight}"
+    );
+
+    let body = r#"{"query":"{ __typename }"}"#;
+    let post = |origin: &str| {
+        ask(&format!(
+            "POST /graphql HTTP/1.1\r\nOrigin: {origin}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let allowed = post("https://app.example.com");
+    assert!(allowed.contains("Access-Control-Allow-Origin: https://app.example.com\r\n"));
+    assert!(allowed.contains("Vary: Origin\r\n"));
+    let other = post("https://evil.example");
+    assert!(!other.contains("Access-Control-Allow-Origin"), "{other}");
+
+    let refused = ask(
+        "OPTIONS /graphql HTTP/1.1\r\nOrigin: https://evil.example\r\n\
+         Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&refused), 403, "{refused}");
+
+    // WebSocket upgrades: a listed origin and a client that names none get in.
+    let upgrade = |origin: &str| {
+        ask(&format!(
+            "GET /graphql HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: graphql-transport-ws\r\n{origin}\r\n"
+        ))
+    };
+    assert_eq!(status_of(&upgrade("Origin: https://evil.example\r\n")), 403);
+    let mut s = server.connect();
+    s.write_all(
+        b"GET /graphql HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Origin: https://app.example.com\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+}
+
+#[test]
+fn without_a_list_no_cors_header_is_sent() {
+    let server = Server::start(&[]);
+    let preflight = exchange(
+        &mut server.connect(),
+        b"OPTIONS /graphql HTTP/1.1\r\nOrigin: https://app.example.com\r\n\
+          Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&preflight), 204, "{preflight}");
+    assert!(preflight.contains("Allow: GET, POST, OPTIONS\r\n"));
+    assert!(!preflight.contains("Access-Control"), "{preflight}");
 }

@@ -48,6 +48,8 @@ pub struct ShardContext {
     pub pool: Pool,
     /// This shard's live queries.
     pub live: Rc<RefCell<Registry>>,
+    /// Which browser origins may call the server (`POSTRUST_CORS_ORIGINS`).
+    pub cors: crate::cors::Cors,
     /// The shard's open connections, by id (see [`Registered`]).
     pub connections: RefCell<HashMap<u64, Rc<Outbox>>>,
 }
@@ -186,8 +188,9 @@ pub async fn refuse_full(mut stream: TcpStream) {
 
 /// What reading a request produced.
 enum Read {
+    /// Boxed: a head is ten times the size of the other variants.
     Request {
-        head: RequestHead,
+        head: Box<RequestHead>,
         body: Vec<u8>,
     },
     /// The client closed before starting another request.
@@ -235,6 +238,11 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
         };
         let head_only = head.method() == http::Method::Head;
         let response = match http::route(&head) {
+            Route::Upgrade if !shard.cors.allows_upgrade(&head) => {
+                let refused =
+                    Response::error(Status::Forbidden, "this origin may not open a WebSocket");
+                return finish(&mut stream, refused.closing(), false, End::Finished).await;
+            }
             Route::Upgrade => {
                 return match crate::websocket::accept(&head) {
                     Ok((handshake, protocol)) => {
@@ -274,8 +282,10 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
                     Err(resp) => resp,
                 }
             }
+            Route::Preflight => shard.cors.preflight(&head),
             Route::Respond(resp) => resp,
         };
+        let response = shard.cors.decorate(&head, response);
         let response = if head.keep_alive() {
             response
         } else {
@@ -363,7 +373,10 @@ async fn read_request(
         }
     }
     let body = buf.drain(..body_len).collect();
-    Ok(Read::Request { head, body })
+    Ok(Read::Request {
+        head: Box::new(head),
+        body,
+    })
 }
 
 /// Appends what one read returns. Cancellation-safe: `buf` changes only after the read
