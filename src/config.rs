@@ -305,6 +305,49 @@ settings! {
     db_tcp_timeout: Millis = "POSTRUST_DB_TCP_TIMEOUT_MS", "30000";
 }
 
+/// A warning for each `POSTRUST_` variable among `names` that is no setting: a misspelt
+/// one would otherwise be ignored without a word. Names the closest setting when one is
+/// within two edits.
+pub fn unknown_variables(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for name in names {
+        if !name.starts_with("POSTRUST_") || SETTINGS.iter().any(|s| s.var == name) {
+            continue;
+        }
+        let closest = SETTINGS
+            .iter()
+            .map(|s| (edit_distance(&name, s.var), s.var))
+            .min()
+            .filter(|(d, _)| *d <= 2);
+        warnings.push(match closest {
+            Some((_, var)) => {
+                format!("{name} is not a setting and is ignored; did you mean {var}?")
+            }
+            None => format!("{name} is not a setting and is ignored (tuning.md lists them all)"),
+        });
+    }
+    warnings.sort();
+    warnings
+}
+
+/// Levenshtein distance between two ASCII names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -380,6 +423,24 @@ mod tests {
             .unwrap();
         assert_eq!(url, "(set)");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_variables_are_named_with_the_closest_setting() {
+        let names = [
+            "POSTRUST_SHARD",
+            "POSTRUST_SHARDS",
+            "POSTRUST_NOPE_AT_ALL",
+            "PATH",
+        ];
+        assert_eq!(
+            unknown_variables(names.map(String::from)),
+            [
+                "POSTRUST_NOPE_AT_ALL is not a setting and is ignored (tuning.md lists them all)",
+                "POSTRUST_SHARD is not a setting and is ignored; did you mean POSTRUST_SHARDS?",
+            ]
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -12,6 +12,7 @@ usage:
                                  install the function in POSTRUST_DATABASE_URL and attach
                                  it to each TABLE (default: every table of the schemas in
                                  POSTRUST_DB_SCHEMAS), notifying on POSTRUST_NOTIFY_CHANNEL
+  postrust --version             the version
   postrust help                  this text
 
 Settings come from POSTRUST_* environment variables; see tuning.md.";
@@ -19,6 +20,18 @@ Settings come from POSTRUST_* environment variables; see tuning.md.";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Answered whatever the environment holds.
+    match args.as_slice() {
+        ["--version" | "-V" | "version"] => {
+            println!("postrust {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
@@ -30,10 +43,6 @@ fn main() -> ExitCode {
         [] | ["serve"] => serve(config),
         ["triggers", "sql", tables @ ..] => print_trigger_sql(&config, tables),
         ["triggers", "install", tables @ ..] => install_triggers(&config, tables),
-        ["help" | "--help" | "-h"] => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
@@ -46,6 +55,10 @@ fn serve(config: Config) -> ExitCode {
     log::info!("postrust {} starting", env!("CARGO_PKG_VERSION"));
     for (var, value) in config.effective() {
         log::info!("config {var}={value}");
+    }
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    for warning in postrust::config::unknown_variables(names) {
+        log::warn!("{warning}");
     }
     match postrust::shard::run(config) {
         Ok(()) => ExitCode::SUCCESS,

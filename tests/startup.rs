@@ -310,3 +310,36 @@ fn the_floor_refuses_a_port_someone_listens_on() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("the floor's port"), "{stderr}");
 }
+
+#[test]
+fn the_version_is_printed_whatever_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .arg("--version")
+        .env("POSTRUST_SHARDS", "not a number")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("postrust {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_misspelt_setting_is_warned_about_at_start() {
+    let port = free_port();
+    let script = format!(
+        "POSTRUST_LISTEN=127.0.0.1:{port} POSTRUST_SHARD=2 POSTRUST_LOG=warn \
+         POSTRUST_DATABASE_URL={} timeout --preserve-status -s TERM 1 {}",
+        support::server::shared_demo(),
+        env!("CARGO_BIN_EXE_postrust")
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "POSTRUST_SHARD is not a setting and is ignored; did you mean POSTRUST_SHARDS?"
+        ),
+        "{stderr}"
+    );
+}
