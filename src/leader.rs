@@ -42,6 +42,13 @@ pub async fn load_engine(settings: &pg::Settings, config: &Config) -> Result<Eng
         .value(0, 0)
         .ok_or("the catalog query returned nothing")?;
     let catalog = Catalog::from_json(text).map_err(|e| format!("cannot read the catalog: {e}"))?;
+    let report = catalog.report(&config.db_schemas.0);
+    for line in &report.summary {
+        log::info!("{line}");
+    }
+    for warning in &report.warnings {
+        log::warn!("{warning}");
+    }
     Ok(Engine::new(catalog, config))
 }
 

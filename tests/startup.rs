@@ -343,3 +343,39 @@ fn a_misspelt_setting_is_warned_about_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_start_summarises_what_is_served_and_warns_about_what_would_go_wrong() {
+    let url = support::gql::demo_database(
+        "CREATE TABLE quiet (id int PRIMARY KEY);\n\
+         ALTER TABLE customers ENABLE ROW LEVEL SECURITY;\n\
+         CREATE VIEW vip_customers AS SELECT * FROM customers WHERE vip;\n\
+         CREATE VIEW vip_customers_checked WITH (security_invoker = true) AS \
+           SELECT * FROM customers WHERE vip;",
+    );
+    let port = free_port();
+    let script = format!(
+        "POSTRUST_LISTEN=127.0.0.1:{port} POSTRUST_DB_SCHEMAS=public,nosuch POSTRUST_LOG=info \
+         POSTRUST_DATABASE_URL={url} timeout --preserve-status -s TERM 2 {}",
+        env!("CARGO_BIN_EXE_postrust")
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "serving schema \"public\": tables customers, order_items, orders, products, quiet, users; \
+         views sales_dashboard, sales_headline, vip_customers, vip_customers_checked",
+        "schema \"nosuch\" serves nothing",
+        "public.quiet has no change trigger",
+        "view public.vip_customers reads a table with row-level security",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("public.orders has no change trigger"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("view public.vip_customers_checked"),
+        "{stderr}"
+    );
+}

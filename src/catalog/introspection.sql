@@ -122,7 +122,22 @@ SELECT json_build_object(
         JOIN pg_class bc ON bc.oid = vr.oid AND bc.relkind IN ('r', 'p', 'm', 'f')
         JOIN pg_namespace bn ON bn.oid = bc.relnamespace
         WHERE vr.view_oid = r.oid
-      ), '[]')
+      ), '[]'),
+      -- An enabled trigger of this table whose function notifies (the docs page's or the
+      -- project's): without one, a change to its rows reaches no subscriber.
+      'notifies', r.relkind = 'v' OR EXISTS (
+        SELECT 1 FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+        WHERE tg.tgrelid = r.oid AND NOT tg.tgisinternal AND tg.tgenabled <> 'D'
+          AND p.prosrc ~* 'notify'),
+      -- A view that runs with its owner's rights (not security_invoker) over a table with
+      -- row-level security: the policies never see the client's role.
+      'bypassesRowSecurity', r.relkind = 'v'
+        AND NOT EXISTS (
+          SELECT 1 FROM pg_class vc, unnest(vc.reloptions) o
+          WHERE vc.oid = r.oid AND o ~* '^security_invoker=(true|on|yes|1)$')
+        AND EXISTS (
+          SELECT 1 FROM view_reads vr JOIN pg_class bc ON bc.oid = vr.oid
+          WHERE vr.view_oid = r.oid AND bc.relrowsecurity)
     ) ORDER BY array_position($1::text[], r.nspname::text), r.relname)
     FROM rels r
   ), '[]'),

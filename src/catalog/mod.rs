@@ -3,7 +3,12 @@
 //! [`INTROSPECTION_SQL`] is one statement (parameter `$1`: the schema names as `text[]`) whose
 //! single row holds a JSON document; [`Catalog::from_json`] reads it. Only relations and
 //! columns that the connecting role may `SELECT` appear, so the schema never offers what the
-//! database would refuse.
+//! database would refuse. [`Catalog::report`] (in `report`) says in words what is served and
+//! what would quietly go wrong.
+
+mod report;
+
+pub use report::Report;
 
 use std::fmt;
 
@@ -91,6 +96,11 @@ pub struct Relation {
     pub foreign_keys: Vec<ForeignKey>,
     /// For a view: the tables and materialized views it reads, through views on views.
     pub reads: Vec<QualifiedName>,
+    /// For a table: an enabled trigger notifies its changes. Always true for a view (its
+    /// tables' triggers count).
+    pub notifies: bool,
+    /// A view run with its owner's rights over a table with row-level security.
+    pub bypasses_row_security: bool,
 }
 
 impl Relation {
@@ -293,6 +303,9 @@ fn relation(r: &OwnedValue) -> Result<Relation> {
             .iter()
             .map(qualified)
             .collect::<Result<_>>()?,
+        // Catalogs written before these were read assume the best.
+        notifies: r.get_bool("notifies").unwrap_or(true),
+        bypasses_row_security: r.get_bool("bypassesRowSecurity").unwrap_or(false),
     })
 }
 

@@ -163,6 +163,8 @@ fn table(schema: &str, name: &str, columns: &[&str], fks: &[(&str, &str)]) -> Re
             })
             .collect(),
         reads: Vec::new(),
+        notifies: true,
+        bypasses_row_security: false,
     }
 }
 

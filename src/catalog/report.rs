@@ -1,0 +1,118 @@
+//! What a loaded catalog serves, in words for the log: one summary line per schema, and a
+//! warning for each thing that would quietly go wrong (an empty schema, a table whose
+//! changes notify nobody, a view that hides row-level security from the client's role).
+
+use super::{Catalog, RelationKind};
+
+/// The lines to log after loading the catalog of `schemas`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub summary: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Catalog {
+    pub fn report(&self, schemas: &[String]) -> Report {
+        let mut report = Report::default();
+        for schema in schemas {
+            let in_schema: Vec<_> = self
+                .relations
+                .iter()
+                .filter(|r| &r.name.schema == schema)
+                .collect();
+            if in_schema.is_empty() {
+                report.warnings.push(format!(
+                    "schema \"{schema}\" serves nothing: it does not exist, holds no table or \
+                     view, or no role the server may become can read one (POSTRUST_DB_SCHEMAS)"
+                ));
+                continue;
+            }
+            let names = |kind: RelationKind| -> Vec<&str> {
+                in_schema
+                    .iter()
+                    .filter(|r| r.kind == kind)
+                    .map(|r| r.name.name.as_str())
+                    .collect()
+            };
+            let mut parts = Vec::new();
+            for (kind, label) in [
+                (RelationKind::Table, "tables"),
+                (RelationKind::View, "views"),
+                (RelationKind::MaterializedView, "materialized views"),
+                (RelationKind::ForeignTable, "foreign tables"),
+            ] {
+                let list = names(kind);
+                if !list.is_empty() {
+                    parts.push(format!("{label} {}", list.join(", ")));
+                }
+            }
+            report
+                .summary
+                .push(format!("serving schema \"{schema}\": {}", parts.join("; ")));
+        }
+        for r in &self.relations {
+            if !r.notifies {
+                let why = match r.kind {
+                    RelationKind::MaterializedView => {
+                        "a materialized view changes only when refreshed, which notifies nobody"
+                    }
+                    _ => "no enabled trigger of it notifies",
+                };
+                report.warnings.push(format!(
+                    "{} has no change trigger ({why}): its subscribers get a first result and \
+                     then no updates; run `postrust triggers install`",
+                    r.name
+                ));
+            }
+            if r.bypasses_row_security {
+                report.warnings.push(format!(
+                    "view {} reads a table with row-level security with its owner's rights: the \
+                     policies check the owner, not each client's role (not at all if the owner \
+                     owns the table); make it ALTER VIEW … SET (security_invoker = true)",
+                    r.name
+                ));
+            }
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Catalog {
+        Catalog::from_json(include_str!("../../tests/fixtures/demo-catalog.json")).unwrap()
+    }
+
+    #[test]
+    fn a_healthy_catalog_gets_a_summary_and_no_warning() {
+        let report = demo().report(&["public".to_owned()]);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.summary.len(), 1);
+        assert!(
+            report.summary[0].starts_with("serving schema \"public\": tables "),
+            "{}",
+            report.summary[0]
+        );
+        assert!(report.summary[0].contains("views sales_dashboard"));
+    }
+
+    #[test]
+    fn silent_tables_hidden_policies_and_empty_schemas_are_warned_about() {
+        let mut catalog = demo();
+        for r in &mut catalog.relations {
+            match r.name.name.as_str() {
+                "orders" => r.notifies = false,
+                "sales_dashboard" => r.bypasses_row_security = true,
+                _ => {}
+            }
+        }
+        let report = catalog.report(&["public".to_owned(), "nosuch".to_owned()]);
+        let all = report.warnings.join("\n");
+        assert_eq!(report.warnings.len(), 3, "{all}");
+        assert!(all.contains("schema \"nosuch\" serves nothing"));
+        assert!(all.contains("public.orders has no change trigger"));
+        assert!(all.contains("view public.sales_dashboard reads a table with row-level security"));
+    }
+}
