@@ -144,6 +144,32 @@ impl SettingValue for LogLevel {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-11-24T07:30:00.123Z INFO  [shard-0] message`
+    Text,
+    /// One JSON object per line: `ts`, `level`, `shard`, `msg`.
+    Json,
+}
+
+impl SettingValue for LogFormat {
+    const FORM: &'static str = "text or json";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        match raw.to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            LogFormat::Text => "text".to_owned(),
+            LogFormat::Json => "json".to_owned(),
+        }
+    }
+}
+
 /// A comma-separated list of names (PostgreSQL schemas), at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameList(pub Vec<String>);
@@ -241,6 +267,8 @@ settings! {
     cors_origins: String = "POSTRUST_CORS_ORIGINS", "";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
+    /// How log lines are written: text for people, json (one object per line) for log collectors.
+    log_format: LogFormat = "POSTRUST_LOG_FORMAT", "text";
     /// Channel the change triggers notify on and the server listens to.
     notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
     /// Channel on which any notification makes the server reload the catalog (after a migration).

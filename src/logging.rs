@@ -1,17 +1,38 @@
 //! The process logger: one line per event on standard error, with a UTC timestamp, the level,
-//! the shard (thread name) and the message.
+//! the shard (thread name) and the message; as text, or as one JSON object per line
+//! (`POSTRUST_LOG_FORMAT=json`) for log collectors.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::LogFormat;
 
 struct StderrLogger;
 
 static LOGGER: StderrLogger = StderrLogger;
 
-/// Installs the logger; later calls only change the level.
-pub fn init(level: log::LevelFilter) {
+/// Lines are JSON objects; set once at start, read by every shard's logging.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Installs the logger; later calls only change the level and format.
+pub fn init(level: log::LevelFilter, format: LogFormat) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+}
+
+/// One line, ending in a newline.
+fn line(ts: &str, level: log::Level, shard: &str, message: &str, json: bool) -> String {
+    if !json {
+        return format!("{ts} {level:<5} [{shard}] {message}\n");
+    }
+    let mut out = format!("{{\"ts\":\"{ts}\",\"level\":\"{level}\",\"shard\":");
+    crate::graphql::json::quote(shard, &mut out);
+    out.push_str(",\"msg\":");
+    crate::graphql::json::quote(message, &mut out);
+    out.push_str("}\n");
+    out
 }
 
 impl log::Log for StderrLogger {
@@ -24,12 +45,12 @@ impl log::Log for StderrLogger {
             return;
         }
         let thread = std::thread::current();
-        let line = format!(
-            "{} {:<5} [{}] {}\n",
-            utc_timestamp(SystemTime::now()),
+        let line = line(
+            &utc_timestamp(SystemTime::now()),
             record.level(),
             thread.name().unwrap_or("main"),
-            record.args()
+            &record.args().to_string(),
+            JSON.load(Ordering::Relaxed),
         );
         // One write call per line keeps lines from different shards whole.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -71,6 +92,22 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn lines_are_text_or_one_json_object() {
+        let ts = "2026-11-24T09:25:45.678Z";
+        assert_eq!(
+            line(ts, log::Level::Warn, "shard-1", "a \"quoted\" thing", false),
+            "2026-11-24T09:25:45.678Z WARN  [shard-1] a \"quoted\" thing\n"
+        );
+        let json = line(ts, log::Level::Warn, "shard-1", "a \"quoted\"\nthing", true);
+        let parsed: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"ts": ts, "level": "WARN", "shard": "shard-1", "msg": "a \"quoted\"\nthing"})
+        );
+        assert!(json.ends_with("}\n") && json.matches('\n').count() == 1);
+    }
 
     #[test]
     fn timestamps_are_utc_iso8601() {

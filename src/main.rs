@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    postrust::logging::init(config.log_level.0);
+    postrust::logging::init(config.log_level.0, config.log_format);
     log::info!("postrust {} starting", env!("CARGO_PKG_VERSION"));
     for (var, value) in config.effective() {
         log::info!("config {var}={value}");

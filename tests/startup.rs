@@ -379,3 +379,26 @@ fn the_start_summarises_what_is_served_and_warns_about_what_would_go_wrong() {
         "{stderr}"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let port = free_port();
+    let script = format!(
+        "POSTRUST_LISTEN=127.0.0.1:{port} POSTRUST_LOG_FORMAT=json POSTRUST_SHARDS=1 \
+         POSTRUST_DATABASE_URL={} timeout --preserve-status -s TERM 1 {}",
+        support::server::shared_demo(),
+        env!("CARGO_BIN_EXE_postrust")
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["msg"].as_str().unwrap().starts_with("listening on")),
+        "{stderr}"
+    );
+}
