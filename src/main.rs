@@ -11,7 +11,9 @@ usage:
   postrust triggers install [TABLE…]
                                  install the function in POSTRUST_DATABASE_URL and attach
                                  it to each TABLE (default: every table of the schemas in
-                                 POSTRUST_DB_SCHEMAS), notifying on POSTRUST_NOTIFY_CHANNEL
+                                 POSTRUST_DB_SCHEMAS), notifying on POSTRUST_NOTIFY_CHANNEL;
+                                 a trigger there that notifies on the same channel (the
+                                 docs page's) is replaced
   postrust --version             the version
   postrust help                  this text
 
@@ -99,8 +101,13 @@ fn install_triggers(config: &Config, tables: &[&str]) -> ExitCode {
         }
     }
     let channel = &config.notify_channel;
-    let report = |table: &TableName| {
-        println!("installed postrust.notify_change() on {table}, notifying on channel {channel:?}")
+    let report = |installed: &triggers::Installed| {
+        let table = &installed.table;
+        print!("installed postrust.notify_change() on {table}, notifying on channel {channel:?}");
+        for (name, function) in &installed.replaced {
+            print!("; replaced trigger {name} ({function}()), which notified on the same channel");
+        }
+        println!();
     };
     match triggers::install_now(config, names, report) {
         Ok(()) => ExitCode::SUCCESS,

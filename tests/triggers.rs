@@ -263,3 +263,44 @@ fn triggers_install_fails_with_a_message_and_changes_nothing() {
     assert!(!ok);
     assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
 }
+
+#[test]
+fn triggers_install_replaces_the_docs_page_trigger_and_keeps_others() {
+    let cluster = pg::cluster();
+    let url = cluster.fresh_database("install_replace");
+    cluster.psql(
+        &url,
+        &format!(
+            "{TABLE} {DOCS_TRIGGER}
+             CREATE FUNCTION audit() RETURNS trigger AS $$
+             BEGIN PERFORM pg_notify('audit', TG_OP); RETURN NULL; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER orders_audit AFTER INSERT ON orders
+               FOR EACH ROW EXECUTE FUNCTION audit();"
+        ),
+    );
+    let (ok, out, err) = install(&url, &[], &["orders"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "installed postrust.notify_change() on public.orders, notifying on channel \
+         \"table_change\"; replaced trigger orders_notify (notify_table_change()), which \
+         notified on the same channel\n"
+    );
+    let remaining = cluster.psql(
+        &url,
+        "SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger \
+         WHERE tgrelid = 'orders'::regclass AND NOT tgisinternal",
+    );
+    assert_eq!(
+        remaining,
+        "orders_audit,postrust_notify_row,postrust_notify_truncate"
+    );
+    // One notification per change, and a row too large for NOTIFY is written.
+    let payloads = notifications(
+        &url,
+        "INSERT INTO orders (status) VALUES ('pending');\n\
+         INSERT INTO orders (status, note) VALUES ('pending', repeat('x', 9000));",
+    );
+    assert_eq!(payloads.len(), 2, "{payloads:?}");
+    assert_eq!(cluster.psql(&url, "SELECT count(*) FROM orders"), "2");
+}

@@ -1,13 +1,15 @@
 //! The project's own change trigger: its SQL, and the statements that attach it to tables.
 //!
 //! `postrust triggers sql` prints [`function_sql`] and, for each table named, the
-//! statements of [`attach_sql`]; `postrust triggers install` runs them ([`install`]). The docs page's own `notify_table_change()` trigger keeps
-//! working alongside; this one adds the schema, the old row on UPDATE, TRUNCATE, and stays
-//! under NOTIFY's 8000-byte payload limit (see `notify.sql`).
+//! statements of [`attach_sql`]; `postrust triggers install` runs them ([`install`]). The
+//! project's trigger adds the schema, the old row on UPDATE, TRUNCATE, and stays under
+//! NOTIFY's 8000-byte payload limit (see `notify.sql`). `install` replaces a trigger it
+//! finds notifying on the same channel (the docs page's `notify_table_change()`): kept
+//! alongside, it would notify every change twice and still fail the write of a large row.
 
 mod install;
 
-pub use install::install_now;
+pub use install::{Installed, install_now};
 
 /// Creates (or replaces) `postrust.notify_change()`.
 pub fn function_sql() -> &'static str {
@@ -15,12 +17,12 @@ pub fn function_sql() -> &'static str {
 }
 
 /// Quotes an identifier for SQL.
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Quotes a string literal for SQL.
-fn quote_literal(text: &str) -> String {
+pub(crate) fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
@@ -50,7 +52,7 @@ impl TableName {
         })
     }
 
-    fn qualified(&self) -> String {
+    pub(crate) fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
     }
 }
