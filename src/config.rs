@@ -144,6 +144,20 @@ impl SettingValue for LogLevel {
     }
 }
 
+impl SettingValue for bool {
+    const FORM: &'static str = "true or false";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        match raw.to_ascii_lowercase().as_str() {
+            "true" | "on" | "yes" | "1" => Some(true),
+            "false" | "off" | "no" | "0" => Some(false),
+            _ => None,
+        }
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -271,6 +285,8 @@ settings! {
     log_format: LogFormat = "POSTRUST_LOG_FORMAT", "text";
     /// Channel the change triggers notify on and the server listens to.
     notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
+    /// Accept subscriptions to tables with no change trigger, for a database that notifies POSTRUST_NOTIFY_CHANNEL some other way; otherwise such a subscription is refused with NO_CHANGE_TRIGGER, since it would never update.
+    subscribe_without_triggers: bool = "POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS", "false";
     /// Channel on which any notification makes the server reload the catalog (after a migration).
     schema_channel: String = "POSTRUST_SCHEMA_CHANNEL", "postrust_schema";
     /// Window in which changes are gathered into one refresh per live query.

@@ -66,6 +66,10 @@ pub struct Prepared {
 pub struct Engine {
     schema: Schema,
     limits: graphql::Limits,
+    /// Tables whose changes notify nobody (no change trigger): a subscription reading one
+    /// would never update, so it is refused. Empty with
+    /// `POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS`.
+    silent: BTreeSet<QualifiedName>,
 }
 
 /// The value of `$1` for [`crate::catalog::INTROSPECTION_SQL`]: a PostgreSQL array literal.
@@ -79,7 +83,18 @@ pub fn schemas_param(schemas: &[String]) -> String {
 
 impl Engine {
     pub fn new(catalog: Catalog, config: &Config) -> Engine {
+        let silent = if config.subscribe_without_triggers {
+            BTreeSet::new()
+        } else {
+            catalog
+                .relations
+                .iter()
+                .filter(|r| !r.notifies)
+                .map(|r| r.name.clone())
+                .collect()
+        };
         Engine {
+            silent,
             schema: build::build(catalog),
             limits: graphql::Limits {
                 max_depth: config.max_query_depth.0,
@@ -136,6 +151,24 @@ impl Engine {
             });
         }
         let statement = sql::compile(schema, &op, &introspect).map_err(|e| vec![e])?;
+        if op.kind == OperationKind::Subscription {
+            let silent: Vec<String> = statement
+                .tables
+                .intersection(&self.silent)
+                .map(ToString::to_string)
+                .collect();
+            if !silent.is_empty() {
+                return Err(vec![GraphQLError::new(
+                    ErrorCode::NoChangeTrigger,
+                    format!(
+                        "This subscription would never update: no change trigger notifies the \
+                         changes of {}. Run `postrust triggers install`, or send a query instead.",
+                        silent.join(", ")
+                    ),
+                    &[],
+                )]);
+            }
+        }
         Ok(Prepared {
             kind: op.kind,
             operation_name: op.name,

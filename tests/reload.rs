@@ -49,7 +49,9 @@ fn notify_and_sighup_reload_the_schema_without_dropping_connections() {
 
     cluster.psql(
         &url,
-        "CREATE TABLE gizmos (id int PRIMARY KEY); INSERT INTO gizmos VALUES (9);",
+        "CREATE TABLE gizmos (id int PRIMARY KEY); INSERT INTO gizmos VALUES (9); \
+         CREATE TRIGGER gizmos_notify AFTER INSERT OR UPDATE OR DELETE ON gizmos \
+         FOR EACH ROW EXECUTE FUNCTION notify_table_change();",
     );
     // SAFETY: plain kill(2) on the server's pid.
     unsafe { libc::kill(server.pid() as libc::pid_t, libc::SIGHUP) };

@@ -304,3 +304,40 @@ fn triggers_install_replaces_the_docs_page_trigger_and_keeps_others() {
     assert_eq!(payloads.len(), 2, "{payloads:?}");
     assert_eq!(cluster.psql(&url, "SELECT count(*) FROM orders"), "2");
 }
+
+#[test]
+fn a_subscription_to_a_table_without_a_change_trigger_is_refused_not_left_silent() {
+    use support::server::Server;
+    use support::ws::Client;
+    let url = support::gql::demo_database(
+        "CREATE TABLE quiet (id int PRIMARY KEY); INSERT INTO quiet VALUES (1);",
+    );
+    let subscribe = |server: &Server| {
+        let (mut ws, _) = Client::upgrade(server.connect(), Some("graphql-transport-ws"));
+        ws.send_text(r#"{"type":"connection_init"}"#);
+        assert_eq!(ws.recv_text(), r#"{"type":"connection_ack"}"#);
+        ws.send_text(
+            r#"{"id":"q","type":"subscribe","payload":{"query":"subscription { quiet { id } }"}}"#,
+        );
+        ws.recv_text()
+    };
+    let server = Server::start_on(&url, &[]);
+    let refused = subscribe(&server);
+    assert!(refused.contains(r#""type":"error""#), "{refused}");
+    assert!(refused.contains("NO_CHANGE_TRIGGER"), "{refused}");
+    assert!(refused.contains("public.quiet"), "{refused}");
+    // A query of it works, and so does a subscription to a table with a trigger.
+    let query = server.post_graphql(None, "{ quiet { id } }");
+    assert!(
+        query.ends_with(r#"{"data":{"quiet":[{"id":1}]}}"#),
+        "{query}"
+    );
+    drop(server);
+
+    let server = Server::start_on(&url, &[("POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS", "true")]);
+    let accepted = subscribe(&server);
+    assert_eq!(
+        accepted,
+        r#"{"id":"q","type":"next","payload":{"data":{"quiet":[{"id":1}]}}}"#
+    );
+}

@@ -59,8 +59,9 @@ impl Catalog {
                     _ => "no enabled trigger of it notifies",
                 };
                 report.warnings.push(format!(
-                    "{} has no change trigger ({why}): its subscribers get a first result and \
-                     then no updates; run `postrust triggers install`",
+                    "{} has no change trigger ({why}): its changes reach no subscriber, so \
+                     subscriptions reading it are refused with NO_CHANGE_TRIGGER (unless \
+                     POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS); run `postrust triggers install`",
                     r.name
                 ));
             }

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     TooComplex,
     /// The document or message nests brackets deeper than `POSTRUST_MAX_INPUT_DEPTH`.
     InputTooDeep,
+    /// A subscription reads a table whose changes notify nobody: it would never update.
+    NoChangeTrigger,
     /// An argument is valid GraphQL but not a value the server accepts (a negative limit).
     BadArgument,
     /// The HTTP request around the operation is malformed (no query, a body that is not
@@ -58,6 +60,7 @@ impl ErrorCode {
             ErrorCode::TooDeep => "QUERY_TOO_DEEP",
             ErrorCode::TooComplex => "QUERY_TOO_COMPLEX",
             ErrorCode::InputTooDeep => "INPUT_TOO_DEEP",
+            ErrorCode::NoChangeTrigger => "NO_CHANGE_TRIGGER",
             ErrorCode::BadArgument => "BAD_ARGUMENT",
             ErrorCode::BadRequest => "BAD_REQUEST",
             ErrorCode::RateLimited => "RATE_LIMITED",
