@@ -183,3 +183,67 @@ impl Runner for PgRunner {
         self.all_metrics[self.index].fanout_seconds.observe(took);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::DbError;
+
+    fn db(code: &str, message: &str) -> pg::Error {
+        pg::Error::db(DbError {
+            code: code.into(),
+            message: message.into(),
+            ..DbError::default()
+        })
+    }
+
+    fn code(failure: &Failure) -> (&'static str, bool) {
+        let retried = matches!(failure, Failure::Unavailable(_));
+        (failure.error().code.as_str(), retried)
+    }
+
+    #[test]
+    fn what_each_failure_means_for_the_client() {
+        let cancel = "canceling statement due to user request";
+        let timeout = "canceling statement due to statement timeout";
+        let cases = [
+            (
+                db("42501", "permission denied"),
+                false,
+                ("FORBIDDEN", false),
+            ),
+            (db("57014", cancel), true, ("STATEMENT_TIMEOUT", false)),
+            (db("57014", timeout), false, ("STATEMENT_TIMEOUT", false)),
+            (db("57014", cancel), false, ("STATEMENT_CANCELED", false)),
+            (
+                db("53200", "out of memory"),
+                false,
+                ("SERVICE_UNAVAILABLE", true),
+            ),
+            (
+                db("53400", "temp_file_limit"),
+                false,
+                ("DATABASE_ERROR", false),
+            ),
+            (
+                db("40001", "serialization"),
+                false,
+                ("SERVICE_UNAVAILABLE", true),
+            ),
+            (db("22P02", "bad uuid"), false, ("DATABASE_ERROR", false)),
+            (
+                pg::Error::config("too many parameters"),
+                false,
+                ("DATABASE_ERROR", false),
+            ),
+            (
+                pg::Error::pool_timeout("no connection"),
+                false,
+                ("SERVICE_UNAVAILABLE", true),
+            ),
+        ];
+        for (err, past_timeout, expected) in cases {
+            assert_eq!(code(&classify(&err, past_timeout)), expected, "{err}");
+        }
+    }
+}

@@ -259,6 +259,25 @@ fn backend_pid(json: &str) -> u32 {
     after.trim_end_matches('}').parse().expect("a number")
 }
 
+/// Starts a 30 s statement on `pool` and drops it once `when` is ready, as a caller that
+/// gave up would.
+async fn give_up(pool: &Pool, when: impl std::future::Future<Output = ()>) {
+    let gave_up = futures_lite::future::or(
+        async {
+            Some(
+                pool.query_as("postgres", "{}", "SELECT pg_sleep(30)::text", &[])
+                    .await,
+            )
+        },
+        async {
+            when.await;
+            None
+        },
+    )
+    .await;
+    assert!(gave_up.is_none(), "the statement ended: {gave_up:?}");
+}
+
 #[test]
 fn a_statement_nobody_waits_for_is_cancelled_in_the_server() {
     let cluster = cluster();
@@ -277,20 +296,7 @@ fn a_statement_nobody_waits_for_is_cancelled_in_the_server() {
             fast_pool_options(1),
         );
         // The caller gives up after 300 ms, as a client that left would.
-        let gave_up = futures_lite::future::or(
-            async {
-                Some(
-                    pool.query_as("postgres", "{}", "SELECT pg_sleep(30)::text", &[])
-                        .await,
-                )
-            },
-            async {
-                glommio::timer::sleep(Duration::from_millis(300)).await;
-                None
-            },
-        )
-        .await;
-        assert!(gave_up.is_none());
+        give_up(&pool, glommio::timer::sleep(Duration::from_millis(300))).await;
         // The pool's one connection is given back once the cancel request went out.
         let answer = pool
             .query_as("postgres", "{}", "SELECT 'next'", &[])
@@ -315,20 +321,7 @@ fn a_statement_nobody_waits_for_is_cancelled_in_the_server() {
         // Given up at once, before or just after the statement was sent: it must not run on
         // either way (a cancel that arrives before the statement is repeated).
         for _ in 0..20 {
-            let gave_up = futures_lite::future::or(
-                async {
-                    Some(
-                        pool.query_as("postgres", "{}", "SELECT pg_sleep(30)::text", &[])
-                            .await,
-                    )
-                },
-                async {
-                    futures_lite::future::yield_now().await;
-                    None
-                },
-            )
-            .await;
-            assert!(gave_up.is_none());
+            give_up(&pool, futures_lite::future::yield_now()).await;
         }
         let answer = pool
             .query_as("postgres", "{}", "SELECT 'after'", &[])

@@ -67,6 +67,18 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// The walk was cut short: the budget is spent, which also stops every later walk of
+    /// the same document (its operations share the count).
+    fn stopped(&self) -> bool {
+        self.fields > self.limits.max_fields
+    }
+
+    /// Reports why the walk stops, and stops it.
+    fn stop(&mut self, code: super::ErrorCode, message: String, at: Pos) {
+        self.errors.push(GraphQLError::new(code, message, &[at]));
+        self.fields = self.limits.max_fields + 1;
+    }
+
     fn error(&mut self, message: String, at: &[Pos]) {
         self.errors.push(GraphQLError::validation(message, at));
     }
@@ -191,16 +203,12 @@ impl<'a> Walker<'a> {
         // Fields and fragments both recurse through here: one bound covers nested
         // selections, chains of fragments and inline fragments inside either.
         if self.level >= self.limits.max_input_depth {
-            if self.fields <= self.limits.max_fields {
-                self.errors.push(GraphQLError::new(
-                    super::ErrorCode::InputTooDeep,
-                    format!(
-                        "Selections nest more than {} levels deep, fragments expanded.",
-                        self.limits.max_input_depth
-                    ),
-                    &[set.pos],
-                ));
-                self.fields = self.limits.max_fields + 1;
+            if !self.stopped() {
+                let message = format!(
+                    "Selections nest more than {} levels deep, fragments expanded.",
+                    self.limits.max_input_depth
+                );
+                self.stop(super::ErrorCode::InputTooDeep, message, set.pos);
             }
             return;
         }
@@ -218,25 +226,22 @@ impl<'a> Walker<'a> {
         out: &mut Vec<Selected>,
     ) {
         for item in &set.node.items {
-            if self.fields > self.limits.max_fields {
+            if self.stopped() {
                 // Fragments spread within fragments can multiply a short document without
                 // bound; stop walking rather than spend the time.
                 return;
             }
             // Spreads count as well as fields: a spread of a fragment already being expanded
             // selects nothing, yet walking to it repeatedly costs time all the same.
-            self.fields += 1;
-            if self.fields > self.limits.max_fields {
-                self.errors.push(GraphQLError::new(
-                    super::ErrorCode::TooComplex,
-                    format!(
-                        "The operation selects more than {} fields.",
-                        self.limits.max_fields
-                    ),
-                    &[item.pos],
-                ));
+            if self.fields == self.limits.max_fields {
+                let message = format!(
+                    "The operation selects more than {} fields.",
+                    self.limits.max_fields
+                );
+                self.stop(super::ErrorCode::TooComplex, message, item.pos);
                 return;
             }
+            self.fields += 1;
             match &item.node {
                 Selection::Field(f) => {
                     let keep = self.directives(&f.node.directives, "FIELD");
