@@ -54,7 +54,8 @@
 //! - [`broadcast`]: the leader's fan-out of change events to the shards, coalescing per
 //!   table for a shard that lags instead of waiting for it.
 //! - [`triggers`]: the project's own change trigger (`postrust triggers sql`).
-//! - [`pg`]: our PostgreSQL client on glommio sockets: connect and authenticate, pipelined
+//! - [`pg`]: our PostgreSQL client on glommio sockets: connect (TLS with libpq's `sslmode`)
+//!   and authenticate, pipelined
 //!   parameterized queries run under a subscriber's role and claims, the per-shard pool and
 //!   the LISTEN connection that feeds the change stream.
 //! - [`execute`]: runs a compiled statement as a client (role, claims, statement timeout)

@@ -4,7 +4,9 @@
 //! subscriber went, its operation was stopped) would otherwise run on in the server to the
 //! end, holding a backend and its locks. The protocol cancels it out of band: a new
 //! connection to the same server sends only the backend's process id and the secret key it
-//! gave us at startup, and the server closes it without an answer.
+//! gave us at startup, and the server closes it without an answer. The cancel connection
+//! negotiates TLS as the URL's `sslmode` says, as libpq 17 does, so the key does not travel
+//! in the clear when the connection it cancels did not.
 
 use bytes::BytesMut;
 use futures_lite::future;
@@ -32,13 +34,28 @@ pub(crate) async fn cancel(
     key: CancelKey,
 ) -> Result<(), Error> {
     let attempt = async {
-        let mut socket = Socket::connect(config, options.tcp_timeout)
-            .await
-            .map_err(|e| Error::connect(format!("cancel request: {e}"), None))?;
+        let mut socket = None;
+        let mut failure = None;
+        for &negotiate in config.tls.attempts(&config.host) {
+            match Socket::open(config, options.tcp_timeout, negotiate).await {
+                Ok(s) => {
+                    socket = Some(s);
+                    break;
+                }
+                Err(e) => failure = Some(e.context("cancel request")),
+            }
+        }
+        let Some(mut socket) = socket else {
+            return Err(failure.expect("every mode makes at least one attempt"));
+        };
         let mut out = BytesMut::new();
         frontend::cancel_request(key.process_id, key.secret_key, &mut out);
         socket
             .write_all(&out)
+            .await
+            .map_err(|e| Error::connect(format!("cancel request: {e}"), None))?;
+        socket
+            .flush()
             .await
             .map_err(|e| Error::connect(format!("cancel request: {e}"), None))?;
         // The server answers nothing and closes: wait for that, so the caller knows the

@@ -1,7 +1,9 @@
-//! Opening a connection: socket, startup message, authentication, then the driver.
+//! Opening a connection: socket (TLS as `sslmode` says), startup message, authentication,
+//! then the driver.
 //!
-//! Authentication methods: trust, cleartext password, md5 and SCRAM-SHA-256 (without
-//! channel binding, as there is no TLS). GSS, SSPI and Kerberos are refused by name. A
+//! Authentication methods: trust, cleartext password, md5 and SCRAM-SHA-256, over TLS
+//! SCRAM-SHA-256-PLUS bound to the server's certificate (see [`super::tls`]). GSS, SSPI and
+//! Kerberos are refused by name. A
 //! `FATAL` error from the server (wrong password, unknown role, unknown database, too many
 //! connections) becomes an [`ErrorKind::Connect`](super::ErrorKind::Connect) error with the
 //! server's SQLSTATE and message.
@@ -26,6 +28,7 @@ use super::error::{DbError, Error};
 use super::mailbox;
 use super::socket::Socket;
 use super::statements::StatementCache;
+use super::tls::{ChannelBindingMode, Negotiate};
 use super::url::ConnectConfig;
 
 /// Per-connection limits, from the `POSTRUST_DB_*` settings.
@@ -57,11 +60,14 @@ impl Default for ConnectOptions {
 enum Phase {
     /// Waiting for the server to name a method, or to accept us.
     Authenticating,
-    /// In a SCRAM exchange.
-    Scram(Box<ScramSha256>),
+    /// In a SCRAM exchange; bound to the TLS certificate when `bound`.
+    Scram {
+        scram: Box<ScramSha256>,
+        bound: bool,
+    },
     /// The server's final SCRAM message proved it knows the password; only now may it
     /// accept us.
-    ScramVerified,
+    ScramVerified { bound: bool },
     /// Authenticated; collecting parameters and the key until `ReadyForQuery`.
     Starting,
 }
@@ -118,15 +124,48 @@ impl Client {
     }
 }
 
-/// The startup exchange; returns the socket, bytes already read past `ReadyForQuery`, and
-/// what the server told us.
+/// The startup exchange, tried as `sslmode` says (libpq's `prefer` tries the clear after a
+/// failed TLS attempt, `allow` tries TLS after a failed clear one); returns the socket, bytes
+/// already read past `ReadyForQuery`, and what the server told us.
 async fn start(
     config: &ConnectConfig,
     tcp_timeout: Duration,
 ) -> Result<(Socket, BytesMut, Started), Error> {
-    let mut socket = Socket::connect(config, tcp_timeout)
-        .await
-        .map_err(|e| Error::connect(e.to_string(), None))?;
+    let attempts = config.tls.attempts(&config.host);
+    let mut failure: Option<Error> = None;
+    for &negotiate in attempts {
+        match start_once(config, tcp_timeout, negotiate).await {
+            Ok(started) => return Ok(started),
+            // Every attempt's reason is told, as libpq does: the last one alone may hide
+            // the cause (a TLS refusal, then a plain connection pg_hba does not admit).
+            Err(e) => {
+                let how = match negotiate {
+                    Negotiate::Plain => "in the clear",
+                    Negotiate::IfOffered | Negotiate::Required => "over TLS",
+                };
+                let e = e.context(how);
+                failure = Some(match failure {
+                    None => e,
+                    Some(earlier) => e.context(format_args!("{earlier}; then")),
+                });
+            }
+        }
+    }
+    Err(failure.expect("every mode makes at least one attempt"))
+}
+
+async fn start_once(
+    config: &ConnectConfig,
+    tcp_timeout: Duration,
+    negotiate: Negotiate,
+) -> Result<(Socket, BytesMut, Started), Error> {
+    let mut socket = Socket::open(config, tcp_timeout, negotiate).await?;
+    let binding_mode = config.tls.channel_binding;
+    // Read before the exchange: whether, and to what, SCRAM can bind.
+    let mut end_point = match binding_mode {
+        ChannelBindingMode::Disable => None,
+        _ => socket.server_end_point(),
+    };
     let mut out = BytesMut::new();
     let params = [
         ("user", config.user.as_str()),
@@ -159,12 +198,24 @@ async fn start(
                 log_notice(&mut body.fields());
                 phase
             }
+            // With channel_binding=require, only a SCRAM exchange bound to this TLS
+            // connection's certificate shows the server is the one we meant.
+            (
+                Phase::Authenticating | Phase::ScramVerified { bound: false },
+                Message::AuthenticationOk,
+            ) if binding_mode == ChannelBindingMode::Require => {
+                return Err(Error::connect(
+                    "channel_binding=require, but the server authenticated us without a SCRAM \
+                     exchange bound to the TLS connection",
+                    None,
+                ));
+            }
             // Not from `Scram`: a server that skips its final signature has not shown that
             // it knows the password, and may be anyone between us and the real one.
-            (Phase::Authenticating | Phase::ScramVerified, Message::AuthenticationOk) => {
+            (Phase::Authenticating | Phase::ScramVerified { .. }, Message::AuthenticationOk) => {
                 Phase::Starting
             }
-            (Phase::Scram(_), Message::AuthenticationOk) => {
+            (Phase::Scram { .. }, Message::AuthenticationOk) => {
                 return Err(Error::connect(
                     "the server accepted the SCRAM exchange without proving it knows the \
                      password (no final signature)",
@@ -190,40 +241,74 @@ async fn start(
             }
             (Phase::Authenticating, Message::AuthenticationSasl(body)) => {
                 let mut mechanisms = body.mechanisms();
-                let mut scram = false;
+                let (mut plain, mut plus) = (false, false);
                 while let Some(m) = mechanisms.next().map_err(bad_message)? {
-                    scram |= m == sasl::SCRAM_SHA_256;
+                    plain |= m == sasl::SCRAM_SHA_256;
+                    plus |= m == sasl::SCRAM_SHA_256_PLUS;
                 }
-                if !scram {
+                // RFC 5802's flags: `p` binds; `y` says we could have bound but the server
+                // offered no PLUS (so a server that did offer it sees the downgrade); `n`
+                // says we cannot bind at all.
+                let (mechanism, binding, bound) = match (binding_mode, end_point.take(), plus) {
+                    (ChannelBindingMode::Disable, _, _) => {
+                        (sasl::SCRAM_SHA_256, ChannelBinding::unsupported(), false)
+                    }
+                    (_, Some(data), true) => (
+                        sasl::SCRAM_SHA_256_PLUS,
+                        ChannelBinding::tls_server_end_point(data),
+                        true,
+                    ),
+                    (ChannelBindingMode::Require, _, _) => {
+                        return Err(Error::connect(
+                            if socket.is_tls() {
+                                "channel_binding=require, but the server offers no SCRAM with \
+                                 channel binding (SCRAM-SHA-256-PLUS) for this certificate"
+                            } else {
+                                "channel_binding=require, but the connection is not TLS"
+                            },
+                            None,
+                        ));
+                    }
+                    (ChannelBindingMode::Prefer, Some(_), false) => {
+                        (sasl::SCRAM_SHA_256, ChannelBinding::unrequested(), false)
+                    }
+                    (ChannelBindingMode::Prefer, None, _) => {
+                        (sasl::SCRAM_SHA_256, ChannelBinding::unsupported(), false)
+                    }
+                };
+                if mechanism == sasl::SCRAM_SHA_256 && !plain {
                     return Err(Error::connect(
-                        "the server offers no SASL mechanism this client supports \
-                         (only SCRAM-SHA-256 without channel binding)",
+                        "the server offers no SASL mechanism this client can use here \
+                         (SCRAM-SHA-256, or SCRAM-SHA-256-PLUS over TLS)",
                         None,
                     ));
                 }
                 let password = password(config, "scram-sha-256")?;
-                let scram = ScramSha256::new(password, ChannelBinding::unsupported());
-                frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut out)
+                let scram = ScramSha256::new(password, binding);
+                frontend::sasl_initial_response(mechanism, scram.message(), &mut out)
                     .map_err(|e| Error::config(e.to_string()))?;
                 send(&mut socket, &mut out).await?;
-                Phase::Scram(Box::new(scram))
+                Phase::Scram {
+                    scram: Box::new(scram),
+                    bound,
+                }
             }
-            (Phase::Scram(mut scram), Message::AuthenticationSaslContinue(body)) => {
+            (Phase::Scram { mut scram, bound }, Message::AuthenticationSaslContinue(body)) => {
                 scram
                     .update(body.data())
                     .map_err(|e| Error::connect(format!("SCRAM exchange failed: {e}"), None))?;
                 frontend::sasl_response(scram.message(), &mut out)
                     .map_err(|e| Error::config(e.to_string()))?;
                 send(&mut socket, &mut out).await?;
-                Phase::Scram(scram)
+                Phase::Scram { scram, bound }
             }
-            (Phase::Scram(mut scram), Message::AuthenticationSaslFinal(body)) => {
+            (Phase::Scram { mut scram, bound }, Message::AuthenticationSaslFinal(body)) => {
                 // Verifies the server's signature: it proves the server knows the password
                 // too, so a man in the middle cannot fake the exchange.
                 scram.finish(body.data()).map_err(|e| {
                     Error::connect(format!("the server's SCRAM signature is wrong: {e}"), None)
                 })?;
-                Phase::ScramVerified
+                Phase::ScramVerified { bound }
             }
             (
                 Phase::Authenticating,
@@ -275,10 +360,9 @@ fn bad_message(e: std::io::Error) -> Error {
 }
 
 async fn send(socket: &mut Socket, out: &mut BytesMut) -> Result<(), Error> {
-    socket
-        .write_all(out)
-        .await
-        .map_err(|e| Error::connect(format!("writing: {e}"), None))?;
+    let failed = |e: std::io::Error| Error::connect(format!("writing: {e}"), None);
+    socket.write_all(out).await.map_err(failed)?;
+    socket.flush().await.map_err(failed)?;
     out.clear();
     Ok(())
 }

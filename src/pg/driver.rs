@@ -120,6 +120,8 @@ pub(crate) struct Driver {
     in_flight: VecDeque<InFlight>,
     /// Encoded messages not yet written.
     output: BytesMut,
+    /// Bytes were written since the last flush: TLS holds them until flushed.
+    unflushed: bool,
     /// Bytes read but not yet parsed into a whole message.
     input: BytesMut,
     /// Where the socket reads into: allocated once, so a read that finds nothing costs no
@@ -142,6 +144,7 @@ impl Driver {
             requests,
             in_flight: VecDeque::new(),
             output: BytesMut::new(),
+            unflushed: false,
             input,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             last_word: None,
@@ -172,7 +175,10 @@ impl Driver {
         for _ in 0..ROUNDS_PER_POLL {
             let mut progress = self.take_requests(cx)?;
             progress |= self.poll_write(cx)?;
-            if self.shared.state.get() == ConnState::Terminating && self.output.is_empty() {
+            if self.shared.state.get() == ConnState::Terminating
+                && self.output.is_empty()
+                && !self.unflushed
+            {
                 return Poll::Ready(Ok(()));
             }
             progress |= self.poll_read(cx)?;
@@ -214,7 +220,7 @@ impl Driver {
         Ok(progress)
     }
 
-    /// Writes what it can; true when some bytes went out.
+    /// Writes what it can, then flushes; true when some bytes went out.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         let mut progress = false;
         while !self.output.is_empty() {
@@ -222,12 +228,20 @@ impl Driver {
                 Poll::Ready(Ok(0)) => return Err(self.lost("the socket closed")),
                 Poll::Ready(Ok(n)) => {
                     self.output.advance(n);
+                    self.unflushed = true;
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
                     return Err(self.lost(&format!("writing failed: {e}")));
                 }
-                Poll::Pending => break,
+                Poll::Pending => return Ok(progress),
+            }
+        }
+        if self.unflushed {
+            match Pin::new(&mut self.socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(self.lost(&format!("writing failed: {e}"))),
+                Poll::Pending => {}
             }
         }
         Ok(progress)

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! POSTRUST_DATABASE_URL ─▶ url        ConnectConfig (password redacted in Display)
-//!                       ─▶ connect    socket, startup, trust/password/md5/SCRAM ─▶ Client
+//!                       ─▶ connect    socket, TLS (tls), startup,
+//!                                     trust/password/md5/SCRAM(-PLUS) ─▶ Client
 //! Client ── requests ──▶ driver       owns the socket; FIFO of in-flight requests;
 //!        ◀─ responses ──              notifications, notices, ParameterStatus
 //! query / simple_query / pipeline     one file per protocol operation
@@ -44,6 +45,7 @@ mod simple_query;
 mod socket;
 pub mod sqlstate;
 mod statements;
+pub mod tls;
 mod url;
 
 pub use client::{Client, Notifications, TransactionStatus};
@@ -73,6 +75,12 @@ impl Settings {
         }
         let connect_config = ConnectConfig::from_url(&config.database_url.0)
             .map_err(|e| e.context("POSTRUST_DATABASE_URL"))?;
+        // Reads the root certificates now, so a missing file stops the start, not every
+        // later connection.
+        if connect_config.tls.attempts(&connect_config.host) != [tls::Negotiate::Plain] {
+            tls::client_config(&connect_config.tls)
+                .map_err(|e| e.context("POSTRUST_DATABASE_URL"))?;
+        }
         Ok(Settings {
             connect_config,
             connect: ConnectOptions {
@@ -139,16 +147,17 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_tls_url_is_a_config_error_naming_the_variable() {
+    fn a_missing_url_or_root_file_is_a_config_error_naming_the_variable() {
         let err = Settings::from_config(&Config::from_lookup(|_| None).unwrap()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains("POSTRUST_DATABASE_URL"), "{err}");
         let config = Config::from_lookup(|k| {
-            (k == "POSTRUST_DATABASE_URL").then(|| "postgres://u@h/d?sslmode=require".into())
+            (k == "POSTRUST_DATABASE_URL")
+                .then(|| "postgres://u@h/d?sslmode=verify-full&sslrootcert=/no/such.pem".into())
         })
         .unwrap();
         let err = Settings::from_config(&config).unwrap_err();
         assert!(err.to_string().contains("POSTRUST_DATABASE_URL"), "{err}");
-        assert!(err.to_string().contains("sslmode=require"), "{err}");
+        assert!(err.to_string().contains("/no/such.pem"), "{err}");
     }
 }

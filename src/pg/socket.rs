@@ -1,5 +1,5 @@
-//! The byte stream to the server: TCP or a unix socket, both glommio sockets of the
-//! current shard.
+//! The byte stream to the server: TCP, TLS over TCP, or a unix socket, all on glommio
+//! sockets of the current shard.
 //!
 //! A TCP peer that vanishes without closing (host down, network cut) never sends the FIN
 //! that tells the driver the connection is gone. Keepalive probes (for an idle connection,
@@ -15,26 +15,60 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
+use futures_rustls::client::TlsStream;
 use glommio::net::{TcpStream, UnixStream};
 
+use super::error::Error;
+use super::tls::{self, Negotiate};
 use super::url::{ConnectConfig, Host};
 
 pub(crate) enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// Writes are buffered in the TLS session until a flush.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Socket {
-    /// Connects; `tcp_timeout` (zero: off) bounds how long a silent TCP peer is trusted.
-    pub(crate) async fn connect(
+    /// Connects for one attempt of the URL's `sslmode`: the socket, and over TCP the TLS
+    /// request and handshake `negotiate` asks for.
+    pub(crate) async fn open(
         config: &ConnectConfig,
         tcp_timeout: Duration,
-    ) -> io::Result<Socket> {
+        negotiate: Negotiate,
+    ) -> Result<Socket, Error> {
+        let socket = Socket::connect(config, tcp_timeout)
+            .await
+            .map_err(|e| Error::connect(e.to_string(), None))?;
+        match (socket, negotiate) {
+            (Socket::Tcp(tcp), Negotiate::IfOffered | Negotiate::Required) => {
+                tls::start(tcp, config, negotiate).await
+            }
+            (socket, _) => Ok(socket),
+        }
+    }
+
+    /// Channel binding data of a TLS connection (see [`tls::server_end_point`]).
+    pub(crate) fn server_end_point(&self) -> Option<Vec<u8>> {
+        match self {
+            Socket::Tls(stream) => {
+                let certificate = stream.get_ref().1.peer_certificates()?.first()?;
+                tls::server_end_point(certificate)
+            }
+            Socket::Tcp(_) | Socket::Unix(_) => None,
+        }
+    }
+
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Socket::Tls(_))
+    }
+
+    /// Connects without TLS; `tcp_timeout` (zero: off) bounds how long a silent TCP peer is
+    /// trusted.
+    async fn connect(config: &ConnectConfig, tcp_timeout: Duration) -> io::Result<Socket> {
         match &config.host {
             Host::Tcp(host) => {
-                let stream = TcpStream::connect((host.as_str(), config.port))
-                    .await
-                    .map_err(io::Error::from)?;
+                let stream = connect_any(host, config.port).await?;
                 // Requests are small and latency-bound; Nagle would hold a pipeline's tail.
                 stream.set_nodelay(true).map_err(io::Error::from)?;
                 if let Some(probes) = Probes::for_timeout(tcp_timeout) {
@@ -49,6 +83,25 @@ impl Socket {
             }
         }
     }
+}
+
+/// Tries every address the name resolves to, in order, as libpq does: `localhost` may
+/// resolve to `::1` first while the server listens on 127.0.0.1 only.
+async fn connect_any(host: &str, port: u16) -> io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let mut failure = None;
+    for address in (host, port).to_socket_addrs()? {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failure = Some(io::Error::from(e)),
+        }
+    }
+    Err(failure.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        )
+    }))
 }
 
 /// Kernel settings that declare a silent TCP peer dead after about one timeout.
@@ -123,6 +176,7 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -136,6 +190,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -143,6 +198,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
             Socket::Unix(s) => Pin::new(s).poll_flush(cx),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -150,6 +206,7 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Tcp(s) => Pin::new(s).poll_close(cx),
             Socket::Unix(s) => Pin::new(s).poll_close(cx),
+            Socket::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }

@@ -1,16 +1,19 @@
 //! Connection settings parsed from `POSTRUST_DATABASE_URL`.
 //!
-//! The accepted form is libpq's URI subset that makes sense without TLS:
+//! The accepted form is libpq's URI:
 //! `postgres[ql]://[user[:password]@][host][:port][/dbname][?param=value&...]`, every part
 //! percent-decoded. Query parameters: `host` (a directory starting with `/` means a unix
 //! socket, as in `?host=/var/run/postgresql`), `port`, `user`, `password`, `dbname`,
-//! `application_name`, `sslmode`. Anything else is refused with its name, so a typo is not
-//! silently ignored. Parsing is pure and unit-tested; nothing here touches a socket.
+//! `application_name`, and for TLS `sslmode`, `sslrootcert` and `channel_binding` with
+//! libpq's meanings (see [`super::tls`]). Anything else is refused with its name, so a typo
+//! (or a libpq parameter this client does not implement, such as `sslcert`) is not silently
+//! ignored. Parsing is pure and unit-tested; nothing here touches a socket or a file.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use super::error::Error;
+use super::tls::{ChannelBindingMode, RootCert, SslMode, TlsOptions};
 
 /// Where the server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,7 @@ pub struct ConnectConfig {
     pub password: Option<String>,
     pub dbname: String,
     pub application_name: String,
+    pub tls: TlsOptions,
 }
 
 const DEFAULT_PORT: u16 = 5432;
@@ -89,6 +93,8 @@ impl ConnectConfig {
             _ => None,
         };
         let mut application_name = None;
+        let mut tls = TlsOptions::default();
+        let mut ssl_mode = None;
 
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             if pair.is_empty() {
@@ -105,19 +111,17 @@ impl ConnectConfig {
                 "password" => password = Some(value),
                 "dbname" => dbname = Some(value),
                 "application_name" => application_name = Some(value),
-                "sslmode" => match value.as_str() {
-                    // Without TLS support, "prefer" and "allow" mean what they mean to libpq
-                    // against a server without TLS: a plain connection.
-                    "disable" | "allow" | "prefer" => {}
-                    "require" | "verify-ca" | "verify-full" => {
-                        return Err(Error::config(format!(
-                            "database URL asks for sslmode={value}, but TLS connections are not \
-                             supported yet; use sslmode=disable over a trusted network or a \
-                             unix socket (?host=/dir)"
-                        )));
-                    }
-                    other => return Err(bad(&format!("unknown sslmode {other:?}"))),
-                },
+                "sslmode" => {
+                    ssl_mode = Some(
+                        SslMode::parse(&value)
+                            .ok_or_else(|| bad(&format!("unknown sslmode {value:?}")))?,
+                    );
+                }
+                "sslrootcert" => tls.root_cert = Some(RootCert::parse(&value)),
+                "channel_binding" => {
+                    tls.channel_binding = ChannelBindingMode::parse(&value)
+                        .ok_or_else(|| bad(&format!("unknown channel_binding {value:?}")))?;
+                }
                 other => return Err(bad(&format!("unsupported parameter {other:?}"))),
             }
         }
@@ -128,6 +132,12 @@ impl ConnectConfig {
             None => Host::Tcp("localhost".to_owned()),
         };
         let user = user.unwrap_or_else(|| DEFAULT_USER.to_owned());
+        tls.mode = ssl_mode.unwrap_or(match tls.root_cert {
+            // libpq 16's default for the system's CAs: only a name check gives them meaning.
+            Some(RootCert::System) => SslMode::VerifyFull,
+            _ => SslMode::Prefer,
+        });
+        tls.check().map_err(|e| bad(&e))?;
         Ok(ConnectConfig {
             host,
             port: port.unwrap_or(DEFAULT_PORT),
@@ -136,6 +146,7 @@ impl ConnectConfig {
             password,
             application_name: application_name
                 .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_owned()),
+            tls,
         })
     }
 
@@ -305,18 +316,41 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_are_refused_clearly() {
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let err =
-                ConnectConfig::from_url(&format!("postgres://u@h/d?sslmode={mode}")).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Config);
-            let text = err.to_string();
-            assert!(text.contains(&format!("sslmode={mode}")), "{text}");
-            assert!(text.contains("TLS connections are not supported"), "{text}");
+    fn tls_parameters_have_libpq_meanings() {
+        let c = parse("postgres://u@h/d");
+        assert_eq!(c.tls.mode, SslMode::Prefer, "libpq's default");
+        assert_eq!(c.tls.root_cert, None);
+        assert_eq!(c.tls.channel_binding, ChannelBindingMode::Prefer);
+        for (text, mode) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Allow),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+            ("verify-full", SslMode::VerifyFull),
+        ] {
+            assert_eq!(
+                parse(&format!("postgres://u@h/d?sslmode={text}")).tls.mode,
+                mode
+            );
         }
-        for mode in ["disable", "allow", "prefer"] {
-            parse(&format!("postgres://u@h/d?sslmode={mode}"));
-        }
+        let c = parse(
+            "postgres://u@h/d?sslmode=verify-ca&sslrootcert=%2Fetc%2Fca.pem&channel_binding=require",
+        );
+        assert_eq!(c.tls.root_cert, Some(RootCert::File("/etc/ca.pem".into())));
+        assert_eq!(c.tls.channel_binding, ChannelBindingMode::Require);
+        let c = parse("postgres://u@h/d?sslmode=verify-full&sslrootcert=system");
+        assert_eq!(c.tls.root_cert, Some(RootCert::System));
+        // As in libpq 16: the system's CAs vouch for any name they signed, so only a name
+        // check makes them mean anything.
+        let err = ConnectConfig::from_url("postgres://u@h/d?sslmode=require&sslrootcert=system")
+            .unwrap_err();
+        assert!(err.to_string().contains("verify-full"), "{err}");
+        assert_eq!(
+            parse("postgres://u@h/d?sslrootcert=system").tls.mode,
+            SslMode::VerifyFull,
+            "sslrootcert=system without a mode means verify-full, as in libpq"
+        );
     }
 
     #[test]
@@ -327,6 +361,8 @@ mod tests {
             "postgres://u@h:0/d",
             "postgres://u@h/d?colour=blue",
             "postgres://u@h/d?sslmode=maybe",
+            "postgres://u@h/d?channel_binding=always",
+            "postgres://u@h/d?sslcert=client.pem",
             "postgres://u@h/d%zz",
             "postgres://u@h/d%C3",
             "postgres://u@[::1/d",
