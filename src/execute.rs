@@ -130,6 +130,16 @@ fn classify(err: &pg::Error, past_timeout: bool) -> Failure {
                     final_(ErrorCode::StatementTimeout, message)
                 }
                 sqlstate::QUERY_CANCELED => final_(ErrorCode::StatementCanceled, message),
+                // The compiled SQL's only scalar subquery without a LIMIT 1 is a single-row
+                // root field's (a view's own definition could raise it too, so PostgreSQL's
+                // message goes along).
+                sqlstate::CARDINALITY_VIOLATION => final_(
+                    ErrorCode::NotSingleRow,
+                    format!(
+                        "a relation served as one object (@postrust single-row) has more \
+                         than one row: {message}"
+                    ),
+                ),
                 code if sqlstate::is_transient(code) => {
                     Failure::Unavailable(GraphQLError::server(ErrorCode::Unavailable, message))
                 }
@@ -215,6 +225,11 @@ mod tests {
             (db("57014", cancel), true, ("STATEMENT_TIMEOUT", false)),
             (db("57014", timeout), false, ("STATEMENT_TIMEOUT", false)),
             (db("57014", cancel), false, ("STATEMENT_CANCELED", false)),
+            (
+                db("21000", "more than one row returned by a subquery"),
+                false,
+                ("NOT_SINGLE_ROW", false),
+            ),
             (
                 db("53200", "out of memory"),
                 false,

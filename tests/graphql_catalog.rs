@@ -20,8 +20,10 @@ fn the_checked_in_fixture_is_the_demo_catalog() {
     assert_eq!(dash.kind, RelationKind::View);
     assert_eq!(
         dash.comment.as_deref(),
-        Some("Revenue and best sellers over all orders that are not cancelled.")
+        Some("Revenue and best sellers over all orders that are not cancelled."),
+        "the directive line is not part of the description"
     );
+    assert!(dash.single_row);
     let orders = live
         .relations
         .iter()

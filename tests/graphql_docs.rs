@@ -39,9 +39,9 @@ fn docs_page_operations_return_the_demo_data() {
         ),
         (
             DASHBOARD,
-            r#"{"salesDashboard":[{"totalRevenue":"187.96","orderCount":"4","averageOrderValue":"46.99",
+            r#"{"salesDashboard":{"totalRevenue":"187.96","orderCount":"4","averageOrderValue":"46.99",
               "topProducts":[{"name":"Widget","salesCount":"4"},{"name":"Gadget","salesCount":"2"},
-              {"name":"Gizmo","salesCount":"1"}]}]}"#,
+              {"name":"Gizmo","salesCount":"1"}]}}"#,
         ),
         (
             JS_CLIENT,

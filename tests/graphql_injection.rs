@@ -92,8 +92,8 @@ fn introspection_mixes_with_table_fields() {
         None,
         r#"{"__typename":"Query","users":[{"__typename":"Users","id":1}],
             "t":{"kind":"ENUM","enumValues":[{"name":"low"},{"name":"normal"},{"name":"high"}]},
-            "salesDashboard":[{"topProducts":[{"__typename":"ProductSales","name":"Widget"},
-              {"__typename":"ProductSales","name":"Gadget"},{"__typename":"ProductSales","name":"Gizmo"}]}]}"#,
+            "salesDashboard":{"topProducts":[{"__typename":"ProductSales","name":"Widget"},
+              {"__typename":"ProductSales","name":"Gadget"},{"__typename":"ProductSales","name":"Gizmo"}]}}"#,
     );
     let pure = e
         .prepare("{ __typename __type(name: \"Nope\") { name } }", None, None)

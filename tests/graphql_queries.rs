@@ -222,7 +222,7 @@ fn views_views_on_views_composite_arrays_and_enums() {
            orders(filter: { id: { lte: 3 } }) { priority } }",
         None,
         r#"{"salesHeadline":[{"totalRevenue":"187.96","orderCount":"4"}],
-            "salesDashboard":[{"topProducts":[{"salesCount":"4"},{"salesCount":"2"},{"salesCount":"1"}]}],
+            "salesDashboard":{"topProducts":[{"salesCount":"4"},{"salesCount":"2"},{"salesCount":"1"}]},
             "orders":[{"priority":"high"},{"priority":"normal"},{"priority":"low"}]}"#,
     );
     let tables = e

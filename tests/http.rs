@@ -353,3 +353,41 @@ fn without_a_list_no_cors_header_is_sent() {
     assert!(preflight.contains("Allow: GET, POST, OPTIONS\r\n"));
     assert!(!preflight.contains("Access-Control"), "{preflight}");
 }
+
+#[test]
+fn a_single_row_view_is_one_object_null_when_empty_and_an_error_when_not_single() {
+    let cluster = support::pg::cluster();
+    let db = cluster.fresh_database("single");
+    cluster.psql(
+        &db,
+        "CREATE TABLE settings (id int PRIMARY KEY, theme text); \
+         INSERT INTO settings VALUES (1, 'dark'); \
+         CREATE VIEW current_settings AS SELECT theme FROM settings; \
+         COMMENT ON VIEW current_settings IS E'The one settings row.\\n@postrust single-row'",
+    );
+    let server = Server::start_on(&db, &[("POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS", "true")]);
+    let body = |response: String| response.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    assert_eq!(
+        body(server.post_graphql(None, "{ currentSettings { theme } }")),
+        r#"{"data":{"currentSettings":{"theme":"dark"}}}"#
+    );
+    // The type says so: a nullable object, no list, no arguments.
+    assert_eq!(
+        body(server.post_graphql(
+            None,
+            r#"{ __type(name: "Query") { fields { name args { name } type { kind name } } } }"#
+        )),
+        r#"{"data":{"__type":{"fields":[{"name":"currentSettings","args":[],"type":{"kind":"OBJECT","name":"CurrentSettings"}},{"name":"settings","args":[{"name":"filter"},{"name":"orderBy"},{"name":"limit"},{"name":"offset"}],"type":{"kind":"NON_NULL","name":null}}]}}}"#
+    );
+    cluster.psql(&db, "DELETE FROM settings");
+    assert_eq!(
+        body(server.post_graphql(None, "{ currentSettings { theme } }")),
+        r#"{"data":{"currentSettings":null}}"#
+    );
+    cluster.psql(&db, "INSERT INTO settings VALUES (1, 'dark'), (2, 'light')");
+    let response = body(server.post_graphql(None, "{ currentSettings { theme } }"));
+    assert!(
+        response.contains(r#""code":"NOT_SINGLE_ROW""#) && !response.contains("dark"),
+        "a second row is an error, not an arbitrary pick: {response}"
+    );
+}

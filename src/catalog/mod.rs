@@ -101,6 +101,9 @@ pub struct Relation {
     pub notifies: bool,
     /// A view run with its owner's rights over a table with row-level security.
     pub bypasses_row_security: bool,
+    /// Served as one object instead of a list: its comment has the line
+    /// `@postrust single-row` (see [`split_directives`]).
+    pub single_row: bool,
 }
 
 impl Relation {
@@ -262,9 +265,42 @@ impl Catalog {
     }
 }
 
+/// The directive line that serves a relation as one object.
+pub const SINGLE_ROW_DIRECTIVE: &str = "@postrust single-row";
+
+/// Splits a relation's comment into its description and its directives: lines that start
+/// with `@postrust` are for the server, not for the GraphQL description. Returns the
+/// description (None when nothing else is left) and whether `@postrust single-row` is
+/// there; an unknown directive is logged and ignored, so a typo does not stop the server.
+pub fn split_directives(name: &QualifiedName, comment: Option<String>) -> (Option<String>, bool) {
+    let Some(comment) = comment else {
+        return (None, false);
+    };
+    if !comment.contains("@postrust") {
+        return (Some(comment), false);
+    }
+    let mut single_row = false;
+    let mut description = Vec::new();
+    for line in comment.lines() {
+        match line.trim() {
+            SINGLE_ROW_DIRECTIVE => single_row = true,
+            other if other.starts_with("@postrust") => log::warn!(
+                target: "postrust::catalog",
+                "{name}: unknown directive {other:?} in its comment is ignored (known: \
+                 {SINGLE_ROW_DIRECTIVE:?})"
+            ),
+            _ => description.push(line),
+        }
+    }
+    let description = description.join("\n").trim().to_owned();
+    ((!description.is_empty()).then_some(description), single_row)
+}
+
 fn relation(r: &OwnedValue) -> Result<Relation> {
+    let name = qualified(r)?;
+    let (comment, single_row) = split_directives(&name, opt_string(r, "comment"));
     Ok(Relation {
-        name: qualified(r)?,
+        name,
         kind: match r.get_str("kind") {
             Some("r" | "p") => RelationKind::Table,
             Some("v") => RelationKind::View,
@@ -272,7 +308,7 @@ fn relation(r: &OwnedValue) -> Result<Relation> {
             Some("f") => RelationKind::ForeignTable,
             _ => return Err(bad("relation `kind`")),
         },
-        comment: opt_string(r, "comment"),
+        comment,
         columns: list(r, "columns")?
             .iter()
             .map(|c| {
@@ -306,12 +342,46 @@ fn relation(r: &OwnedValue) -> Result<Relation> {
         // Catalogs written before these were read assume the best.
         notifies: r.get_bool("notifies").unwrap_or(true),
         bypasses_row_security: r.get_bool("bypassesRowSecurity").unwrap_or(false),
+        single_row,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directives_leave_the_description() {
+        let name = QualifiedName {
+            schema: "public".into(),
+            name: "v".into(),
+        };
+        let split = |c: &str| split_directives(&name, Some(c.to_owned()));
+        assert_eq!(split("Totals."), (Some("Totals.".into()), false));
+        assert_eq!(
+            split("Totals.\n@postrust single-row"),
+            (Some("Totals.".into()), true)
+        );
+        assert_eq!(split("  @postrust single-row  "), (None, true));
+        assert_eq!(
+            split("Line one.\n@postrust single-row\nLine two."),
+            (Some("Line one.\nLine two.".into()), true)
+        );
+        assert_eq!(
+            split("Totals.\n@postrust singlerow"),
+            (Some("Totals.".into()), false),
+            "an unknown directive is dropped, not served as description"
+        );
+        assert_eq!(
+            split("Mentions @postrust single-row in prose."),
+            (
+                Some("Mentions @postrust single-row in prose.".into()),
+                false
+            ),
+            "only a line of its own is a directive"
+        );
+        assert_eq!(split_directives(&name, None), (None, false));
+    }
 
     #[test]
     fn reads_the_document_shape() {

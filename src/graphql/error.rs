@@ -46,6 +46,8 @@ pub enum ErrorCode {
     StatementTimeout,
     /// An operator cancelled the statement (`pg_cancel_backend`).
     StatementCanceled,
+    /// A relation served as one object (`@postrust single-row`) returned more than one row.
+    NotSingleRow,
     /// The client's credentials were refused; the code names why (see `auth`).
     Auth(&'static str),
 }
@@ -70,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
             ErrorCode::StatementCanceled => "STATEMENT_CANCELED",
+            ErrorCode::NotSingleRow => "NOT_SINGLE_ROW",
             ErrorCode::Auth(code) => code,
         }
     }

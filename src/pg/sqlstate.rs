@@ -3,6 +3,8 @@
 
 /// `42501`: the role lacks a privilege, or row-level security refused a row.
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `21000`: a scalar subquery returned more than one row.
+pub const CARDINALITY_VIOLATION: &str = "21000";
 /// `57014`: the statement was cancelled: by `statement_timeout`, or by a CancelRequest
 /// (`pg_cancel_backend`).
 pub const QUERY_CANCELED: &str = "57014";

@@ -439,11 +439,18 @@ pub fn build(catalog: Catalog) -> Schema {
         } else {
             roots.claim(plain)
         };
+        // A single-row relation is one object, null when it has no row; no arguments,
+        // as there is nothing to filter, order or page.
+        let (args, ty) = if r.single_row {
+            (Vec::new(), TypeRef::Named(b.objects[i]))
+        } else {
+            (b.list_args(i), b.rows_type(i))
+        };
         root_fields.push(Field {
             name,
             description: r.comment.clone(),
-            args: b.list_args(i),
-            ty: b.rows_type(i),
+            args,
+            ty,
             source: Source::Root(i),
         });
         let fields = b.relation_fields(i);

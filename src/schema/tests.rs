@@ -165,6 +165,7 @@ fn table(schema: &str, name: &str, columns: &[&str], fks: &[(&str, &str)]) -> Re
         reads: Vec::new(),
         notifies: true,
         bypasses_row_security: false,
+        single_row: false,
     }
 }
 

@@ -126,7 +126,11 @@ impl<'s> Compiler<'s> {
                         continue;
                     };
                     self.path.push(PathSegment::Key(sel.key.clone()));
-                    let (sql, filter) = self.rows(sel, field, rel, None)?;
+                    let (sql, filter) = if self.schema.catalog.relations[rel].single_row {
+                        (self.single_row(sel, field, rel)?, Filter::All(Vec::new()))
+                    } else {
+                        self.rows(sel, field, rel, None)?
+                    };
                     self.path.pop();
                     roots.push(RootRead {
                         key: sel.key.clone(),
@@ -218,6 +222,30 @@ impl<'s> Compiler<'s> {
                 "(SELECT coalesce(json_agg({object}{agg_order}), '[]'::json) FROM ({from}) {outer})"
             ),
             filter,
+        ))
+    }
+
+    /// The one row of a single-row relation, or null. A scalar subquery: a relation that
+    /// returns a second row fails the statement with SQLSTATE 21000, reported as
+    /// `NOT_SINGLE_ROW`, rather than showing an arbitrary one of its rows.
+    fn single_row(
+        &mut self,
+        sel: &Selected,
+        field: &Field,
+        rel: usize,
+    ) -> Result<String, GraphQLError> {
+        let Scope {
+            relation,
+            outer,
+            inner,
+            object,
+            columns,
+        } = self.scope(sel, field, rel, true)?;
+        Ok(format!(
+            "(SELECT {object} FROM (SELECT {} FROM {}.{} {inner}) {outer})",
+            select_list(&columns, &inner),
+            ident(&relation.name.schema),
+            ident(&relation.name.name),
         ))
     }
 
