@@ -279,6 +279,8 @@ settings! {
     shutdown_grace: Millis = "POSTRUST_SHUTDOWN_GRACE_MS", "5000";
     /// Origins whose pages may call the server from a browser: a comma-separated list such as https://app.example.com, or * for any; empty sends no CORS headers. When a list is set, a WebSocket upgrade naming another Origin is refused with 403.
     cors_origins: String = "POSTRUST_CORS_ORIGINS", "";
+    /// Serve the playground (GraphiQL, its files compiled into the binary) at GET /; false answers 404 there.
+    playground: bool = "POSTRUST_PLAYGROUND", "true";
     /// Log verbosity.
     log_level: LogLevel = "POSTRUST_LOG", "info";
     /// How log lines are written: text for people, json (one object per line) for log collectors.

@@ -124,13 +124,23 @@ impl Cors {
     }
 
     /// Whether a WebSocket upgrade may proceed: without a list, or without an `Origin`
-    /// (not a browser), or from an allowed origin.
+    /// (not a browser), or from an allowed origin, or from a page of this server itself
+    /// (the playground: its origin's authority is the `Host` it connects to, whatever
+    /// scheme a proxy in front terminates).
     pub fn allows_upgrade(&self, head: &RequestHead) -> bool {
         match (self, head.origin.as_deref()) {
             (Cors::Off | Cors::Any, _) | (_, None) => true,
-            (_, Some(origin)) => self.allows(origin),
+            (_, Some(origin)) => self.allows(origin) || same_authority(origin, head),
         }
     }
+}
+
+/// `origin` (`scheme://authority`) names the authority of the request's `Host`.
+fn same_authority(origin: &str, head: &RequestHead) -> bool {
+    let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+    head.host
+        .as_deref()
+        .is_some_and(|host| !host.is_empty() && host.eq_ignore_ascii_case(authority))
 }
 
 #[cfg(test)]
@@ -228,6 +238,15 @@ mod tests {
         assert!(list().allows_upgrade(&upgrade("Origin: https://app.example.com\r\n")));
         assert!(!list().allows_upgrade(&upgrade("Origin: https://evil.example\r\n")));
         assert!(list().allows_upgrade(&upgrade("")), "not a browser");
+        assert!(
+            list().allows_upgrade(&upgrade(
+                "Origin: http://realtime.example:3000\r\nHost: realtime.example:3000\r\n"
+            )),
+            "a page of the server itself (the playground)"
+        );
+        assert!(!list().allows_upgrade(&upgrade(
+            "Origin: http://realtime.example:3000\r\nHost: other.example:3000\r\n"
+        )));
         assert!(Cors::Off.allows_upgrade(&upgrade("Origin: https://evil.example\r\n")));
         assert!(Cors::Any.allows_upgrade(&upgrade("Origin: https://evil.example\r\n")));
     }

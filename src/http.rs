@@ -43,6 +43,8 @@ pub struct RequestHead {
     pub content_type: Option<String>,
     /// `Origin`: the page's origin, sent by browsers (see `cors`).
     pub origin: Option<String>,
+    /// `Host`: the authority the client addressed.
+    pub host: Option<String>,
     /// `Access-Control-Request-Method`: present on a CORS preflight.
     pub access_control_request_method: Option<String>,
     /// `Access-Control-Request-Headers`: the headers a preflight asks to send.
@@ -165,6 +167,8 @@ pub fn parse_head(buf: &[u8], max_bytes: usize) -> Result<Option<(RequestHead, u
             head.content_type = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("origin") {
             head.origin = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("host") {
+            head.host = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("access-control-request-method") {
             head.access_control_request_method = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
@@ -373,6 +377,8 @@ pub enum Route {
     GraphqlGet,
     /// `OPTIONS /graphql`: a CORS preflight, or a question about the methods.
     Preflight,
+    /// `GET /` and `GET /playground/<file>`: the playground's page and files, when it is on.
+    Playground(&'static crate::playground::Asset),
     /// A request answered at once with this response.
     Respond(Response),
 }
@@ -410,8 +416,17 @@ pub fn route(head: &RequestHead) -> Route {
             Method::Options => Route::Preflight,
             Method::Other => not_allowed("GET, POST, OPTIONS"),
         },
-        _ => Route::Respond(Response::error(Status::NotFound, "not found")),
+        path if crate::playground::owns(path) => match (method, crate::playground::asset(path)) {
+            (Method::Get | Method::Head, Some(asset)) => Route::Playground(asset),
+            (Method::Get | Method::Head, None) => not_found(),
+            _ => not_allowed("GET, HEAD"),
+        },
+        _ => not_found(),
     }
+}
+
+fn not_found() -> Route {
+    Route::Respond(Response::error(Status::NotFound, "not found"))
 }
 
 fn not_allowed(allow: &str) -> Route {
@@ -521,11 +536,19 @@ mod tests {
             Route::Upgrade => 101,
             Route::GraphqlPost | Route::GraphqlGet => 0,
             Route::Preflight => 204,
+            Route::Playground(_) => 200,
         };
         assert_eq!(status(b"GET /health HTTP/1.1\r\n\r\n"), 200);
         assert_eq!(status(b"HEAD /health HTTP/1.1\r\n\r\n"), 200);
         assert_eq!(status(b"DELETE /health HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(status(b"GET /nowhere HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 200);
+        assert_eq!(
+            status(b"HEAD /playground/playground.js HTTP/1.1\r\n\r\n"),
+            200
+        );
+        assert_eq!(status(b"GET /playground/none.js HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 405);
         assert_eq!(status(b"GET /graphql HTTP/1.1\r\n\r\n"), 426);
         assert_eq!(status(b"PUT /graphql HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(status(b"OPTIONS /graphql HTTP/1.1\r\n\r\n"), 204);

@@ -47,6 +47,8 @@
 //! - [`auth`]: JWT verification and the database role a client's queries run as.
 //! - [`cors`]: which browser origins may call the server (preflights, response headers,
 //!   the `Origin` check on WebSocket upgrades).
+//! - [`playground`]: the GraphiQL page at `GET /`, its files compiled in from
+//!   `assets/playground/`.
 //! - [`shard`]: the thread-per-core runtime. One glommio executor per core, each accepting on
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
@@ -88,6 +90,7 @@ pub mod metrics;
 pub mod nesting;
 pub mod permits;
 pub mod pg;
+pub mod playground;
 pub mod protocol;
 pub mod schema;
 pub mod shard;

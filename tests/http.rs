@@ -293,6 +293,11 @@ fn browsers_of_listed_origins_may_call_and_others_may_not() {
          Access-Control-Request-Headers: content-type, authorization\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status_of(&preflight), 204, "{preflight}");
+    assert_eq!(
+        preflight.matches("Access-Control-Allow-Origin: ").count(),
+        1,
+        "one grant (browsers refuse two): {preflight}"
+    );
     assert!(preflight.contains("Access-Control-Allow-Origin: https://app.example.com\r\n"));
     assert!(preflight.contains("Access-Control-Allow-Headers: content-type, authorization\r\n"));
     assert!(
@@ -329,6 +334,12 @@ fn browsers_of_listed_origins_may_call_and_others_may_not() {
         ))
     };
     assert_eq!(status_of(&upgrade("Origin: https://evil.example\r\n")), 403);
+    let own = format!("Origin: http://{0}\r\nHost: {0}\r\n", server.addr);
+    assert_ne!(
+        status_of(&upgrade(&own)),
+        403,
+        "a page of the server itself (the playground) may open a WebSocket"
+    );
     let mut s = server.connect();
     s.write_all(
         b"GET /graphql HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -237,7 +237,9 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
             Some(Ok(Read::Request { head, body })) => (head, body),
         };
         let head_only = head.method() == http::Method::Head;
-        let response = match http::route(&head) {
+        let route = http::route(&head);
+        let preflight = matches!(route, Route::Preflight);
+        let response = match route {
             Route::Upgrade if !shard.cors.allows_upgrade(&head) => {
                 let refused =
                     Response::error(Status::Forbidden, "this origin may not open a WebSocket");
@@ -283,9 +285,16 @@ async fn serve_http(mut stream: TcpStream, shard: &ShardContext, outbox: &Outbox
                 }
             }
             Route::Preflight => shard.cors.preflight(&head),
+            Route::Playground(asset) if config.playground => crate::playground::response(asset),
+            Route::Playground(_) => Response::error(Status::NotFound, "not found"),
             Route::Respond(resp) => resp,
         };
-        let response = shard.cors.decorate(&head, response);
+        // A preflight's answer carries its grant already; a second one would be refused.
+        let response = if preflight {
+            response
+        } else {
+            shard.cors.decorate(&head, response)
+        };
         let response = if head.keep_alive() {
             response
         } else {

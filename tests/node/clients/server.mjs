@@ -39,7 +39,8 @@ function portIsFree(port) {
   });
 }
 
-async function freePort() {
+/** A port below 32768 that nothing listens on now. */
+export async function freePort() {
   for (let i = 0; i < 200; i++) {
     const port = 20000 + Math.floor(Math.random() * 12000);
     if (await portIsFree(port)) return port;
