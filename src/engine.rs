@@ -18,6 +18,8 @@
 //!     Ok(prepared)  => match prepared.plan {
 //!       Plan::Immediate(data)      => {"data": data}
 //!       Plan::Sql { sql, params }  => {"data": <the one text value sql returns>}
+//!       Plan::Mutation(steps)      => {"data": {<key>: <each step's value>, …}}, the
+//!                                     statements run in order in one transaction
 //!     }
 //!   }
 //! ```
@@ -46,6 +48,9 @@ pub enum Plan {
     Sql { sql: String, params: Vec<String> },
     /// The `data` object, already known (an operation with only introspection fields).
     Immediate(String),
+    /// A mutation: its root fields' statements, run in order in one transaction, each
+    /// giving its field's value (see [`sql::mutation`]).
+    Mutation(Vec<sql::mutation::Step>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +150,17 @@ impl Engine {
                 kind: op.kind,
                 operation_name: op.name,
                 plan: Plan::Immediate(data),
+                tables: BTreeSet::new(),
+                nested_tables: BTreeSet::new(),
+                roots: Vec::new(),
+            });
+        }
+        if op.kind == OperationKind::Mutation {
+            let steps = sql::mutation::compile(schema, &op, &introspect).map_err(|e| vec![e])?;
+            return Ok(Prepared {
+                kind: op.kind,
+                operation_name: op.name,
+                plan: Plan::Mutation(steps),
                 tables: BTreeSet::new(),
                 nested_tables: BTreeSet::new(),
                 roots: Vec::new(),

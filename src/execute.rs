@@ -13,11 +13,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::Identity;
+use crate::engine::Plan;
 use crate::graphql::json::compact;
 use crate::live::{Job, RunResult, Runner};
 use crate::metrics::ShardMetrics;
 use crate::pg::{self, Pool};
 use crate::protocol::{ErrorCode, GraphQLError};
+use crate::sql::mutation::Step;
 
 /// The role name that makes `set_config('role', …)` keep the connection's own role: what
 /// queries run as when JWT verification is off.
@@ -40,6 +42,107 @@ impl Failure {
     }
 }
 
+/// Refuses the role name PostgreSQL would read as "stay the login role", which may bypass
+/// every policy (a superuser, or a role granted more than any client): never a client's.
+fn refuse_server_role(metrics: &ShardMetrics, role: Option<&str>) -> Result<(), Failure> {
+    if role != Some(SERVER_ROLE) {
+        return Ok(());
+    }
+    let e = GraphQLError::server(
+        ErrorCode::Forbidden,
+        format!("the role \"{SERVER_ROLE}\" is not a role a client may use"),
+    );
+    metrics.error(e.code.as_str());
+    Err(Failure::Final(e))
+}
+
+/// Runs `call` on a pooled connection with the statement timeout's setting, and says what
+/// a failure means for the client (counted and logged).
+async fn on_a_connection<T>(
+    pool: &Pool,
+    metrics: &ShardMetrics,
+    call: impl AsyncFnOnce(&pg::Client, Option<&str>) -> Result<T, pg::Error>,
+) -> Result<T, Failure> {
+    metrics.db_statements.inc();
+    // The statement's own time, without the wait for a connection, tells a timeout from
+    // an operator's cancel.
+    let mut started = None;
+    let result = match pool.get().await {
+        Ok(client) => {
+            started = Some(Instant::now());
+            call(&client, pool.statement_timeout_setting()).await
+        }
+        Err(err) => Err(err),
+    };
+    result.map_err(|err| {
+        let ran = started.map(|s| s.elapsed()).unwrap_or_default();
+        let past_timeout = pool.statement_timeout().is_some_and(|limit| ran >= limit);
+        let failure = classify(&err, past_timeout);
+        metrics.error(failure.error().code.as_str());
+        log::debug!("statement failed: {err}");
+        failure
+    })
+}
+
+/// Runs the statements of a mutation as `identity`, in order, in one transaction, and
+/// returns the `data` object: each step's value under its key.
+pub async fn run_mutation(
+    pool: &Pool,
+    metrics: &ShardMetrics,
+    identity: &Identity,
+    steps: &[Step],
+) -> Result<String, Failure> {
+    let role = identity.role.as_deref();
+    refuse_server_role(metrics, role)?;
+    // Each field's write, then its read: the read's value is the field's.
+    let params: Vec<Vec<Option<&str>>> = steps
+        .iter()
+        .flat_map(|s| match s {
+            Step::Sql { write, read, .. } => vec![&write.1, &read.1],
+            Step::Value { .. } => Vec::new(),
+        })
+        .map(|params| params.iter().map(|p| Some(p.as_str())).collect())
+        .collect();
+    let statements: Vec<(&str, &[Option<&str>])> = steps
+        .iter()
+        .flat_map(|s| match s {
+            Step::Sql { write, read, .. } => vec![write.0.as_str(), read.0.as_str()],
+            Step::Value { .. } => Vec::new(),
+        })
+        .zip(params.iter().map(Vec::as_slice))
+        .collect();
+    let values = on_a_connection(pool, metrics, async |client: &pg::Client, timeout| {
+        let role = role.unwrap_or(SERVER_ROLE);
+        client
+            .query_all_as(role, &identity.claims, timeout, &statements)
+            .await
+    })
+    .await?;
+    // The reads' values, in order.
+    let mut values = values.into_iter().skip(1).step_by(2);
+    let mut data = String::from("{");
+    for (i, step) in steps.iter().enumerate() {
+        if i > 0 {
+            data.push(',');
+        }
+        let (key, value) = match step {
+            Step::Value { key, json } => (key, json.clone()),
+            Step::Sql { key, .. } => (
+                key,
+                values
+                    .next()
+                    .flatten()
+                    .map_or_else(|| "null".to_owned(), |v: String| compact(&v)),
+            ),
+        };
+        crate::graphql::json::quote(key, &mut data);
+        data.push(':');
+        data.push_str(&value);
+    }
+    data.push('}');
+    Ok(data)
+}
+
 /// Runs `sql` as `role` with `claims` and returns the `data` JSON, compacted.
 pub async fn run(
     pool: &Pool,
@@ -49,41 +152,27 @@ pub async fn run(
     sql: &str,
     params: &[String],
 ) -> Result<String, Failure> {
-    if role == Some(SERVER_ROLE) {
-        // PostgreSQL would read it as "stay the login role", which may bypass every policy
-        // (a superuser, or a role granted more than any client): never a client's role.
-        let e = GraphQLError::server(
-            ErrorCode::Forbidden,
-            format!("the role \"{SERVER_ROLE}\" is not a role a client may use"),
-        );
-        metrics.error(e.code.as_str());
-        return Err(Failure::Final(e));
-    }
+    refuse_server_role(metrics, role)?;
     let params: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
-    metrics.db_statements.inc();
-    // The statement's own time, without the wait for a connection, tells a timeout from
-    // an operator's cancel.
-    let mut started = None;
-    let result = match pool.get().await {
-        Ok(client) => {
-            started = Some(Instant::now());
-            let timeout = pool.statement_timeout_setting();
-            let role = role.unwrap_or(SERVER_ROLE);
-            client.query_as(role, claims, timeout, sql, &params).await
-        }
-        Err(err) => Err(err),
-    };
-    match result {
-        Ok(Some(data)) => Ok(compact(&data)),
-        Ok(None) => Ok("null".to_owned()),
-        Err(err) => {
-            let ran = started.map(|s| s.elapsed()).unwrap_or_default();
-            let past_timeout = pool.statement_timeout().is_some_and(|limit| ran >= limit);
-            let failure = classify(&err, past_timeout);
-            metrics.error(failure.error().code.as_str());
-            log::debug!("statement failed: {err}");
-            Err(failure)
-        }
+    let data = on_a_connection(pool, metrics, async |client: &pg::Client, timeout| {
+        let role = role.unwrap_or(SERVER_ROLE);
+        client.query_as(role, claims, timeout, sql, &params).await
+    })
+    .await?;
+    Ok(data.map_or_else(|| "null".to_owned(), |d: String| compact(&d)))
+}
+
+/// Runs a query or a mutation once for `identity` and returns its `data` object.
+pub async fn run_plan(
+    pool: &Pool,
+    metrics: &ShardMetrics,
+    identity: &Identity,
+    plan: &Plan,
+) -> Result<String, Failure> {
+    match plan {
+        Plan::Sql { sql, params } => run_as(pool, metrics, identity, sql, params).await,
+        Plan::Mutation(steps) => run_mutation(pool, metrics, identity, steps).await,
+        Plan::Immediate(data) => Ok(data.clone()),
     }
 }
 
@@ -140,6 +229,17 @@ fn classify(err: &pg::Error, past_timeout: bool) -> Failure {
                          than one row: {message}"
                     ),
                 ),
+                // A mutation's write refused by a constraint: the message names the
+                // constraint but not the key values (PostgreSQL's detail holds those, and
+                // could reveal a row the client's role may not read).
+                sqlstate::UNIQUE_VIOLATION => final_(ErrorCode::UniqueViolation, message),
+                sqlstate::FOREIGN_KEY_VIOLATION => final_(ErrorCode::ForeignKeyViolation, message),
+                sqlstate::NOT_NULL_VIOLATION => final_(ErrorCode::NotNullViolation, message),
+                sqlstate::CHECK_VIOLATION => final_(ErrorCode::CheckViolation, message),
+                code if code.starts_with(sqlstate::CLASS_INTEGRITY) => {
+                    final_(ErrorCode::ConstraintViolation, message)
+                }
+                code if sqlstate::is_bad_value(code) => final_(ErrorCode::InvalidValue, message),
                 code if sqlstate::is_transient(code) => {
                     Failure::Unavailable(GraphQLError::server(ErrorCode::Unavailable, message))
                 }
@@ -245,7 +345,38 @@ mod tests {
                 false,
                 ("SERVICE_UNAVAILABLE", true),
             ),
-            (db("22P02", "bad uuid"), false, ("DATABASE_ERROR", false)),
+            (db("22P02", "bad uuid"), false, ("INVALID_VALUE", false)),
+            (
+                db("22012", "division by zero"),
+                false,
+                ("DATABASE_ERROR", false),
+            ),
+            (
+                db("22023", "role \"x\" does not exist"),
+                false,
+                ("DATABASE_ERROR", false),
+            ),
+            (
+                db("23505", "duplicate key"),
+                false,
+                ("UNIQUE_VIOLATION", false),
+            ),
+            (
+                db("23503", "foreign key"),
+                false,
+                ("FOREIGN_KEY_VIOLATION", false),
+            ),
+            (
+                db("23502", "null value"),
+                false,
+                ("NOT_NULL_VIOLATION", false),
+            ),
+            (db("23514", "check"), false, ("CHECK_VIOLATION", false)),
+            (
+                db("23P01", "exclusion"),
+                false,
+                ("CONSTRAINT_VIOLATION", false),
+            ),
             (
                 pg::Error::config("too many parameters"),
                 false,

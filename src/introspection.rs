@@ -102,7 +102,10 @@ fn value<'s>(schema: &'s Schema, node: Node<'s>, s: &Selected, out: &mut String)
         (Node::Schema, "description") => out.push_str("null"),
         (Node::Schema, "types") => list(schema, 0..schema.types.len(), Node::Named, c, out),
         (Node::Schema, "queryType") => object(schema, Node::Named(schema.query), c, out),
-        (Node::Schema, "mutationType") => out.push_str("null"),
+        (Node::Schema, "mutationType") => match schema.mutation {
+            Some(root) => object(schema, Node::Named(root), c, out),
+            None => out.push_str("null"),
+        },
         (Node::Schema, "subscriptionType") => {
             object(schema, Node::Named(schema.subscription), c, out)
         }

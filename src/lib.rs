@@ -16,7 +16,9 @@
 //! ```text
 //! query text ─▶ graphql        parse (async-graphql-parser), validate, coerce variables
 //!            ─▶ introspection  `__schema` / `__type` answered from the schema in Rust
-//!            ─▶ sql            one parameterized statement that builds the `data` JSON
+//!            ─▶ sql            one parameterized statement that builds the `data` JSON;
+//!                              for a mutation (`sql::mutation`), a write and a read per
+//!                              root field, run in order in one transaction
 //!            ─▶ engine         the entry point the server calls: `Engine::prepare`
 //! ```
 //!
@@ -39,7 +41,8 @@
 //! The schema they read is generated once per catalog:
 //!
 //! - [`catalog`]: the introspection query over `pg_catalog` and its JSON result.
-//! - [`schema`]: the GraphQL types generated from the catalog, naming rules, built-ins.
+//! - [`schema`]: the GraphQL types generated from the catalog (`Query`, `Subscription`, and
+//!   `Mutation` for what client roles may write), naming rules, built-ins.
 //!
 //! Around them:
 //!
@@ -60,8 +63,9 @@
 //!   and authenticate, pipelined
 //!   parameterized queries run under a subscriber's role and claims, the per-shard pool and
 //!   the LISTEN connection that feeds the change stream.
-//! - [`execute`]: runs a compiled statement as a client (role, claims, statement timeout)
-//!   and maps failures to what the client sees (final or retried; `docs/graphql-errors.md`).
+//! - [`execute`]: runs a compiled statement (or a mutation's statements) as a client (role,
+//!   claims, statement timeout) and maps failures to what the client sees (final or
+//!   retried; `docs/graphql-errors.md`).
 //! - [`metrics`]: per-shard counters served at `GET /metrics`.
 //! - [`permits`]: waiting for a semaphore (pool, refresh slots, a connection's turns)
 //!   without losing a wake-up when the waiter is cancelled.

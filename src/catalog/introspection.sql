@@ -82,13 +82,47 @@ SELECT json_build_object(
           'name', a.attname,
           'type', tj.j,
           'notNull', a.attnotnull,
-          'comment', col_description(r.oid, a.attnum)
+          'comment', col_description(r.oid, a.attnum),
+          -- For mutations: whether an INSERT may leave it out, and whether some client role
+          -- may write it (not generated, not GENERATED ALWAYS AS IDENTITY, a view column
+          -- PostgreSQL can write through).
+          'hasDefault', a.atthasdef OR a.attidentity <> '',
+          'insertable', a.attgenerated = '' AND a.attidentity <> 'a'
+            AND pg_column_is_updatable(r.oid, a.attnum, true)
+            AND EXISTS (SELECT 1 FROM may_become m
+                        WHERE has_column_privilege(m.oid, r.oid, a.attnum, 'INSERT')),
+          'updatable', a.attgenerated = '' AND a.attidentity <> 'a'
+            AND pg_column_is_updatable(r.oid, a.attnum, true)
+            AND EXISTS (SELECT 1 FROM may_become m
+                        WHERE has_column_privilege(m.oid, r.oid, a.attnum, 'UPDATE'))
         ) ORDER BY a.attnum)
         FROM pg_attribute a
         JOIN type_json tj ON tj.oid = a.atttypid
         WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
           AND EXISTS (SELECT 1 FROM may_become m
                       WHERE has_column_privilege(m.oid, r.oid, a.attnum, 'SELECT'))
+      ), '[]'),
+      -- What some client role may do to its rows, where PostgreSQL can (tables, and views
+      -- it writes through by their rules or INSTEAD OF triggers): bits of
+      -- pg_relation_is_updatable, 8 INSERT, 4 UPDATE, 16 DELETE.
+      'writes', json_build_object(
+        'insert', (pg_relation_is_updatable(r.oid, true) & 8) = 8 AND EXISTS (
+          SELECT 1 FROM may_become m WHERE has_any_column_privilege(m.oid, r.oid, 'INSERT')),
+        'update', (pg_relation_is_updatable(r.oid, true) & 4) = 4 AND EXISTS (
+          SELECT 1 FROM may_become m WHERE has_any_column_privilege(m.oid, r.oid, 'UPDATE')),
+        'delete', (pg_relation_is_updatable(r.oid, true) & 16) = 16 AND EXISTS (
+          SELECT 1 FROM may_become m WHERE has_table_privilege(m.oid, r.oid, 'DELETE'))),
+      -- Primary key and unique constraints, for an insert's onConflict.
+      'uniqueKeys', coalesce((
+        SELECT json_agg(json_build_object(
+          'name', con.conname,
+          'columns', (
+            SELECT json_agg(a.attname ORDER BY k.ord)
+            FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+            JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum)
+        ) ORDER BY con.conname)
+        FROM pg_constraint con
+        WHERE con.conrelid = r.oid AND con.contype IN ('p', 'u')
       ), '[]'),
       'primaryKey', coalesce((
         SELECT json_agg(a.attname ORDER BY k.ord)

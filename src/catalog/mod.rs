@@ -74,6 +74,34 @@ pub struct Column {
     pub ty: PgType,
     pub not_null: bool,
     pub comment: Option<String>,
+    /// An INSERT may leave it out: it has a default or is an identity.
+    pub has_default: bool,
+    /// Some client role may give it a value in an INSERT, or change it in an UPDATE
+    /// (never for generated columns, `GENERATED ALWAYS` identities, or view columns
+    /// PostgreSQL cannot write through).
+    pub insertable: bool,
+    pub updatable: bool,
+}
+
+/// What some client role may do to a relation's rows, where PostgreSQL can.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Writes {
+    pub insert: bool,
+    pub update: bool,
+    pub delete: bool,
+}
+
+impl Writes {
+    pub fn any(self) -> bool {
+        self.insert || self.update || self.delete
+    }
+}
+
+/// A primary key or unique constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueKey {
+    pub name: String,
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +121,10 @@ pub struct Relation {
     pub comment: Option<String>,
     pub columns: Vec<Column>,
     pub primary_key: Vec<String>,
+    /// Primary key and unique constraints, by name.
+    pub unique_keys: Vec<UniqueKey>,
     pub foreign_keys: Vec<ForeignKey>,
+    pub writes: Writes,
     /// For a view: the tables and materialized views it reads, through views on views.
     pub reads: Vec<QualifiedName>,
     /// For a table: an enabled trigger notifies its changes. Always true for a view (its
@@ -317,10 +348,31 @@ fn relation(r: &OwnedValue) -> Result<Relation> {
                     ty: pg_type(c)?,
                     not_null: c.get_bool("notNull").unwrap_or(false),
                     comment: opt_string(c, "comment"),
+                    // Catalogs written before mutations were read allow no writes.
+                    has_default: c.get_bool("hasDefault").unwrap_or(false),
+                    insertable: c.get_bool("insertable").unwrap_or(false),
+                    updatable: c.get_bool("updatable").unwrap_or(false),
                 })
             })
             .collect::<Result<_>>()?,
         primary_key: strings(r, "primaryKey")?,
+        unique_keys: match r.get("uniqueKeys") {
+            None => Vec::new(),
+            Some(_) => list(r, "uniqueKeys")?
+                .iter()
+                .map(|k| {
+                    Ok(UniqueKey {
+                        name: string(k, "name")?,
+                        columns: strings(k, "columns")?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        },
+        writes: r.get("writes").map_or(Writes::default(), |w| Writes {
+            insert: w.get_bool("insert").unwrap_or(false),
+            update: w.get_bool("update").unwrap_or(false),
+            delete: w.get_bool("delete").unwrap_or(false),
+        }),
         foreign_keys: list(r, "foreignKeys")?
             .iter()
             .map(|f| {

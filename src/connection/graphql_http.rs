@@ -1,6 +1,7 @@
 //! GraphQL over HTTP: `POST /graphql` with a JSON body and `GET /graphql?query=…`.
 //!
-//! Queries only: a subscription needs the WebSocket. The client is authenticated from the
+//! Queries, and mutations over `POST` only; a subscription needs the WebSocket. The client
+//! is authenticated from the
 //! `Authorization` header, the operation prepared by the engine and run as the client's
 //! role and claims. GraphQL errors come back with status 200 in `errors`; authentication
 //! failures with 401, an unreachable database with 503.
@@ -10,10 +11,9 @@ use std::sync::Arc;
 use simd_json::prelude::*;
 
 use super::{ShardContext, unauthorized};
-use crate::engine::Plan;
 use crate::execute::{self, Failure};
 use crate::graphql::OperationKind;
-use crate::http::{RequestHead, Response, Status, query_param};
+use crate::http::{Method, RequestHead, Response, Status, query_param};
 use crate::protocol::{ErrorCode, GraphQLError, OperationRequest, operation_request};
 
 fn errors(status: Status, errors: &[GraphQLError]) -> Response {
@@ -126,14 +126,20 @@ pub async fn respond(
             )],
         );
     }
-    match prepared.plan {
-        Plan::Immediate(data) => Response::json(Status::Ok, format!("{{\"data\":{data}}}")),
-        Plan::Sql { sql, params } => {
-            match execute::run_as(&shard.pool, shard.metrics(), &identity, &sql, &params).await {
-                Ok(data) => Response::json(Status::Ok, format!("{{\"data\":{data}}}")),
-                Err(Failure::Final(e)) => errors(Status::Ok, &[e]),
-                Err(Failure::Unavailable(e)) => errors(Status::ServiceUnavailable, &[e]),
-            }
-        }
+    // GET must be safe (GraphQL over HTTP): a link or a prefetch must not write.
+    if prepared.kind == OperationKind::Mutation && head.method() != Method::Post {
+        return errors(
+            Status::MethodNotAllowed,
+            &[GraphQLError::server(
+                ErrorCode::OperationResolution,
+                "mutations are sent with POST",
+            )],
+        )
+        .with_header("Allow: POST");
+    }
+    match execute::run_plan(&shard.pool, shard.metrics(), &identity, &prepared.plan).await {
+        Ok(data) => Response::json(Status::Ok, format!("{{\"data\":{data}}}")),
+        Err(Failure::Final(e)) => errors(Status::Ok, &[e]),
+        Err(Failure::Unavailable(e)) => errors(Status::ServiceUnavailable, &[e]),
     }
 }

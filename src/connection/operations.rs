@@ -130,7 +130,7 @@ impl Operations {
                     },
                 );
             }
-            (_, EnginePlan::Sql { sql, params }) => {
+            (_, plan) => {
                 self.next_token += 1;
                 let token = self.next_token;
                 let (shard, outbox) = (Rc::clone(cx.shard), Rc::clone(cx.outbox));
@@ -138,10 +138,11 @@ impl Operations {
                 let task = glommio::spawn_local(async move {
                     // One of the connection's turns at the database (see `Outbox::db_turn`).
                     let turn = outbox.db_turn().await;
-                    let result =
-                        execute::run_as(&shard.pool, shard.metrics(), &identity, &sql, &params)
-                            .await
-                            .map_err(|f| f.error().clone());
+                    // A query, or a mutation (dropping this task before it ends cancels the
+                    // statement, and its transaction is rolled back).
+                    let result = execute::run_plan(&shard.pool, shard.metrics(), &identity, &plan)
+                        .await
+                        .map_err(|f| f.error().clone());
                     drop(turn);
                     outbox.report(OpEvent::QueryDone { token, result });
                 });

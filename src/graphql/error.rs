@@ -48,6 +48,19 @@ pub enum ErrorCode {
     StatementCanceled,
     /// A relation served as one object (`@postrust single-row`) returned more than one row.
     NotSingleRow,
+    /// A mutation would duplicate a key of a unique constraint.
+    UniqueViolation,
+    /// A mutation would leave a row pointing at no row (or remove a row still pointed at).
+    ForeignKeyViolation,
+    /// A mutation would leave a `NOT NULL` column null.
+    NotNullViolation,
+    /// A mutation would break a `CHECK` constraint.
+    CheckViolation,
+    /// A mutation would break another integrity constraint (an exclusion constraint).
+    ConstraintViolation,
+    /// PostgreSQL cannot take a value the client sent as its column's type (a malformed
+    /// UUID or date, a number out of range, text too long).
+    InvalidValue,
     /// The client's credentials were refused; the code names why (see `auth`).
     Auth(&'static str),
 }
@@ -73,6 +86,12 @@ impl ErrorCode {
             ErrorCode::StatementTimeout => "STATEMENT_TIMEOUT",
             ErrorCode::StatementCanceled => "STATEMENT_CANCELED",
             ErrorCode::NotSingleRow => "NOT_SINGLE_ROW",
+            ErrorCode::UniqueViolation => "UNIQUE_VIOLATION",
+            ErrorCode::ForeignKeyViolation => "FOREIGN_KEY_VIOLATION",
+            ErrorCode::NotNullViolation => "NOT_NULL_VIOLATION",
+            ErrorCode::CheckViolation => "CHECK_VIOLATION",
+            ErrorCode::ConstraintViolation => "CONSTRAINT_VIOLATION",
+            ErrorCode::InvalidValue => "INVALID_VALUE",
             ErrorCode::Auth(code) => code,
         }
     }

@@ -37,6 +37,7 @@ use walk::Walker;
 pub enum OperationKind {
     Query,
     Subscription,
+    Mutation,
 }
 
 /// Which field a selection reads.
@@ -251,7 +252,13 @@ pub fn validate(
     }
     let (root, kind) = match chosen_op.node.ty {
         OperationType::Subscription => (schema.subscription, OperationKind::Subscription),
-        _ => (schema.query, OperationKind::Query),
+        OperationType::Mutation => (
+            schema
+                .mutation
+                .expect("validated: the schema has mutations"),
+            OperationKind::Mutation,
+        ),
+        OperationType::Query => (schema.query, OperationKind::Query),
     };
     Ok(Operation {
         kind,
@@ -294,13 +301,16 @@ fn operation(
     let root = match op.node.ty {
         OperationType::Query => schema.query,
         OperationType::Subscription => schema.subscription,
-        OperationType::Mutation => {
-            errors.push(GraphQLError::validation(
-                "Schema is not configured to execute mutation operation.",
-                &[op.pos],
-            ));
-            return (None, HashSet::new());
-        }
+        OperationType::Mutation => match schema.mutation {
+            Some(root) => root,
+            None => {
+                errors.push(GraphQLError::validation(
+                    "Schema is not configured to execute mutation operation.",
+                    &[op.pos],
+                ));
+                return (None, HashSet::new());
+            }
+        },
     };
     // Variable definitions: unique, input types, valid defaults.
     let mut defs: Vec<(String, Option<TypeRef>, Pos, bool)> = Vec::new();
@@ -407,7 +417,8 @@ fn operation(
     let mut walker = Walker::new(schema, doc, coerced.as_ref(), *limits, *walked);
     let location = match op.node.ty {
         OperationType::Subscription => "SUBSCRIPTION",
-        _ => "QUERY",
+        OperationType::Mutation => "MUTATION",
+        OperationType::Query => "QUERY",
     };
     walker.directives(&op.node.directives, location);
     for v in &op.node.variable_definitions {

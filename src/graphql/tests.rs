@@ -347,8 +347,28 @@ fn operation_selection() {
     );
     one(
         "mutation { users { id } }",
-        "Schema is not configured to execute mutation operation.",
-        &[(1, 1)],
+        "Cannot query field \"users\" on type \"Mutation\".",
+        &[(1, 12)],
+    );
+    // A database no client role may write has no Mutation type.
+    let mut catalog =
+        Catalog::from_json(include_str!("../../tests/fixtures/demo-catalog.json")).unwrap();
+    for r in &mut catalog.relations {
+        r.writes = Default::default();
+    }
+    let read_only = build(catalog);
+    assert!(read_only.mutation.is_none());
+    let errs = validate(
+        &read_only,
+        "mutation { insertUsers(objects: []) { id } }",
+        None,
+        None,
+        &Limits::default(),
+    )
+    .expect_err("no mutations");
+    assert_eq!(
+        errs[0].message,
+        "Schema is not configured to execute mutation operation."
     );
 }
 

@@ -146,7 +146,7 @@ async fn start(
                 let e = e.context(how);
                 failure = Some(match failure {
                     None => e,
-                    Some(earlier) => e.context(format_args!("{earlier}; then")),
+                    Some(earlier) => e.context(format_args!("{}; then", earlier.message())),
                 });
             }
         }

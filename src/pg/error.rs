@@ -205,15 +205,23 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What happened, without the kind's code: context, then the server's error.
+    pub(crate) fn message(&self) -> String {
+        match (&self.0.db, self.0.context.is_empty()) {
+            (Some(db), true) => db.to_string(),
+            (Some(db), false) => format!("{}: {db}", self.0.context),
+            (None, _) => self.0.context.clone(),
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}]", self.0.kind.code())?;
-        if !self.0.context.is_empty() {
-            write!(f, " {}", self.0.context)?;
-        }
-        if let Some(db) = &self.0.db {
-            let sep = if self.0.context.is_empty() { " " } else { ": " };
-            write!(f, "{sep}{db}")?;
+        let message = self.message();
+        if !message.is_empty() {
+            write!(f, " {message}")?;
         }
         Ok(())
     }

@@ -29,6 +29,52 @@ const SET_ROLE_CLAIMS_AND_TIMEOUT: &str = "SELECT FROM set_config('role', $1, tr
      set_config('request.jwt.claims', $2, true) c, set_config('statement_timeout', $3, true) t";
 
 impl Client {
+    /// Runs `statements` in order, as one transaction, as `role` with `claims` (see
+    /// [`Client::query_as`]), and returns each one's first value (None for a statement
+    /// without columns or rows). A failure of any of them
+    /// fails the call and undoes them all: the group ends at one `Sync`, and PostgreSQL
+    /// skips what follows an error and rolls the implicit transaction back. One round trip.
+    pub async fn query_all_as(
+        &self,
+        role: &str,
+        claims: &str,
+        statement_timeout: Option<&str>,
+        statements: &[(&str, &[Option<&str>])],
+    ) -> Result<Vec<Option<String>>, Error> {
+        let (sql, params, n) = settings(role, claims, statement_timeout);
+        let mut all = Vec::with_capacity(statements.len() + 1);
+        all.push(Statement {
+            sql,
+            params: &params[..n],
+        });
+        all.extend(
+            statements
+                .iter()
+                .map(|&(sql, params)| Statement { sql, params }),
+        );
+        let results = batch(self, &all, SyncMode::Transaction).await?;
+        let mut values = Vec::with_capacity(statements.len());
+        let mut settings_done = false;
+        for result in results {
+            // The first error is the cause; the entries after it only say they were
+            // skipped.
+            let rows = result?;
+            if !settings_done {
+                settings_done = true;
+                continue;
+            }
+            // A statement without columns (a write that keeps its rows for a later read)
+            // has no value.
+            let value = if rows.columns().is_empty() {
+                None
+            } else {
+                rows.value(0, 0).map(str::to_owned)
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
     /// Runs `sql` with `params` as `role` with JWT `claims` (JSON text, readable in SQL and
     /// row-level-security policies as `current_setting('request.jwt.claims', true)`), and
     /// returns the first column of its first row: the JSON document the compiled query
@@ -47,17 +93,14 @@ impl Client {
         sql: &str,
         params: &[Option<&str>],
     ) -> Result<Option<String>, Error> {
-        let settings = match statement_timeout {
-            Some(ms) => Statement {
-                sql: SET_ROLE_CLAIMS_AND_TIMEOUT,
-                params: &[Some(role), Some(claims), Some(ms)],
+        let (settings_sql, settings_params, n) = settings(role, claims, statement_timeout);
+        let statements = [
+            Statement {
+                sql: settings_sql,
+                params: &settings_params[..n],
             },
-            None => Statement {
-                sql: SET_ROLE_AND_CLAIMS,
-                params: &[Some(role), Some(claims)],
-            },
-        };
-        let statements = [settings, Statement { sql, params }];
+            Statement { sql, params },
+        ];
         let mut results = batch(self, &statements, SyncMode::Transaction).await?;
         let rows = results.pop().unwrap_or_else(|| Err(Error::skipped()));
         // The role statement's error (e.g. no such role) is the cause; the query's entry
@@ -66,5 +109,22 @@ impl Client {
             return Err(e);
         }
         Ok(rows?.value(0, 0).map(str::to_owned))
+    }
+}
+
+/// The statement that sets role, claims and (if given) the statement timeout: its SQL and
+/// its parameters (the first `n` of the array), kept on the caller's stack.
+fn settings<'a>(
+    role: &'a str,
+    claims: &'a str,
+    statement_timeout: Option<&'a str>,
+) -> (&'static str, [Option<&'a str>; 3], usize) {
+    match statement_timeout {
+        Some(ms) => (
+            SET_ROLE_CLAIMS_AND_TIMEOUT,
+            [Some(role), Some(claims), Some(ms)],
+            3,
+        ),
+        None => (SET_ROLE_AND_CLAIMS, [Some(role), Some(claims), None], 2),
     }
 }

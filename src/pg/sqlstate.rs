@@ -3,6 +3,26 @@
 
 /// `42501`: the role lacks a privilege, or row-level security refused a row.
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// Class `23`, integrity constraint violations, and the codes of it told apart.
+pub const CLASS_INTEGRITY: &str = "23";
+pub const UNIQUE_VIOLATION: &str = "23505";
+pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+pub const NOT_NULL_VIOLATION: &str = "23502";
+pub const CHECK_VIOLATION: &str = "23514";
+
+/// Codes of class `22` (data exception) that say a value cannot be read as its type: the
+/// client sent it. Others of the class come from the SQL (division by zero) or from the
+/// server's settings (`22023`: the role a token names does not exist).
+pub fn is_bad_value(code: &str) -> bool {
+    matches!(
+        code,
+        // string too long, null not allowed, numeric out of range, bad datetime format,
+        // datetime out of range, bad encoding, bad text for the type, untranslatable
+        // character
+        "22001" | "22004" | "22003" | "22007" | "22008" | "22021" | "22P02" | "22P05"
+    )
+}
+
 /// `21000`: a scalar subquery returned more than one row.
 pub const CARDINALITY_VIOLATION: &str = "21000";
 /// `57014`: the statement was cancelled: by `statement_timeout`, or by a CancelRequest

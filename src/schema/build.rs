@@ -1,6 +1,7 @@
 //! Generates the GraphQL schema from the catalog: an object type per relation and composite
 //! type, an enum per PostgreSQL enum, filter and order-by inputs per relation, relation fields
-//! from foreign keys, and the `Query` and `Subscription` roots.
+//! from foreign keys, the `Query` and `Subscription` roots, and the `Mutation` root with its
+//! input types for the relations some client role may write.
 
 use std::collections::HashMap;
 
@@ -245,6 +246,231 @@ fn object(name: String, description: Option<String>, origin: ObjectOrigin) -> Ty
     }
 }
 
+/// The `Mutation` root: `insert<Type>`, `update<Type>` and `delete<Type>` for each relation
+/// some client role may write, in catalog order, with their input types. None when nothing
+/// may be written.
+fn mutations(b: &mut Builder<'_>) -> Option<TypeId> {
+    let catalog = b.catalog;
+    if !catalog.relations.iter().any(|r| r.writes.any()) {
+        return None;
+    }
+    let root = b.t.add(object(
+        "Mutation".into(),
+        Some(
+            "Each operation is one transaction: its fields run in order, as the client's \
+             role, and a failure undoes them all."
+                .into(),
+        ),
+        ObjectOrigin::Mutation,
+    ));
+    let mut fields = Vec::new();
+    let mut taken = Namespace::default();
+    for (i, r) in catalog.relations.iter().enumerate() {
+        if !r.writes.any() {
+            continue;
+        }
+        let object = b.t.types[b.objects[i]].name.clone();
+        let rows = b.rows_type(i);
+        let filter = TypeRef::Named(b.inputs[i].0).non_null();
+        let names = column_names(r.columns.iter().map(|c| c.name.as_str()));
+        // Composite columns are objects on output, which GraphQL cannot take as input.
+        let writable = |c: &crate::catalog::Column| c.ty.kind != TypeKind::Composite;
+        if r.writes.insert {
+            let input_fields = r
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.insertable && writable(c))
+                .map(|(ci, c)| {
+                    let ty = b.column_type(&c.ty);
+                    let required = c.not_null && !c.has_default;
+                    InputValue {
+                        column: Some(ci),
+                        ..meta::input(&names[ci], if required { ty.non_null() } else { ty }, None)
+                    }
+                })
+                .collect();
+            let input_name = b.names.claim(format!("{object}InsertInput"));
+            let input = b.t.add(TypeDef {
+                name: input_name,
+                description: Some(format!(
+                    "A row to insert into `{}`; a column left out takes its default.",
+                    r.name
+                )),
+                kind: Kind::Input {
+                    fields: input_fields,
+                    origin: InputOrigin::Insert(i),
+                },
+            });
+            let mut args = vec![meta::input(
+                "objects",
+                TypeRef::Named(input).non_null().list().non_null(),
+                Some("The rows to insert."),
+            )];
+            if let Some(on_conflict) = on_conflict_type(b, i, &object, &names) {
+                args.push(meta::input(
+                    "onConflict",
+                    TypeRef::Named(on_conflict),
+                    Some("What to do with a row that collides with one of a unique constraint."),
+                ));
+            }
+            fields.push(Field {
+                name: taken.claim(format!("insert{object}")),
+                description: Some(format!(
+                    "Inserts rows into `{}` and returns them as inserted.",
+                    r.name
+                )),
+                args,
+                ty: rows.clone(),
+                source: Source::Insert(i),
+            });
+        }
+        if r.writes.update {
+            let set_fields: Vec<InputValue> = r
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.updatable && writable(c))
+                .map(|(ci, c)| InputValue {
+                    column: Some(ci),
+                    ..meta::input(&names[ci], b.column_type(&c.ty), None)
+                })
+                .collect();
+            if !set_fields.is_empty() {
+                let set_name = b.names.claim(format!("{object}SetInput"));
+                let set = b.t.add(TypeDef {
+                    name: set_name,
+                    description: Some(format!(
+                        "New values for columns of `{}`; a column left out keeps its value.",
+                        r.name
+                    )),
+                    kind: Kind::Input {
+                        fields: set_fields,
+                        origin: InputOrigin::Set(i),
+                    },
+                });
+                fields.push(Field {
+                    name: taken.claim(format!("update{object}")),
+                    description: Some(format!(
+                        "Updates the rows of `{}` matching `filter` (`{{}}` for all) and \
+                         returns them as updated.",
+                        r.name
+                    )),
+                    args: vec![
+                        meta::input("filter", filter.clone(), Some("The rows to update.")),
+                        meta::input(
+                            "set",
+                            TypeRef::Named(set).non_null(),
+                            Some("The new values."),
+                        ),
+                    ],
+                    ty: rows.clone(),
+                    source: Source::Update(i),
+                });
+            }
+        }
+        if r.writes.delete {
+            fields.push(Field {
+                name: taken.claim(format!("delete{object}")),
+                description: Some(format!(
+                    "Deletes the rows of `{}` matching `filter` (`{{}}` for all) and returns \
+                     them as they were.",
+                    r.name
+                )),
+                args: vec![meta::input("filter", filter, Some("The rows to delete."))],
+                ty: rows,
+                source: Source::Delete(i),
+            });
+        }
+    }
+    b.t.types[root].kind = Kind::Object {
+        fields,
+        origin: ObjectOrigin::Mutation,
+    };
+    Some(root)
+}
+
+/// `<Type>OnConflict` with its `<Type>Constraint` and `<Type>UpdateColumn` enums, for a
+/// relation with a primary key or unique constraint over exposed columns.
+fn on_conflict_type(
+    b: &mut Builder<'_>,
+    rel: usize,
+    object: &str,
+    names: &[String],
+) -> Option<TypeId> {
+    let r = &b.catalog.relations[rel];
+    let mut taken = Namespace::default();
+    let keys: Vec<EnumValue> = r
+        .unique_keys
+        .iter()
+        .filter(|k| k.columns.iter().all(|c| r.column(c).is_some()))
+        .map(|k| EnumValue {
+            name: enum_value_name(&k.name, &mut taken),
+            description: Some(format!("On ({})", k.columns.join(", "))),
+            value: k.name.clone(),
+        })
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    let constraint_name = b.names.claim(format!("{object}Constraint"));
+    let constraint = b.t.add(TypeDef {
+        name: constraint_name,
+        description: Some(format!("The unique constraints of `{}`.", r.name)),
+        kind: Kind::Enum {
+            values: keys,
+            pg: None,
+        },
+    });
+    let columns: Vec<EnumValue> = r
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.updatable && c.ty.kind != TypeKind::Composite)
+        .map(|(ci, c)| EnumValue {
+            name: names[ci].clone(),
+            description: None,
+            value: c.name.clone(),
+        })
+        .collect();
+    let mut fields = vec![meta::input(
+        "constraint",
+        TypeRef::Named(constraint).non_null(),
+        Some("The constraint whose collision this handles."),
+    )];
+    if !columns.is_empty() {
+        let column_name = b.names.claim(format!("{object}UpdateColumn"));
+        let column = b.t.add(TypeDef {
+            name: column_name,
+            description: Some(format!("The columns of `{}` an upsert may update.", r.name)),
+            kind: Kind::Enum {
+                values: columns,
+                pg: None,
+            },
+        });
+        fields.push(meta::input(
+            "updateColumns",
+            TypeRef::Named(column).non_null().list(),
+            Some(
+                "The columns to set from the row that collided (an upsert); none or absent: \
+                 the row is left as it is and not returned.",
+            ),
+        ));
+    }
+    let name = b.names.claim(format!("{object}OnConflict"));
+    Some(b.t.add(TypeDef {
+        name,
+        description: Some(format!(
+            "An insert's handling of collisions in `{}`.",
+            r.name
+        )),
+        kind: Kind::Input {
+            fields,
+            origin: InputOrigin::OnConflict(rel),
+        },
+    }))
+}
+
 /// GraphQL enum values must be names and not `true`, `false` or `null`.
 fn enum_value_name(label: &str, taken: &mut Namespace) -> String {
     let mut name: String = label
@@ -467,6 +693,7 @@ pub fn build(catalog: Catalog) -> Schema {
         fields: root_fields,
         origin: ObjectOrigin::Subscription,
     };
+    let mutation = mutations(&mut b);
     let TypeTable { types, by_name } = b.t;
     Schema {
         catalog,
@@ -474,6 +701,7 @@ pub fn build(catalog: Catalog) -> Schema {
         by_name,
         query,
         subscription,
+        mutation,
         directives,
     }
 }

@@ -63,6 +63,7 @@ pub enum Scalar {
 pub enum ObjectOrigin {
     Query,
     Subscription,
+    Mutation,
     /// Index into `catalog.relations`.
     Relation(usize),
     /// Index into `catalog.composites`.
@@ -80,6 +81,12 @@ pub enum InputOrigin {
     OrderBy(usize),
     /// `<Scalar>Filter`: the comparison operators.
     Operators,
+    /// `<Relation>InsertInput`: one field per insertable column.
+    Insert(usize),
+    /// `<Relation>SetInput`: one field per updatable column.
+    Set(usize),
+    /// `<Relation>OnConflict`: a unique constraint and the columns to update.
+    OnConflict(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -115,11 +122,20 @@ pub enum Source {
     /// Column `_` of the parent relation, or attribute `_` of the parent composite.
     Column(usize),
     /// Many-to-one: foreign key `fk` of the parent relation.
-    ToOne { fk: usize },
+    ToOne {
+        fk: usize,
+    },
     /// One-to-many: the rows of relation `rel` whose foreign key `fk` points at the parent.
-    ToMany { rel: usize, fk: usize },
+    ToMany {
+        rel: usize,
+        fk: usize,
+    },
     /// A field of an introspection type.
     Meta,
+    /// A mutation of `catalog.relations[_]`: insert rows, update or delete matching rows.
+    Insert(usize),
+    Update(usize),
+    Delete(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -138,7 +154,7 @@ pub struct InputValue {
     pub ty: TypeRef,
     /// The default as a GraphQL literal, shown by introspection.
     pub default: Option<&'static str>,
-    /// A filter or order-by field's column index in its relation.
+    /// A filter, order-by, insert or set field's column index in its relation.
     pub column: Option<usize>,
 }
 
@@ -166,6 +182,8 @@ pub struct Schema {
     by_name: HashMap<String, TypeId>,
     pub query: TypeId,
     pub subscription: TypeId,
+    /// `Mutation`, when some relation may be written.
+    pub mutation: Option<TypeId>,
     pub directives: Vec<Directive>,
 }
 

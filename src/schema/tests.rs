@@ -136,6 +136,9 @@ fn col(name: &str) -> Column {
         ty: ty("int4"),
         not_null: true,
         comment: None,
+        has_default: false,
+        insertable: false,
+        updatable: false,
     }
 }
 
@@ -153,6 +156,8 @@ fn table(schema: &str, name: &str, columns: &[&str], fks: &[(&str, &str)]) -> Re
         comment: None,
         columns: columns.iter().map(|c| col(c)).collect(),
         primary_key: vec!["id".into()],
+        unique_keys: Vec::new(),
+        writes: Default::default(),
         foreign_keys: fks
             .iter()
             .map(|(column, target)| ForeignKey {

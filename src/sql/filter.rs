@@ -75,7 +75,7 @@ pub enum Filter {
 }
 
 /// A scalar or enum constant in PostgreSQL's text form. Enum values map back to their labels.
-fn text(value: &ConstValue, schema: &Schema, ty: &TypeRef) -> Option<String> {
+pub(super) fn text(value: &ConstValue, schema: &Schema, ty: &TypeRef) -> Option<String> {
     Some(match value {
         ConstValue::String(s) => s.clone(),
         ConstValue::Number(n) => n.to_string(),

@@ -8,6 +8,7 @@
 
 pub mod eval;
 pub mod filter;
+pub mod mutation;
 pub mod quote;
 
 use std::collections::BTreeSet;
@@ -353,7 +354,11 @@ impl<'s> Compiler<'s> {
                             self.path.pop();
                             rows
                         }
-                        Source::Root(_) | Source::Meta => continue,
+                        Source::Root(_)
+                        | Source::Meta
+                        | Source::Insert(_)
+                        | Source::Update(_)
+                        | Source::Delete(_) => continue,
                     }
                 }
                 _ => literal(schema.name(type_id)),

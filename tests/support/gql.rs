@@ -74,6 +74,7 @@ pub fn execute(url: &str, prepared: &Prepared) -> String {
             };
             psql(url, &format!("PREPARE q{decl} AS {sql};\nEXECUTE q{args};"))
         }
+        Plan::Mutation(_) => panic!("mutations run through the server (tests/mutations.rs)"),
     }
 }
 
