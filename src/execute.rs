@@ -61,6 +61,7 @@ fn refuse_server_role(metrics: &ShardMetrics, role: Option<&str>) -> Result<(), 
 async fn on_a_connection<T>(
     pool: &Pool,
     metrics: &ShardMetrics,
+    mutation: bool,
     call: impl AsyncFnOnce(&pg::Client, Option<&str>) -> Result<T, pg::Error>,
 ) -> Result<T, Failure> {
     metrics.db_statements.inc();
@@ -77,7 +78,7 @@ async fn on_a_connection<T>(
     result.map_err(|err| {
         let ran = started.map(|s| s.elapsed()).unwrap_or_default();
         let past_timeout = pool.statement_timeout().is_some_and(|limit| ran >= limit);
-        let failure = classify(&err, past_timeout);
+        let failure = classify(&err, past_timeout, mutation);
         metrics.error(failure.error().code.as_str());
         log::debug!("statement failed: {err}");
         failure
@@ -111,13 +112,34 @@ pub async fn run_mutation(
         })
         .zip(params.iter().map(Vec::as_slice))
         .collect();
-    let values = on_a_connection(pool, metrics, async |client: &pg::Client, timeout| {
+    let run = on_a_connection(pool, metrics, true, async |client: &pg::Client, timeout| {
         let role = role.unwrap_or(SERVER_ROLE);
         client
             .query_all_as(role, &identity.claims, timeout, &statements)
             .await
-    })
-    .await?;
+    });
+    // The whole transaction gets what one statement gets: it holds its row locks and a
+    // pooled connection all along. Dropping the call cancels what still runs, and the
+    // transaction is rolled back.
+    let values = match pool.statement_timeout() {
+        None => run.await?,
+        Some(limit) => {
+            let expired = async {
+                glommio::timer::sleep(limit).await;
+                let e = GraphQLError::server(
+                    ErrorCode::StatementTimeout,
+                    format!(
+                        "the mutation ran past {} ms (POSTRUST_STATEMENT_TIMEOUT_MS) and was \
+                         cancelled",
+                        limit.as_millis()
+                    ),
+                );
+                metrics.error(e.code.as_str());
+                Err(Failure::Final(e))
+            };
+            futures_lite::future::or(run, expired).await?
+        }
+    };
     // The reads' values, in order.
     let mut values = values.into_iter().skip(1).step_by(2);
     let mut data = String::from("{");
@@ -154,10 +176,15 @@ pub async fn run(
 ) -> Result<String, Failure> {
     refuse_server_role(metrics, role)?;
     let params: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
-    let data = on_a_connection(pool, metrics, async |client: &pg::Client, timeout| {
-        let role = role.unwrap_or(SERVER_ROLE);
-        client.query_as(role, claims, timeout, sql, &params).await
-    })
+    let data = on_a_connection(
+        pool,
+        metrics,
+        false,
+        async |client: &pg::Client, timeout| {
+            let role = role.unwrap_or(SERVER_ROLE);
+            client.query_as(role, claims, timeout, sql, &params).await
+        },
+    )
     .await?;
     Ok(data.map_or_else(|| "null".to_owned(), |d: String| compact(&d)))
 }
@@ -198,7 +225,7 @@ pub async fn run_as(
 /// What a failed statement means for its client; see the table in
 /// `docs/graphql-errors.md`. `past_timeout`: the statement ran at least as long as
 /// `POSTRUST_STATEMENT_TIMEOUT_MS`.
-fn classify(err: &pg::Error, past_timeout: bool) -> Failure {
+fn classify(err: &pg::Error, past_timeout: bool, mutation: bool) -> Failure {
     use pg::sqlstate;
     let final_ = |code, message| Failure::Final(GraphQLError::server(code, message));
     match err.kind() {
@@ -222,6 +249,12 @@ fn classify(err: &pg::Error, past_timeout: bool) -> Failure {
                 // The compiled SQL's only scalar subquery without a LIMIT 1 is a single-row
                 // root field's (a view's own definition could raise it too, so PostgreSQL's
                 // message goes along).
+                // An upsert whose rows collide with each other ("ON CONFLICT DO UPDATE
+                // command cannot affect row a second time").
+                sqlstate::CARDINALITY_VIOLATION if mutation => final_(
+                    ErrorCode::BadArgument,
+                    format!("two rows of one insert collide on the same key: {message}"),
+                ),
                 sqlstate::CARDINALITY_VIOLATION => final_(
                     ErrorCode::NotSingleRow,
                     format!(
@@ -389,7 +422,24 @@ mod tests {
             ),
         ];
         for (err, past_timeout, expected) in cases {
-            assert_eq!(code(&classify(&err, past_timeout)), expected, "{err}");
+            assert_eq!(
+                code(&classify(&err, past_timeout, false)),
+                expected,
+                "{err}"
+            );
         }
+        // In a mutation, a cardinality violation is an upsert colliding with itself.
+        let twice = db(
+            "21000",
+            "ON CONFLICT DO UPDATE command cannot affect row a second time",
+        );
+        assert_eq!(
+            code(&classify(&twice, false, true)),
+            ("BAD_ARGUMENT", false)
+        );
+        assert_eq!(
+            code(&classify(&twice, false, false)),
+            ("NOT_SINGLE_ROW", false)
+        );
     }
 }

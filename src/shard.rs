@@ -105,7 +105,8 @@ pub fn run(mut config: Config) -> Result<(), ServeError> {
     if !auth.is_enabled() {
         log::warn!(
             "JWT verification is OFF: every client runs as the database user of \
-             POSTRUST_DATABASE_URL. Set POSTRUST_JWT_SECRET or POSTRUST_JWT_PUBLIC_KEY to require tokens."
+             POSTRUST_DATABASE_URL, reading and writing (mutations) what it may. Set \
+             POSTRUST_JWT_SECRET or POSTRUST_JWT_PUBLIC_KEY to require tokens."
         );
     }
     let signals = block_signals()?;

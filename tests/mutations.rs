@@ -602,3 +602,116 @@ fn nested_fields_read_the_database_after_the_write() {
         "the deleted row as it was, its room as it is now: {deleted}"
     );
 }
+
+#[test]
+fn a_write_never_widens_past_what_its_filter_says() {
+    let (admin, url) = chat_database();
+    let server = start(&url);
+    let with_vars = |query: &str, variables: Value| -> Value {
+        let body = json!({"query": query, "variables": variables}).to_string();
+        let request = format!(
+            "POST /graphql HTTP/1.1\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            token("alice"),
+            body.len()
+        );
+        let response = exchange(&mut server.connect(), request.as_bytes());
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    };
+    // An unset or null variable would drop its condition and leave "every row".
+    let by_id = "mutation($id: BigInt) { deleteMessages(filter: {id: {eq: $id}}) { id } }";
+    assert_eq!(codes(&with_vars(by_id, json!({}))), ["BAD_ARGUMENT"]);
+    assert_eq!(
+        codes(&with_vars(by_id, json!({"id": null}))),
+        ["BAD_ARGUMENT"]
+    );
+    let whole =
+        "mutation($f: MessagesFilter = {id: {eq: \"0\"}}) { deleteMessages(filter: $f) { id } }";
+    assert_eq!(
+        codes(&with_vars(whole, json!({"f": null}))),
+        ["BAD_ARGUMENT"]
+    );
+    let empty_condition =
+        r#"mutation { updateMessages(filter: {id: {}}, set: {edited: true}) { id } }"#;
+    assert_eq!(
+        codes(&with_vars(empty_condition, json!({}))),
+        ["BAD_ARGUMENT"]
+    );
+    // A nullable variable in a non-null place is refused by validation; with a default it
+    // passes validation, and an explicit null for it is refused when the SQL is built.
+    let null_row = "mutation($o: MessagesInsertInput) { insertMessages(objects: [$o]) { id } }";
+    assert_eq!(
+        codes(&with_vars(null_row, json!({"o": null}))),
+        ["GRAPHQL_VALIDATION_FAILED"]
+    );
+    let null_row = r#"mutation($o: MessagesInsertInput = {roomId: 1, body: "x"}) {
+        insertMessages(objects: [$o]) { id } }"#;
+    assert_eq!(
+        codes(&with_vars(null_row, json!({"o": null}))),
+        ["BAD_ARGUMENT"]
+    );
+    assert_eq!(all_bodies(&admin), "alice:hello, bob:for bob only");
+    // Two rows of one upsert on the same key.
+    let twice = post(
+        &server,
+        "alice",
+        r#"mutation { insertMessages(objects: [{roomId: 1, body: "dup"}, {roomId: 1, body: "dup"}],
+             onConflict: {constraint: messages_room_id_body_key, updateColumns: [body]}) { id } }"#,
+    );
+    assert_eq!(codes(&twice), ["BAD_ARGUMENT"]);
+    assert_eq!(all_bodies(&admin), "alice:hello, bob:for bob only");
+}
+
+#[test]
+fn a_mutation_as_a_whole_gets_the_statement_timeout() {
+    let (admin, url) = chat_database();
+    // Each insert takes 0.2 s: under the 0.5 s bound alone, over it three times over.
+    psql(
+        &admin,
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$; \
+         CREATE TRIGGER slow BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow()",
+    );
+    let server = Server::start_on(
+        &url,
+        &[
+            ("POSTRUST_JWT_SECRET", SECRET),
+            ("POSTRUST_STATEMENT_TIMEOUT_MS", "500"),
+        ],
+    );
+    let one = post(
+        &server,
+        "alice",
+        r#"mutation { insertMessages(objects: [{roomId: 1, body: "one"}]) { body } }"#,
+    );
+    assert_eq!(one, json!({"data": {"insertMessages": [{"body": "one"}]}}));
+    let three = post(
+        &server,
+        "alice",
+        r#"mutation {
+             a: insertMessages(objects: [{roomId: 1, body: "a"}]) { body }
+             b: insertMessages(objects: [{roomId: 1, body: "b"}]) { body }
+             c: insertMessages(objects: [{roomId: 1, body: "c"}]) { body } }"#,
+    );
+    assert_eq!(codes(&three), ["STATEMENT_TIMEOUT"]);
+    // The transaction was cancelled and rolled back (give the cancel a moment to land).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let bodies = all_bodies(&admin);
+        let busy = psql(
+            &admin,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'active' \
+             AND query LIKE 'WITH m AS (INSERT%'",
+        );
+        if busy == "0" {
+            assert_eq!(bodies, "alice:hello, bob:for bob only, alice:one");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: {bodies}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -39,12 +39,16 @@ fn fixture() -> &'static Fixture {
         cluster.psql(
             &cluster.url,
             "SET password_encryption = 'scram-sha-256'; \
-             CREATE ROLE app LOGIN PASSWORD 'secret'; CREATE ROLE trusted LOGIN",
+             CREATE ROLE app LOGIN PASSWORD 'secret'; CREATE ROLE trusted LOGIN; \
+             CREATE ROLE cleartext LOGIN PASSWORD 'secret'; \
+             SET password_encryption = 'md5'; CREATE ROLE hashed LOGIN PASSWORD 'secret'",
         );
         // The application roles may only come over TLS; postgres (the fixture) either way.
         cluster.set_hba(&[
             "hostssl all app 127.0.0.1/32 scram-sha-256",
             "hostssl all trusted 127.0.0.1/32 trust",
+            "hostssl all cleartext 127.0.0.1/32 password",
+            "hostssl all hashed 127.0.0.1/32 md5",
         ]);
         let port = cluster
             .url
@@ -163,10 +167,9 @@ fn make_server_cert(dir: &Path, ca: &str, data: &Path) {
 
 fn url(user: &str, host: &str, params: &str) -> String {
     let f = fixture();
-    let auth = if user == "app" {
-        "app:secret".to_owned()
-    } else {
-        user.to_owned()
+    let auth = match user {
+        "app" | "cleartext" | "hashed" => format!("{user}:secret"),
+        _ => user.to_owned(),
     };
     format!("postgres://{auth}@{host}:{}/postgres?{params}", f.port)
 }
@@ -323,6 +326,24 @@ fn channel_binding_require_refuses_authentication_without_it() {
             .await
             .expect("without the requirement, trust is fine");
         assert_eq!(encrypted(&client).await, "t");
+        // A server asking for the password itself is refused before it gets it.
+        for user in ["cleartext", "hashed"] {
+            let err = connect(&url(
+                user,
+                "localhost",
+                "sslmode=require&channel_binding=require",
+            ))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{user}: a password request passed"));
+            assert!(
+                err.to_string().contains("the password was not sent"),
+                "{user}: {err}"
+            );
+            connect(&url(user, "localhost", "sslmode=require"))
+                .await
+                .unwrap_or_else(|e| panic!("{user} without the requirement: {e}"));
+        }
         // Over a connection that is not TLS there is nothing to bind to.
         let plain = plain_cluster();
         let err = connect(&format!("{}?channel_binding=require", plain.url))

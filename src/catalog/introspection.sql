@@ -122,7 +122,8 @@ SELECT json_build_object(
             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum)
         ) ORDER BY con.conname)
         FROM pg_constraint con
-        WHERE con.conrelid = r.oid AND con.contype IN ('p', 'u')
+        -- A deferrable one cannot arbitrate ON CONFLICT.
+        WHERE con.conrelid = r.oid AND con.contype IN ('p', 'u') AND NOT con.condeferrable
       ), '[]'),
       'primaryKey', coalesce((
         SELECT json_agg(a.attname ORDER BY k.ord)

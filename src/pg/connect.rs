@@ -222,6 +222,19 @@ async fn start_once(
                     None,
                 ));
             }
+            // Refused before the password goes out: a server that asks for it this way may
+            // be the impostor channel binding is there to unmask.
+            (
+                Phase::Authenticating,
+                Message::AuthenticationCleartextPassword | Message::AuthenticationMd5Password(_),
+            ) if binding_mode == ChannelBindingMode::Require => {
+                return Err(Error::connect(
+                    "channel_binding=require, but the server asks for a password (password or \
+                     md5 authentication) instead of a SCRAM exchange bound to the TLS \
+                     connection; the password was not sent",
+                    None,
+                ));
+            }
             (Phase::Authenticating, Message::AuthenticationCleartextPassword) => {
                 frontend::password_message(password(config, "password")?, &mut out)
                     .map_err(|e| Error::config(e.to_string()))?;

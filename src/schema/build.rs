@@ -275,7 +275,10 @@ fn mutations(b: &mut Builder<'_>) -> Option<TypeId> {
         let names = column_names(r.columns.iter().map(|c| c.name.as_str()));
         // Composite columns are objects on output, which GraphQL cannot take as input.
         let writable = |c: &crate::catalog::Column| c.ty.kind != TypeKind::Composite;
-        if r.writes.insert {
+        // GraphQL has no empty input objects: a relation with no column a client role may
+        // give a value gets no insert field.
+        let insertable = r.columns.iter().any(|c| c.insertable && writable(c));
+        if r.writes.insert && insertable {
             let input_fields = r
                 .columns
                 .iter()
@@ -422,13 +425,15 @@ fn on_conflict_type(
             pg: None,
         },
     });
+    let mut column_values = Namespace::default();
     let columns: Vec<EnumValue> = r
         .columns
         .iter()
         .enumerate()
         .filter(|(_, c)| c.updatable && c.ty.kind != TypeKind::Composite)
         .map(|(ci, c)| EnumValue {
-            name: names[ci].clone(),
+            // A field may be called `null`; an enum value may not.
+            name: enum_value_name(&names[ci], &mut column_values),
             description: None,
             value: c.name.clone(),
         })

@@ -151,10 +151,14 @@ impl Compiler<'_> {
         let schema = self.schema;
         let relation = &schema.catalog.relations[rel];
         let Some(ConstValue::List(objects)) = sel.arg("objects") else {
-            return Ok(None);
+            return Err(self.bad_argument(sel, "Argument \"objects\" is null.".into()));
         };
         if objects.is_empty() {
             return Ok(None);
+        }
+        // A null row (a variable left null) would be a row of defaults nobody asked for.
+        if objects.iter().any(|o| !matches!(o, ConstValue::Object(_))) {
+            return Err(self.bad_argument(sel, "Argument \"objects\" holds a null row.".into()));
         }
         let fields = input_fields(schema, field, "objects");
         // The columns any row gives, in column order; a row that leaves one out gets its
@@ -314,7 +318,7 @@ impl Compiler<'_> {
             ident(&relation.name.name),
             sets.join(", ")
         );
-        self.where_filter(sel, field, relation, &target, &mut dml);
+        self.where_filter(sel, field, relation, &target, &mut dml)?;
         self.returning(sel, field, rel, &dml, &target)
     }
 
@@ -332,11 +336,14 @@ impl Compiler<'_> {
             ident(&relation.name.schema),
             ident(&relation.name.name)
         );
-        self.where_filter(sel, field, relation, &target, &mut dml);
+        self.where_filter(sel, field, relation, &target, &mut dml)?;
         self.returning(sel, field, rel, &dml, &target)
     }
 
-    /// ` WHERE <filter>`; nothing for `filter: {}`, which the client had to write.
+    /// ` WHERE <filter>`; nothing for `filter: {}`, which the client had to write. A query's
+    /// filter drops a null operand (an unset variable) and matches more; a write's must not
+    /// widen that way, so a null anywhere in it, or an empty condition on a column, is
+    /// refused.
     fn where_filter(
         &mut self,
         sel: &Selected,
@@ -344,16 +351,32 @@ impl Compiler<'_> {
         relation: &Relation,
         target: &str,
         dml: &mut String,
-    ) {
+    ) -> Result<(), GraphQLError> {
         let schema = self.schema;
-        let filter = match (sel.arg("filter"), filter::filter_type(schema, &field.args)) {
-            (Some(v), Some(ty)) => Filter::from_value(schema, relation, ty, v),
-            _ => Filter::All(Vec::new()),
+        let Some(value) = sel.arg("filter") else {
+            return Err(self.bad_argument(
+                sel,
+                "Argument \"filter\" is null; write `filter: {}` to touch every row.".into(),
+            ));
+        };
+        if let Some(why) = loose(value, true) {
+            return Err(self.bad_argument(
+                sel,
+                format!(
+                    "Argument \"filter\" holds {why}, which would match more rows than it \
+                     says; write `filter: {{}}` to touch every row."
+                ),
+            ));
+        }
+        let filter = match filter::filter_type(schema, &field.args) {
+            Some(ty) => Filter::from_value(schema, relation, ty, value),
+            None => Filter::All(Vec::new()),
         };
         if !filter.is_empty() {
             dml.push_str(" WHERE ");
             filter.sql(relation, target, &mut self.params, dml);
         }
+        Ok(())
     }
 
     /// The two statements of a field: `dml`, keeping the rows it returns (the columns the
@@ -448,12 +471,26 @@ impl Compiler<'_> {
             list.push(']');
             let p = self.params.push(list);
             return format!(
-                "ARRAY(SELECT x::{element} FROM json_array_elements_text({p}::text::json) AS v(x))::{element}[]"
+                "ARRAY(SELECT x::{element} FROM json_array_elements_text({p}::text::json) \
+                 WITH ORDINALITY AS v(x, n) ORDER BY n)::{element}[]"
             );
         }
         let text = element_text(self.schema, ty, value, json).unwrap_or_default();
         let p = self.params.push(text);
         format!("{p}::text::{element}")
+    }
+}
+
+/// What in a write's filter would be dropped and widen it: a null, or (below the top) an
+/// empty object. Recurses once per nesting level of the value, which the document's and
+/// variables' bracket depth bounds (`POSTRUST_MAX_INPUT_DEPTH`).
+fn loose(value: &ConstValue, top: bool) -> Option<&'static str> {
+    match value {
+        ConstValue::Null => Some("a null"),
+        ConstValue::Object(map) if map.is_empty() && !top => Some("an empty condition"),
+        ConstValue::Object(map) => map.values().find_map(|v| loose(v, false)),
+        ConstValue::List(items) => items.iter().find_map(|v| loose(v, false)),
+        _ => None,
     }
 }
 
