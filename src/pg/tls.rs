@@ -34,18 +34,20 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use futures_rustls::TlsConnector;
-use futures_rustls::rustls::client::WebPkiServerVerifier;
 use futures_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use futures_rustls::rustls::client::{
+    WebPkiServerVerifier, verify_server_cert_signed_by_trust_anchor,
 };
 use futures_rustls::rustls::crypto::{
     self, CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
 };
 use futures_rustls::rustls::pki_types::pem::PemObject;
 use futures_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use futures_rustls::rustls::server::ParsedCertificate;
 use futures_rustls::rustls::{
-    self as rustls, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
-    SignatureScheme,
+    self as rustls, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use glommio::net::TcpStream;
 use postgres_protocol::message::frontend;
@@ -225,7 +227,10 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, E
         .map_err(|e| Error::config(format!("TLS: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = match check {
         Check::KeyOnly => Arc::new(KeyOnly(provider.signature_verification_algorithms)),
-        Check::Chain(roots) => Arc::new(AnyName(webpki_verifier(roots, provider)?)),
+        Check::Chain(roots) => Arc::new(AnyName {
+            roots: Arc::new(roots),
+            algorithms: provider.signature_verification_algorithms,
+        }),
         Check::ChainAndName(roots) => webpki_verifier(roots, provider)?,
     };
     let config = builder
@@ -492,29 +497,32 @@ impl ServerCertVerifier for KeyOnly {
     }
 }
 
-/// `verify-ca`: webpki's full check, except that the certificate may name another host.
-/// webpki checks the name after the chain, so a name error means the chain was good.
+/// `verify-ca`: the chain from the server's certificate up to a trusted root, checked by
+/// webpki; the host name the certificate names is not looked at.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct AnyName {
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
 impl ServerCertVerifier for AnyName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
+        let certificate = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &certificate,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -523,7 +531,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -532,11 +540,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
