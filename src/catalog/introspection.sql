@@ -86,6 +86,11 @@ SELECT json_build_object(
           -- For mutations: whether an INSERT may leave it out, and whether some client role
           -- may write it (not generated, not GENERATED ALWAYS AS IDENTITY, a view column
           -- PostgreSQL can write through).
+          -- Whether equal values are equal bytes: false under a nondeterministic
+          -- collation (case- or accent-insensitive), where the server must not compare text
+          -- itself.
+          'deterministic', coalesce((SELECT co.collisdeterministic FROM pg_collation co
+                                     WHERE co.oid = a.attcollation), true),
           'hasDefault', a.atthasdef OR a.attidentity <> '',
           'insertable', a.attgenerated = '' AND a.attidentity <> 'a'
             AND pg_column_is_updatable(r.oid, a.attnum, true)

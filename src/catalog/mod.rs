@@ -74,6 +74,8 @@ pub struct Column {
     pub ty: PgType,
     pub not_null: bool,
     pub comment: Option<String>,
+    /// Equal values are equal bytes: its collation (if any) is deterministic.
+    pub deterministic: bool,
     /// An INSERT may leave it out: it has a default or is an identity.
     pub has_default: bool,
     /// Some client role may give it a value in an INSERT, or change it in an UPDATE
@@ -348,6 +350,9 @@ fn relation(r: &OwnedValue) -> Result<Relation> {
                     ty: pg_type(c)?,
                     not_null: c.get_bool("notNull").unwrap_or(false),
                     comment: opt_string(c, "comment"),
+                    // Catalogs written before collations were read claim nothing: the
+                    // server then compares no text itself.
+                    deterministic: c.get_bool("deterministic").unwrap_or(false),
                     // Catalogs written before mutations were read allow no writes.
                     has_default: c.get_bool("hasDefault").unwrap_or(false),
                     insertable: c.get_bool("insertable").unwrap_or(false),

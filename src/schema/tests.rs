@@ -136,6 +136,7 @@ fn col(name: &str) -> Column {
         ty: ty("int4"),
         not_null: true,
         comment: None,
+        deterministic: true,
         has_default: false,
         insertable: false,
         updatable: false,

@@ -5,7 +5,8 @@
 //! The answer is conservative: `Some(true)` or `Some(false)` only where the result is certain
 //! under PostgreSQL's semantics (three-valued logic included), `None` otherwise. Comparisons
 //! that depend on collation, locale, time zones or numeric scale are never guessed: only
-//! integers, booleans, enum labels, text equality and `LIKE` on text are decided.
+//! integers, booleans, enum labels, and text equality and `LIKE` under a deterministic
+//! collation (where equal means equal bytes) are decided.
 
 use simd_json::OwnedValue;
 use simd_json::prelude::*;
@@ -92,14 +93,17 @@ enum Family {
 }
 
 fn family(relation: &Relation, column: &str) -> Option<Family> {
-    let ty = &relation.column(column)?.ty;
+    let column = relation.column(column)?;
+    let ty = &column.ty;
     if ty.array {
         return None;
     }
     match (ty.kind, ty.schema.as_str(), ty.name.as_str()) {
         (TypeKind::Enum, _, _) => Some(Family::Enum),
         (_, "pg_catalog", "int2" | "int4" | "int8") => Some(Family::Integer),
-        (_, "pg_catalog", "text" | "varchar") => Some(Family::Text),
+        // Under a case- or accent-insensitive collation, 'Rust' = 'rust': bytes say
+        // nothing.
+        (_, "pg_catalog", "text" | "varchar") if column.deterministic => Some(Family::Text),
         (_, "pg_catalog", "bool") => Some(Family::Boolean),
         _ => None,
     }
