@@ -168,9 +168,12 @@ impl Engine {
         }
         let statement = sql::compile(schema, &op, &introspect).map_err(|e| vec![e])?;
         if op.kind == OperationKind::Subscription {
+            // Tables only the policies read are followed when they notify; a subscription is
+            // not refused for them (the start-up report names the ones that do not).
             let silent: Vec<String> = statement
                 .tables
-                .intersection(&self.silent)
+                .difference(&statement.dependencies)
+                .filter(|t| self.silent.contains(*t))
                 .map(ToString::to_string)
                 .collect();
             if !silent.is_empty() {

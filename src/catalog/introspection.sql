@@ -69,6 +69,41 @@ view_reads(view_oid, oid) AS (
   JOIN pg_rewrite rw ON rw.ev_class = c.oid
   JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
                   AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> c.oid
+),
+-- What each relation's rows depend on, transitively: the relations its view rules read,
+-- and the relations the row-level security policies of every relation reached read (a
+-- policy's subquery decides which rows a client sees). Also every function they call.
+deps(root, oid) AS (
+  SELECT r.oid, r.oid FROM rels r
+  UNION
+  SELECT d0.root, dep.refobjid
+  FROM deps d0
+  CROSS JOIN LATERAL (
+    SELECT d.refobjid FROM pg_rewrite rw
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> d0.oid
+    WHERE rw.ev_class = d0.oid
+    UNION ALL
+    SELECT d.refobjid FROM pg_policy p
+    JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> d0.oid
+    WHERE p.polrelid = d0.oid
+  ) dep
+),
+-- A function of a schema of the database's own (not pg_catalog's or information_schema's)
+-- called by a view rule or a policy of what a relation depends on: what it reads cannot
+-- be known.
+opaque(root) AS (
+  SELECT DISTINCT d0.root
+  FROM deps d0
+  JOIN pg_depend d ON d.refclassid = 'pg_proc'::regclass
+                  AND ((d.classid = 'pg_rewrite'::regclass
+                        AND d.objid IN (SELECT rw.oid FROM pg_rewrite rw WHERE rw.ev_class = d0.oid))
+                       OR (d.classid = 'pg_policy'::regclass
+                           AND d.objid IN (SELECT p.oid FROM pg_policy p WHERE p.polrelid = d0.oid)))
+  JOIN pg_proc f ON f.oid = d.refobjid
+  JOIN pg_namespace fn ON fn.oid = f.pronamespace
+  WHERE fn.nspname NOT IN ('pg_catalog', 'information_schema')
 )
 SELECT json_build_object(
   'relations', coalesce((
@@ -163,6 +198,17 @@ SELECT json_build_object(
         JOIN pg_namespace bn ON bn.oid = bc.relnamespace
         WHERE vr.view_oid = r.oid
       ), '[]'),
+      -- Tables beyond its own rows and a view's: those its policies (and theirs) read.
+      'dependsOn', coalesce((
+        SELECT json_agg(DISTINCT jsonb_build_object('schema', dn.nspname, 'name', dc.relname))
+        FROM deps d0
+        JOIN pg_class dc ON dc.oid = d0.oid AND dc.relkind IN ('r', 'p', 'm', 'f')
+        JOIN pg_namespace dn ON dn.oid = dc.relnamespace
+        WHERE d0.root = r.oid AND d0.oid <> r.oid
+          AND NOT EXISTS (SELECT 1 FROM view_reads vr
+                          WHERE vr.view_oid = r.oid AND vr.oid = d0.oid)
+      ), '[]'),
+      'opaque', EXISTS (SELECT 1 FROM opaque o WHERE o.root = r.oid),
       -- An enabled trigger of this table whose function notifies (the docs page's or the
       -- project's): without one, a change to its rows reaches no subscriber.
       'notifies', r.relkind = 'v' OR EXISTS (

@@ -129,6 +129,12 @@ pub struct Relation {
     pub writes: Writes,
     /// For a view: the tables and materialized views it reads, through views on views.
     pub reads: Vec<QualifiedName>,
+    /// Tables its rows depend on beyond its own (and a view's `reads`): those the
+    /// row-level security policies of everything it reads read, transitively.
+    pub depends_on: Vec<QualifiedName>,
+    /// A view rule or policy of what it reads calls a function of the database's own
+    /// schemas: what that reads cannot be known, so any change may alter its rows.
+    pub opaque: bool,
     /// For a table: an enabled trigger notifies its changes. Always true for a view (its
     /// tables' triggers count).
     pub notifies: bool,
@@ -138,6 +144,19 @@ pub struct Relation {
     /// `@postrust single-row` (see [`split_directives`]).
     pub single_row: bool,
 }
+
+impl QualifiedName {
+    /// Stands for every table in a live query's tables: no PostgreSQL name holds a NUL.
+    pub fn any_table() -> QualifiedName {
+        QualifiedName {
+            schema: "\0".into(),
+            name: ANY_TABLE.into(),
+        }
+    }
+}
+
+/// The table name of [`QualifiedName::any_table`].
+pub const ANY_TABLE: &str = "\0any";
 
 impl Relation {
     pub fn column(&self, name: &str) -> Option<&Column> {
@@ -396,6 +415,15 @@ fn relation(r: &OwnedValue) -> Result<Relation> {
             .iter()
             .map(qualified)
             .collect::<Result<_>>()?,
+        depends_on: match r.get("dependsOn") {
+            None => Vec::new(),
+            Some(_) => list(r, "dependsOn")?
+                .iter()
+                .map(qualified)
+                .collect::<Result<_>>()?,
+        },
+        // Catalogs written before it was read: nothing is known, so everything may matter.
+        opaque: r.get_bool("opaque").unwrap_or(true),
         // Catalogs written before these were read assume the best.
         notifies: r.get_bool("notifies").unwrap_or(true),
         bypasses_row_security: r.get_bool("bypassesRowSecurity").unwrap_or(false),

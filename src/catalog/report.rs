@@ -1,6 +1,7 @@
 //! What a loaded catalog serves, in words for the log: one summary line per schema, and a
 //! warning for each thing that would quietly go wrong (an empty schema, a table whose
-//! changes notify nobody, a view that hides row-level security from the client's role).
+//! changes notify nobody, a view that hides row-level security from the client's role) or
+//! cost more than it seems (a relation whose live queries refresh on every change).
 
 use super::{Catalog, RelationKind};
 
@@ -65,6 +66,15 @@ impl Catalog {
                     r.name
                 ));
             }
+            if r.opaque {
+                report.warnings.push(format!(
+                    "{} depends on a function of this database (called by a view or a row-level \
+                     security policy it reads through): what the function reads cannot be known, \
+                     so live queries reading {} refresh on every change of any table; use \
+                     built-in functions in its views and policies to avoid that",
+                    r.name, r.name
+                ));
+            }
             if r.bypasses_row_security {
                 report.warnings.push(format!(
                     "view {} reads a table with row-level security with its owner's rights: the \
@@ -106,12 +116,14 @@ mod tests {
             match r.name.name.as_str() {
                 "orders" => r.notifies = false,
                 "sales_dashboard" => r.bypasses_row_security = true,
+                "sales_headline" => r.opaque = true,
                 _ => {}
             }
         }
         let report = catalog.report(&["public".to_owned(), "nosuch".to_owned()]);
         let all = report.warnings.join("\n");
-        assert_eq!(report.warnings.len(), 3, "{all}");
+        assert_eq!(report.warnings.len(), 4, "{all}");
+        assert!(all.contains("public.sales_headline depends on a function of this database"));
         assert!(all.contains("schema \"nosuch\" serves nothing"));
         assert!(all.contains("public.orders has no change trigger"));
         assert!(all.contains("view public.sales_dashboard reads a table with row-level security"));

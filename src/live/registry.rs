@@ -1,6 +1,7 @@
 //! A shard's live queries: shared by key, indexed by the tables they read, marked dirty by
 //! changes, and fed results that are fanned out to their subscribers.
 
+use crate::catalog::ANY_TABLE;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -344,19 +345,29 @@ impl Registry {
         }
     }
 
+    /// The live queries reading `table` (in `schema`, or in any schema when the notification
+    /// did not say), and those that may read any table (see `ANY_TABLE`).
+    fn readers(&self, schema: Option<&str>, table: &str) -> Vec<LiveId> {
+        let named = self.by_table.get(table).into_iter().flat_map(|list| {
+            list.iter()
+                .filter(move |(s, _)| schema.is_none_or(|want| want == s))
+                .map(|(_, id)| *id)
+        });
+        let any = self
+            .by_table
+            .get(ANY_TABLE)
+            .into_iter()
+            .flat_map(|list| list.iter().map(|(_, id)| *id));
+        let mut ids: Vec<LiveId> = named.chain(any).collect();
+        ids.sort_unstable_by_key(|id| id.0);
+        ids.dedup();
+        ids
+    }
+
     /// Marks every live query that reads `table` (in `schema`, or in any schema when the
     /// notification did not say). Returns how many were marked.
     pub fn mark_table(&mut self, schema: Option<&str>, table: &str) -> usize {
-        let ids: Vec<LiveId> = self
-            .by_table
-            .get(table)
-            .map(|list| {
-                list.iter()
-                    .filter(|(s, _)| schema.is_none_or(|want| want == s))
-                    .map(|(_, id)| *id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids = self.readers(schema, table);
         for id in &ids {
             self.mark(*id);
         }
@@ -366,16 +377,7 @@ impl Registry {
     /// Marks every live query that reads the changed table, except those the change
     /// provably cannot alter. Returns how many were marked and how many skipped.
     pub fn mark_change(&mut self, change: &Change) -> (usize, usize) {
-        let ids: Vec<LiveId> = self
-            .by_table
-            .get(&change.table)
-            .map(|list| {
-                list.iter()
-                    .filter(|(s, _)| change.schema.as_deref().is_none_or(|want| want == s))
-                    .map(|(_, id)| *id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids = self.readers(change.schema.as_deref(), &change.table);
         let mut marked = 0;
         for id in &ids {
             if !self.get_mut(*id).plan.skip.unaffected_by(change) {

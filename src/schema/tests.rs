@@ -169,6 +169,8 @@ fn table(schema: &str, name: &str, columns: &[&str], fks: &[(&str, &str)]) -> Re
             })
             .collect(),
         reads: Vec::new(),
+        depends_on: Vec::new(),
+        opaque: false,
         notifies: true,
         bypasses_row_security: false,
         single_row: false,

@@ -53,6 +53,10 @@ pub struct Statement {
     /// The base tables among `tables` read other than as a root field's own rows: through
     /// a nested relation or through a view. A root filter says nothing about them.
     pub nested_tables: BTreeSet<QualifiedName>,
+    /// The tables among `tables` that only the row-level security policies of what the
+    /// statement reads read (they decide which rows show), and
+    /// [`QualifiedName::any_table`] when a function's reads cannot be known.
+    pub dependencies: BTreeSet<QualifiedName>,
     pub roots: Vec<RootRead>,
 }
 
@@ -72,6 +76,11 @@ struct Compiler<'s> {
     tables: BTreeSet<QualifiedName>,
     /// See [`Statement::nested_tables`].
     nested_tables: BTreeSet<QualifiedName>,
+    /// See [`Statement::dependencies`]; before the tables also read for themselves are
+    /// taken out.
+    dependencies: BTreeSet<QualifiedName>,
+    /// The base tables read for their own rows (a relation's, or its view's).
+    read_directly: BTreeSet<QualifiedName>,
     aliases: usize,
     /// The response path of the field being compiled, for errors.
     path: Vec<PathSegment>,
@@ -293,7 +302,18 @@ impl<'s> Compiler<'s> {
         if !at_root || base != [relation.name.clone()] {
             self.nested_tables.extend(base.iter().cloned());
         }
+        self.read_directly.extend(base.iter().cloned());
         self.tables.extend(base);
+        // A change there can change which rows the policies let through: never skipped.
+        let mut dependencies: Vec<QualifiedName> = relation.depends_on.clone();
+        if relation.opaque {
+            dependencies.push(QualifiedName::any_table());
+        }
+        for t in dependencies {
+            self.tables.insert(t.clone());
+            self.nested_tables.insert(t.clone());
+            self.dependencies.insert(t);
+        }
         let n = self.alias();
         let (outer, inner) = (format!("t{n}"), format!("s{n}"));
         let mut columns = BTreeSet::new();
@@ -581,16 +601,25 @@ pub fn compile(
         params: Params::default(),
         tables: BTreeSet::new(),
         nested_tables: BTreeSet::new(),
+        dependencies: BTreeSet::new(),
+        read_directly: BTreeSet::new(),
         aliases: 0,
         path: Vec::new(),
         introspect,
     };
     let (data, roots) = c.root(op)?;
+    // A table read for itself somewhere is not only a dependency.
+    let dependencies = c
+        .dependencies
+        .into_iter()
+        .filter(|t| !c.read_directly.contains(t))
+        .collect();
     Ok(Statement {
         sql: format!("SELECT {data}::text"),
         params: c.params.0,
         tables: c.tables,
         nested_tables: c.nested_tables,
+        dependencies,
         roots,
     })
 }

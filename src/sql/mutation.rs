@@ -83,6 +83,8 @@ pub fn compile(
             params: Params::default(),
             tables: Default::default(),
             nested_tables: Default::default(),
+            dependencies: Default::default(),
+            read_directly: Default::default(),
             aliases: 0,
             path: vec![PathSegment::Key(key.clone())],
             introspect,
