@@ -430,7 +430,14 @@ impl Client {
             0x1 => Frame::Text(String::from_utf8(payload).ok()?),
             0x9 => Frame::Ping(payload),
             0xa => Frame::Pong(payload),
-            0x8 => Frame::Close(None, String::new()),
+            0x8 => {
+                let code =
+                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                Frame::Close(
+                    code,
+                    String::from_utf8_lossy(payload.get(2..).unwrap_or(&[])).into(),
+                )
+            }
             _ => return None,
         })
     }

@@ -115,6 +115,13 @@ impl Server {
         exchange(&mut self.connect(), req.as_bytes())
     }
 
+    /// Kills the process (SIGKILL), as a crash or an out-of-memory kill would.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");

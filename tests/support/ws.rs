@@ -23,7 +23,15 @@ pub enum Frame {
 impl Client {
     /// Upgrades `stream` offering `protocols` (comma-separated, or none); panics unless the
     /// server answers 101. Returns the client and the response head.
-    pub fn upgrade(mut stream: TcpStream, protocols: Option<&str>) -> (Client, String) {
+    pub fn upgrade(stream: TcpStream, protocols: Option<&str>) -> (Client, String) {
+        Client::try_upgrade(stream, protocols).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Like [`Client::upgrade`], but says why instead of panicking.
+    pub fn try_upgrade(
+        mut stream: TcpStream,
+        protocols: Option<&str>,
+    ) -> Result<(Client, String), String> {
         let mut req = format!(
             "GET /graphql HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
@@ -32,20 +40,23 @@ impl Client {
             req.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
         }
         req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).unwrap();
+        stream
+            .write_all(req.as_bytes())
+            .map_err(|e| format!("writing the upgrade: {e}"))?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(
-                stream.read(&mut byte).unwrap(),
-                1,
-                "server closed during handshake"
-            );
-            head.push(byte[0]);
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                Ok(_) => return Err("server closed during handshake".into()),
+                Err(e) => return Err(format!("reading the handshake: {e}")),
+            }
         }
-        let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        (Client { stream }, head)
+        let head = String::from_utf8(head).map_err(|e| e.to_string())?;
+        if !head.starts_with("HTTP/1.1 101 ") {
+            return Err(head);
+        }
+        Ok((Client { stream }, head))
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
