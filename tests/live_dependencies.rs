@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::gql::{demo_database, psql};
-use support::server::Server;
+use support::server::{Server, demo_chat, demo_token};
 use support::ws::Client;
 
 fn subscribe(server: &Server, token: Option<&str>, query: &str) -> Client {
@@ -32,25 +32,8 @@ fn next_data(c: &mut Client) -> Value {
 /// The demo's chat: the policy on messages reads members. Joining a room shows its messages.
 #[test]
 fn a_table_a_policy_reads_is_followed() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = |name: &str| std::fs::read_to_string(root.join("demo").join(name)).unwrap();
-    let admin = demo_database(&format!("{}\n{}", file("roles.sql"), file("chat.sql")));
-    let url = admin.replacen("://postgres@", "://authenticator@", 1);
-    let server = Server::start_on(
-        &url,
-        &[
-            ("POSTRUST_DB_SCHEMAS", "public,chat"),
-            (
-                "POSTRUST_JWT_SECRET",
-                "postrust-demo-secret-not-for-production",
-            ),
-        ],
-    );
-    let out = std::process::Command::new(root.join("scripts/demo-token"))
-        .arg("alice")
-        .output()
-        .unwrap();
-    let alice = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (admin, server) = demo_chat(&[]);
+    let alice = demo_token("alice");
     let mut c = subscribe(
         &server,
         Some(&alice),

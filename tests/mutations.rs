@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use serde_json::{Value, json};
 use support::gql::{demo_database, psql};
-use support::server::{Server, exchange};
+use support::server::{Server, demo_chat, demo_token, exchange};
 use support::ws::Client;
 
 const SECRET: &str = "mutation-tests-secret-0123456789abcdef";
@@ -414,29 +414,7 @@ fn over_both_websocket_protocols_and_subscribers_see_the_write() {
 /// the server logged in as `authenticator`, tokens from `scripts/demo-token`.
 #[test]
 fn the_demo_chat_works_with_the_demo_tokens() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let file = |name: &str| std::fs::read_to_string(root.join("demo").join(name)).unwrap();
-    let admin = demo_database(&format!("{}\n{}", file("roles.sql"), file("chat.sql")));
-    let url = admin.replacen("://postgres@", "://authenticator@", 1);
-    let server = Server::start_on(
-        &url,
-        &[
-            ("POSTRUST_DB_SCHEMAS", "public,chat"),
-            (
-                "POSTRUST_JWT_SECRET",
-                "postrust-demo-secret-not-for-production",
-            ),
-            ("POSTRUST_ANON_ROLE", "web_user"),
-        ],
-    );
-    let demo_token = |sub: &str| {
-        let out = std::process::Command::new(root.join("scripts/demo-token"))
-            .arg(sub)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let (_admin, server) = demo_chat(&[("POSTRUST_ANON_ROLE", "web_user")]);
     let (alice, bob) = (demo_token("alice"), demo_token("bob"));
     let as_user = |token: Option<&str>, query: &str| -> Value {
         let response = server.post_graphql(token, query);

@@ -348,19 +348,20 @@ impl Registry {
     /// The live queries reading `table` (in `schema`, or in any schema when the notification
     /// did not say), and those that may read any table (see `ANY_TABLE`).
     fn readers(&self, schema: Option<&str>, table: &str) -> Vec<LiveId> {
-        let named = self.by_table.get(table).into_iter().flat_map(|list| {
-            list.iter()
-                .filter(move |(s, _)| schema.is_none_or(|want| want == s))
-                .map(|(_, id)| *id)
-        });
-        let any = self
+        let mut ids: Vec<LiveId> = self
             .by_table
-            .get(ANY_TABLE)
+            .get(table)
             .into_iter()
-            .flat_map(|list| list.iter().map(|(_, id)| *id));
-        let mut ids: Vec<LiveId> = named.chain(any).collect();
-        ids.sort_unstable_by_key(|id| id.0);
-        ids.dedup();
+            .flatten()
+            .filter(|(s, _)| schema.is_none_or(|want| want == s))
+            .map(|(_, id)| *id)
+            .collect();
+        // Only where some live query reads anything: the common change pays nothing more.
+        if let Some(any) = self.by_table.get(ANY_TABLE) {
+            ids.extend(any.iter().map(|(_, id)| *id));
+            ids.sort_unstable_by_key(|id| id.0);
+            ids.dedup();
+        }
         ids
     }
 
@@ -760,6 +761,25 @@ mod tests {
         assert_eq!(job.id, id);
         r.finish(id, Outcome::Data("{\"v\":1}".into()));
         assert!(sent(&a).is_empty(), "same result, nothing sent");
+
+        // A live query that may read anything is marked by any table's change, once.
+        let b = Rc::new(Outbox::default());
+        let other = b.open_slot(b"B:");
+        let any = r.subscribe(
+            key("opaque", "web"),
+            || plan(&[ANY_TABLE, "orders"]),
+            &b,
+            other,
+        );
+        let job = r.take_dirty(1).remove(0);
+        r.finish(job.id, Outcome::Data("{\"v\":2}".into()));
+        assert_eq!(r.mark_table(Some("elsewhere"), "anything"), 1);
+        assert_eq!(r.mark_table(Some("public"), "orders"), 2, "each one once");
+        let jobs = r.take_dirty(2);
+        assert!(jobs.iter().any(|j| j.id == any), "{:?}", jobs.len());
+        for j in jobs {
+            r.finish(j.id, Outcome::Data("{\"v\":1}".into()));
+        }
 
         r.mark_all();
         let job = r.take_dirty(1).remove(0);

@@ -226,9 +226,12 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, E
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(format!("TLS: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = match check {
-        Check::KeyOnly => Arc::new(KeyOnly(provider.signature_verification_algorithms)),
-        Check::Chain(roots) => Arc::new(AnyName {
-            roots: Arc::new(roots),
+        Check::KeyOnly => Arc::new(Lenient {
+            roots: None,
+            algorithms: provider.signature_verification_algorithms,
+        }),
+        Check::Chain(roots) => Arc::new(Lenient {
+            roots: Some(Arc::new(roots)),
             algorithms: provider.signature_verification_algorithms,
         }),
         Check::ChainAndName(roots) => webpki_verifier(roots, provider)?,
@@ -457,55 +460,19 @@ fn der(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     (rest.len() >= length).then(|| rest.split_at(length))
 }
 
-/// `require` without a root certificate: no certificate is judged, but the handshake still
-/// proves the server holds the key of the one it showed, which channel binding relies on.
+/// The weaker checks, rustls's own being `verify-full`'s. Either way the handshake proves
+/// the server holds the key of the certificate it showed, which channel binding relies on.
+/// - `roots: None` (`require` without a root certificate): no certificate is judged.
+/// - `roots: Some` (`verify-ca`, and the weaker modes with a root file): the chain from the
+///   server's certificate up to a trusted root, checked by webpki; the host name it names
+///   is not looked at.
 #[derive(Debug)]
-struct KeyOnly(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for KeyOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain from the server's certificate up to a trusted root, checked by
-/// webpki; the host name the certificate names is not looked at.
-#[derive(Debug)]
-struct AnyName {
-    roots: Arc<RootCertStore>,
+struct Lenient {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -514,14 +481,16 @@ impl ServerCertVerifier for AnyName {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let certificate = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &certificate,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

@@ -185,3 +185,39 @@ pub fn exchange(stream: &mut TcpStream, request: &[u8]) -> String {
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The chat of `scripts/demo`, set up as the script does: a demo database with the demo's
+/// roles and `demo/chat.sql`, and the server logged in as `authenticator` with the demo's
+/// token secret, serving `public` and `chat` (plus `env`). Returns the superuser URL of the
+/// database and the server.
+pub fn demo_chat(env: &[(&str, &str)]) -> (String, Server) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = |name: &str| std::fs::read_to_string(root.join("demo").join(name)).unwrap();
+    let admin = super::gql::demo_database(&format!("{}\n{}", file("roles.sql"), file("chat.sql")));
+    let url = admin.replacen("://postgres@", "://authenticator@", 1);
+    let mut all = vec![
+        ("POSTRUST_DB_SCHEMAS", "public,chat"),
+        (
+            "POSTRUST_JWT_SECRET",
+            "postrust-demo-secret-not-for-production",
+        ),
+    ];
+    all.extend_from_slice(env);
+    let server = Server::start_on(&url, &all);
+    (admin, server)
+}
+
+/// A token of the demo for `sub`, from `scripts/demo-token`.
+pub fn demo_token(sub: &str) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo-token");
+    let out = std::process::Command::new(script)
+        .arg(sub)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
