@@ -53,6 +53,23 @@ pub struct Change {
     pub truncated: bool,
 }
 
+impl Change {
+    /// Every version of the row the change touched, old and new, when the payload carries
+    /// them all in full: `None` for an UPDATE without its old row (the docs page's trigger
+    /// does not send it), rows cut down to their key, and TRUNCATE.
+    pub fn rows(&self) -> Option<Vec<&OwnedValue>> {
+        if self.truncated {
+            return None;
+        }
+        match (self.operation, &self.new, &self.old) {
+            (Operation::Insert, Some(new), _) => Some(vec![new]),
+            (Operation::Update, Some(new), Some(old)) => Some(vec![new, old]),
+            (Operation::Delete, _, Some(old)) => Some(vec![old]),
+            _ => None,
+        }
+    }
+}
+
 /// What a notification makes dirty.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dirty {

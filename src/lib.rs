@@ -32,7 +32,9 @@
 //!        ─▶ change     the payload decoded once (docs page's trigger or the project's)
 //!        ─▶ broadcast  to every shard over bounded channels, coalesced per table if one lags
 //!        ─▶ live       the shard's live queries reading that table are marked dirty (or
-//!                      skipped when their root filter provably excludes the rows), refreshed
+//!                      skipped when their root filter provably excludes the rows; those
+//!                      filtering a column on equality are found by the rows' values, not
+//!                      tested one by one), refreshed
 //!                      through `execute` as their role and claims, compared with the last
 //!                      result, and a changed result is encoded once
 //!        ─▶ connection each subscriber's outbox slot (latest wins), framed as the socket drains

@@ -1,13 +1,17 @@
 //! Property: skipping never loses an update. Random subscriptions with random filters over
 //! the demo tables, random single-row changes run for real in PostgreSQL; whenever the skip
 //! rule says a change cannot alter a subscription, the result PostgreSQL computes before and
-//! after the change is the same.
+//! after the change is the same. The registry, which finds the live queries a change
+//! concerns through its routes by value, marks a live query exactly when the rule does.
 
 mod support;
 
+use std::rc::Rc;
+
 use postrust::change::{Change, Operation};
-use postrust::engine::{Engine, Plan};
-use postrust::live::SkipRule;
+use postrust::connection::Outbox;
+use postrust::engine::{Engine, Plan as EnginePlan};
+use postrust::live::{LiveKey, Plan, Registry, SkipRule, TableRef};
 use support::gql::{demo_database, dollar_quote, engine, psql};
 use support::live::{Rng, order_filter};
 
@@ -93,11 +97,37 @@ struct Case {
     operation: Operation,
     table: &'static str,
     rule: SkipRule,
+    /// The base tables the subscription reads.
+    tables: Vec<TableRef>,
+}
+
+/// Whether a registry holding only this case's live query marks it for `change` (a change
+/// to a table it does not read concerns it not at all).
+fn routed(case: &Case, change: &Change) -> bool {
+    let mut registry = Registry::default();
+    let outbox = Rc::new(Outbox::default());
+    let plan = Plan {
+        sql: String::new(),
+        params: Vec::new(),
+        tables: case.tables.clone(),
+        skip: case.rule.clone(),
+    };
+    let key = LiveKey {
+        operation: "q".into(),
+        variables: "".into(),
+        role: None,
+        claims: "{}".into(),
+    };
+    registry.subscribe(key, || plan, &outbox, outbox.open_slot(b"q"));
+    let (marked, skipped) = registry.mark_change(change);
+    let reads = case.tables.iter().any(|t| t.table == change.table);
+    assert_eq!(marked + skipped, usize::from(reads), "one reader or none");
+    marked == 1
 }
 
 /// `EXECUTE` text for a prepared plan named `name`: the `PREPARE` and the call.
-fn prepare(name: &str, plan: &Plan) -> (String, String) {
-    let Plan::Sql { sql, params } = plan else {
+fn prepare(name: &str, plan: &EnginePlan) -> (String, String) {
+    let EnginePlan::Sql { sql, params } = plan else {
         panic!("a subscription runs SQL")
     };
     let types = vec!["text"; params.len()].join(", ");
@@ -149,10 +179,19 @@ fn skipping_never_loses_an_update() {
                  WITH c AS ({statement}) SELECT coalesce((SELECT row_to_json(c)::text FROM c), 'null');\n\
                  {execute}\nROLLBACK;\n"
             ));
+            let tables = prepared
+                .tables
+                .iter()
+                .map(|q| TableRef {
+                    schema: q.schema.clone(),
+                    table: q.name.clone(),
+                })
+                .collect();
             cases.push(Case {
                 operation,
                 table,
                 rule,
+                tables,
             });
         }
         let out = psql(&url, &sql);
@@ -179,7 +218,16 @@ fn skipping_never_loses_an_update() {
                 },
                 truncated: false,
             };
-            if case.rule.unaffected_by(&change) {
+            // The registry finds the live queries a change concerns through its routes:
+            // it marks this one exactly when the plain rule does.
+            let marked = routed(case, &change);
+            let reads = case.tables.iter().any(|t| t.table == change.table);
+            assert_eq!(
+                marked,
+                reads && !case.rule.unaffected_by(&change),
+                "routing disagrees with the rule: {change:?}"
+            );
+            if !marked {
                 skipped += 1;
                 assert_eq!(
                     before, after,

@@ -1,13 +1,13 @@
 //! A shard's live queries: shared by key, indexed by the tables they read, marked dirty by
 //! changes, and fed results that are fanned out to their subscribers.
 
-use crate::catalog::ANY_TABLE;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::SkipRule;
+use super::routes::Routes;
 use crate::change::Change;
 use crate::connection::{Outbox, SharedPayload, SlotId};
 use crate::protocol::GraphQLError;
@@ -102,7 +102,7 @@ impl Abandon {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LiveId(usize);
+pub struct LiveId(pub(super) usize);
 
 struct Subscriber {
     outbox: Rc<Outbox>,
@@ -155,9 +155,8 @@ pub struct Registry {
     queries: Vec<Option<LiveQuery>>,
     free: Vec<usize>,
     by_key: HashMap<LiveKey, LiveId>,
-    /// Table name to the live queries reading it, with the schema. Keyed by name first
-    /// because the docs page's trigger does not send the schema.
-    by_table: HashMap<String, Vec<(String, LiveId)>>,
+    /// The live queries reading each table, filed by the values their filters require.
+    routes: Routes,
     /// Live queries waiting for a refresh, oldest first, in two lanes (see `Lane`). An
     /// entry whose live query is no longer queued there (taken, or gone and its id reused
     /// by a live query queued elsewhere) is skipped when met.
@@ -208,12 +207,7 @@ impl Registry {
                 LiveId(self.queries.len() - 1)
             }
         };
-        for t in &plan.tables {
-            self.by_table
-                .entry(t.table.clone())
-                .or_default()
-                .push((t.schema.clone(), id));
-        }
+        self.routes.add(id, &plan);
         self.by_key.insert(key.clone(), id);
         self.queries[id.0] = Some(LiveQuery {
             key,
@@ -252,14 +246,7 @@ impl Registry {
             running.set();
         }
         self.by_key.remove(&q.key);
-        for t in &q.plan.tables {
-            if let Some(list) = self.by_table.get_mut(&t.table) {
-                list.retain(|(_, other)| *other != id);
-                if list.is_empty() {
-                    self.by_table.remove(&t.table);
-                }
-            }
-        }
+        self.routes.remove(id, &q.plan);
         self.dirty.retain(|d| *d != id);
         self.firsts.retain(|d| *d != id);
         self.free.push(id.0);
@@ -345,30 +332,10 @@ impl Registry {
         }
     }
 
-    /// The live queries reading `table` (in `schema`, or in any schema when the notification
-    /// did not say), and those that may read any table (see `ANY_TABLE`).
-    fn readers(&self, schema: Option<&str>, table: &str) -> Vec<LiveId> {
-        let mut ids: Vec<LiveId> = self
-            .by_table
-            .get(table)
-            .into_iter()
-            .flatten()
-            .filter(|(s, _)| schema.is_none_or(|want| want == s))
-            .map(|(_, id)| *id)
-            .collect();
-        // Only where some live query reads anything: the common change pays nothing more.
-        if let Some(any) = self.by_table.get(ANY_TABLE) {
-            ids.extend(any.iter().map(|(_, id)| *id));
-            ids.sort_unstable_by_key(|id| id.0);
-            ids.dedup();
-        }
-        ids
-    }
-
     /// Marks every live query that reads `table` (in `schema`, or in any schema when the
     /// notification did not say). Returns how many were marked.
     pub fn mark_table(&mut self, schema: Option<&str>, table: &str) -> usize {
-        let ids = self.readers(schema, table);
+        let ids = self.routes.readers(schema, table);
         for id in &ids {
             self.mark(*id);
         }
@@ -376,9 +343,10 @@ impl Registry {
     }
 
     /// Marks every live query that reads the changed table, except those the change
-    /// provably cannot alter. Returns how many were marked and how many skipped.
+    /// provably cannot alter: only the candidates `Routes` finds are tested. Returns how
+    /// many were marked and how many of the table's readers were not.
     pub fn mark_change(&mut self, change: &Change) -> (usize, usize) {
-        let ids = self.readers(change.schema.as_deref(), &change.table);
+        let ids = self.routes.candidates(change);
         let mut marked = 0;
         for id in &ids {
             if !self.get_mut(*id).plan.skip.unaffected_by(change) {
@@ -386,7 +354,8 @@ impl Registry {
                 marked += 1;
             }
         }
-        (marked, ids.len() - marked)
+        let readers = self.routes.count(change.schema.as_deref(), &change.table);
+        (marked, readers.saturating_sub(marked))
     }
 
     /// Marks every live query (notifications may have been missed).
@@ -540,6 +509,7 @@ fn is_same_data(payload: &[u8], data: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::ANY_TABLE;
 
     fn key(op: &str, role: &str) -> LiveKey {
         LiveKey {
@@ -877,7 +847,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         r.unsubscribe(id, &a, s2);
         assert!(r.is_empty());
-        assert!(r.by_table.is_empty());
+        assert!(r.routes.is_empty());
         assert!(!r.has_dirty());
         assert_eq!(r.mark_table(None, "orders"), 0);
         r.finish(id, Outcome::Data("{}".into()));

@@ -9,9 +9,10 @@
 //! and any filter the evaluator cannot decide (`sql::eval`).
 
 use crate::catalog::{Catalog, Relation};
-use crate::change::{Change, Operation};
+use crate::change::Change;
 use crate::engine::Prepared;
 use crate::sql::Filter;
+use crate::sql::eval::Required;
 
 use super::TableRef;
 
@@ -60,16 +61,27 @@ impl SkipRule {
         SkipRule { roots, nested }
     }
 
+    /// For a table the live query reads only as root fields' own rows, one condition per
+    /// such root that every row it selects meets (`Filter::required`). A change whose rows
+    /// all fail every one of them is one `unaffected_by` accepts, so the live query can be
+    /// filed under these values (`Routes`) and left out of other changes to the table.
+    /// `None` when the table is read otherwise, or some root's filter has no such
+    /// condition.
+    pub fn required(&self, table: &TableRef) -> Option<Vec<Required>> {
+        if self.nested.contains(table) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for root in self.roots.iter().filter(|r| r.table == *table) {
+            out.push(root.filter.required(&root.relation)?);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
     /// True when `change` provably leaves the result unchanged.
     pub fn unaffected_by(&self, change: &Change) -> bool {
-        if change.truncated {
+        let Some(rows) = change.rows() else {
             return false;
-        }
-        let rows = match (change.operation, &change.new, &change.old) {
-            (Operation::Insert, Some(new), _) => vec![new],
-            (Operation::Update, Some(new), Some(old)) => vec![new, old],
-            (Operation::Delete, _, Some(old)) => vec![old],
-            _ => return false,
         };
         // The docs page's trigger does not name the schema: any schema's table may be meant.
         let named = |t: &TableRef| {

@@ -85,7 +85,7 @@ fn not(a: Truths) -> Truths {
 
 /// How a column's values compare, as far as this module decides them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub enum Family {
     Integer,
     Text,
     Boolean,
@@ -270,7 +270,133 @@ fn truth(filter: &Filter, relation: &Relation, row: &OwnedValue) -> Truths {
     }
 }
 
+/// A column value as far as equality goes, for the families whose equality this module
+/// decides: two values with equal keys are equal in PostgreSQL, two with different keys
+/// are not (`compare` with `Op::Eq` says exactly this, no more).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EqKey {
+    Integer(i64),
+    Boolean(bool),
+    /// Text under a deterministic collation, or an enum label.
+    Text(Box<str>),
+}
+
+impl EqKey {
+    /// The key of a filter operand in PostgreSQL's text form; `None` where `compare` would
+    /// not decide equality with it.
+    fn of_operand(family: Family, value: &str) -> Option<EqKey> {
+        Some(match family {
+            Family::Integer => EqKey::Integer(value.parse().ok()?),
+            Family::Boolean => match value {
+                "true" => EqKey::Boolean(true),
+                "false" => EqKey::Boolean(false),
+                _ => return None,
+            },
+            Family::Text | Family::Enum => EqKey::Text(value.into()),
+        })
+    }
+}
+
+/// What a changed row holds in a column, as far as equality goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowKey {
+    /// SQL NULL: equal to nothing, so a required equality is never true.
+    Null,
+    Key(EqKey),
+    /// Missing from the payload, or a value `compare` would not decide.
+    Unknown,
+}
+
+/// A condition every row a filter selects meets: its `column` holds one of `values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Required {
+    pub column: String,
+    /// How the column's values compare (from the relation the filter was compiled on).
+    pub family: Family,
+    pub values: Vec<EqKey>,
+}
+
+/// `row`'s value in `column`, of `family`, as an equality key: read exactly as `compare`
+/// reads it.
+pub fn row_key(family: Family, column: &str, row: &OwnedValue) -> RowKey {
+    let Some(v) = row.get(column) else {
+        return RowKey::Unknown;
+    };
+    if v.is_null() {
+        return RowKey::Null;
+    }
+    let key = match family {
+        Family::Integer => v.as_i64().map(EqKey::Integer),
+        Family::Boolean => v.as_bool().map(EqKey::Boolean),
+        Family::Text | Family::Enum => v.as_str().map(|s| EqKey::Text(s.into())),
+    };
+    key.map_or(RowKey::Unknown, RowKey::Key)
+}
+
+/// Why `Required` holds: it is one of the filter's conjuncts (`column = v` or
+/// `column IN (v…)`, at the top or inside top-level `and`s), whose every operand has a key.
+/// For a row whose `row_key` is `Null`, or a key outside `values`, that conjunct is NULL or
+/// false (`compare` decides each equality false), so the conjunction is not true:
+/// `Filter::matches` answers `Some(false)` whatever the other conjuncts say.
+fn required(filter: &Filter, relation: &Relation, best: &mut Option<Required>) {
+    let found = match filter {
+        // Recurses once per level of `and`: bounded like `truth`.
+        Filter::All(items) => {
+            for item in items {
+                required(item, relation, best);
+            }
+            return;
+        }
+        Filter::Compare {
+            column,
+            op: Op::Eq,
+            value,
+        } => (column, std::slice::from_ref(value)),
+        Filter::In {
+            column,
+            values,
+            negated: false,
+        } => (column, values.as_slice()),
+        _ => return,
+    };
+    let (column, operands) = found;
+    let Some(family) = family(relation, column) else {
+        return;
+    };
+    // `IN ()` selects nothing, but a live query filed under no value could not be found
+    // even by a change that must mark every reader: leave it to the plain test.
+    if operands.is_empty() {
+        return;
+    }
+    let Some(mut values) = operands
+        .iter()
+        .map(|v| EqKey::of_operand(family, v))
+        .collect::<Option<Vec<EqKey>>>()
+    else {
+        return;
+    };
+    // The fewest values make the narrowest entry.
+    if best.as_ref().is_none_or(|b| values.len() < b.values.len()) {
+        values.sort_unstable();
+        values.dedup();
+        *best = Some(Required {
+            column: column.clone(),
+            family,
+            values,
+        });
+    }
+}
+
 impl Filter {
+    /// A column-equality condition every selected row meets, if the filter has one whose
+    /// equality this module decides (the one with the fewest values): a row whose value in
+    /// that column is `Null` or a key outside its values is surely not selected.
+    pub fn required(&self, relation: &Relation) -> Option<Required> {
+        let mut best = None;
+        required(self, relation, &mut best);
+        best
+    }
+
     /// Whether `row` (a JSON object keyed by column name) is selected by this filter on
     /// `relation`: `None` when that cannot be decided here.
     pub fn matches(&self, relation: &Relation, row: &OwnedValue) -> Option<bool> {

@@ -160,7 +160,16 @@ impl Writer {
         let r = &mut self.rng;
         // Ids past the current ones make some statements touch nothing, which is fine.
         let id = 1 + r.below(60);
-        match r.below(16) {
+        match r.below(18) {
+            // Bulk statements: many rows per statement, some moving between customers
+            // (out of one `customerId` filter and into another).
+            16 => format!(
+                "UPDATE orders SET customer_id = (SELECT id FROM customers ORDER BY random() LIMIT 1), \
+                 status = '{}' WHERE customer_id = {};",
+                r.pick(&STATUSES),
+                1 + r.below(6)
+            ),
+            17 => format!("UPDATE orders SET total = total + {};", money(r)),
             0..=2 => format!(
                 "INSERT INTO orders (customer_id, total, status, priority, note) \
                  SELECT id, {}, '{}', '{}', {} FROM customers ORDER BY random() LIMIT 1;",
