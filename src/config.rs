@@ -297,6 +297,8 @@ settings! {
     refresh_retry: Millis = "POSTRUST_REFRESH_RETRY_MS", "500";
     /// Change events that may wait for one shard before the leader coalesces them per table.
     change_queue: Count = "POSTRUST_CHANGE_QUEUE", "1024";
+    /// Bytes each shard keeps of recently compiled subscriptions, so identical subscribes skip parsing, validation and compilation; 0 turns the cache off.
+    operation_cache_bytes: usize = "POSTRUST_OPERATION_CACHE_BYTES", "4194304";
     /// Most operations (subscriptions and queries) running at once on one WebSocket; 0 means no limit.
     max_subscriptions_per_connection: usize = "POSTRUST_MAX_SUBSCRIPTIONS_PER_CONNECTION", "1000";
     /// Operations a WebSocket may start per second, on average; 0 means no limit.

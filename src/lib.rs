@@ -9,6 +9,7 @@
 //!              ─▶ websocket   frames in and out (tungstenite's frame types), close handshake
 //!              ─▶ protocol    graphql-transport-ws and legacy graphql-ws session state machines
 //!              ─▶ connection  the per-socket driver: timers, outbox, dispatch to the engine
+//!                             (identical subscribes reuse one compilation per shard)
 //! ```
 //!
 //! A GraphQL operation travels on through these, all pure (no I/O):

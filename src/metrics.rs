@@ -80,6 +80,8 @@ pub struct ShardMetrics {
     pub websockets_transport: Cell,
     pub websockets_legacy: Cell,
     pub subscriptions_active: Cell,
+    /// Subscribes that reused a compiled subscription (`connection::compiled`).
+    pub compiled_reused: Cell,
     pub live_queries: Cell,
     pub refreshes: Cell,
     /// Live queries a change left alone because it provably could not alter their result.
@@ -142,6 +144,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "gauge",
         "Active subscriptions.",
         total(shards, |s| &s.subscriptions_active),
+    );
+    one(
+        "postrust_subscriptions_reused_compiled_total",
+        "counter",
+        "Subscribes that skipped parsing, validation and compilation: an identical document, operation name and variables were compiled lately (POSTRUST_OPERATION_CACHE_BYTES).",
+        total(shards, |s| &s.compiled_reused),
     );
     one(
         "postrust_live_queries",

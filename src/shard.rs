@@ -342,6 +342,9 @@ async fn shard_main(
         engine: RefCell::new(engine),
         pool,
         live,
+        compiled: RefCell::new(crate::connection::compiled::CompiledCache::new(
+            config.operation_cache_bytes,
+        )),
         cors: crate::cors::Cors::from_setting(&config.cors_origins)
             .expect("checked when the server started"),
         connections: RefCell::default(),

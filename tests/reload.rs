@@ -132,3 +132,64 @@ fn a_failed_reload_keeps_the_previous_schema() {
         r#"{"data":{"sprockets":[]}}"#,
     );
 }
+
+/// Identical subscribes reuse one compilation, until a reload: a subscription compiled
+/// under the old schema is never handed out under the new one.
+#[test]
+fn a_reload_forgets_compiled_subscriptions() {
+    let cluster = support::pg::cluster();
+    let url = support::gql::demo_database(
+        "CREATE TABLE widgets (id int PRIMARY KEY, label text); INSERT INTO widgets VALUES (1, 'a'); \
+         CREATE TRIGGER widgets_notify AFTER INSERT OR UPDATE OR DELETE ON widgets \
+         FOR EACH ROW EXECUTE FUNCTION notify_table_change();",
+    );
+    let server = Server::start_on(&url, &[]);
+    let (mut ws, _) = Client::upgrade(server.connect(), Some("graphql-transport-ws"));
+    ws.send_text(r#"{"type":"connection_init"}"#);
+    assert_eq!(ws.recv_text(), r#"{"type":"connection_ack"}"#);
+    let subscribe = |ws: &mut Client, id: u32| {
+        ws.send_text(&format!(
+            r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"subscription {{ widgets {{ id label }} }}"}}}}"#
+        ));
+        let answer = ws.recv_text();
+        ws.send_text(&format!(r#"{{"id":"{id}","type":"complete"}}"#));
+        answer
+    };
+    let reused = |server: &Server| {
+        support::live::metric(server, "postrust_subscriptions_reused_compiled_total")
+    };
+    let first = subscribe(&mut ws, 1);
+    assert_eq!(
+        first,
+        r#"{"id":"1","type":"next","payload":{"data":{"widgets":[{"id":1,"label":"a"}]}}}"#
+    );
+    assert_eq!(reused(&server), 0);
+    assert_eq!(subscribe(&mut ws, 2), first.replace("\"1\"", "\"2\""));
+    assert_eq!(
+        reused(&server),
+        1,
+        "the second subscribe reused the first's compilation"
+    );
+
+    cluster.psql(
+        &url,
+        "ALTER TABLE widgets RENAME COLUMN label TO title; NOTIFY postrust_schema;",
+    );
+    // Until this socket's shard has the new schema, the statement compiled under the old
+    // one runs (and fails in PostgreSQL, the column being gone); after, the document no
+    // longer validates, whatever was compiled before.
+    let started = Instant::now();
+    let mut id = 3;
+    loop {
+        let answer = subscribe(&mut ws, id);
+        if answer.contains("GRAPHQL_VALIDATION_FAILED") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still served after the reload: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        id += 1;
+    }
+}

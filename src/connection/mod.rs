@@ -6,6 +6,7 @@
 //! drives the frame codec, the close handshake and the graphql-ws session until the socket
 //! closes.
 
+pub mod compiled;
 mod deadlines;
 mod graphql_http;
 mod operations;
@@ -48,6 +49,8 @@ pub struct ShardContext {
     pub pool: Pool,
     /// This shard's live queries.
     pub live: Rc<RefCell<Registry>>,
+    /// Subscriptions compiled lately, for identical subscribes to reuse.
+    pub compiled: RefCell<compiled::CompiledCache>,
     /// Which browser origins may call the server (`POSTRUST_CORS_ORIGINS`).
     pub cors: crate::cors::Cors,
     /// The shard's open connections, by id (see [`Registered`]).

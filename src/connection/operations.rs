@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::{OpEvent, Outbox, ShardContext, SlotId};
+use super::{OpEvent, Outbox, ShardContext, SlotId, compiled};
 use crate::auth::Identity;
 use crate::engine::Plan as EnginePlan;
 use crate::execute;
@@ -64,10 +64,24 @@ impl Operations {
         out: &mut Vec<String>,
     ) {
         let engine = Arc::clone(&cx.shard.engine.borrow());
+        let key = compiled::Key {
+            query: request.query.into(),
+            operation_name: request.operation_name.map(Into::into),
+            variables: request
+                .variables
+                .as_ref()
+                .map(|v| simd_json::prelude::Writable::encode(v).into()),
+        };
+        let cached = cx.shard.compiled.borrow_mut().get(&engine, &key);
+        if let Some(c) = cached {
+            cx.shard.metrics().compiled_reused.inc();
+            self.subscribe(cx, session, identity, id, &c);
+            return;
+        }
         let prepared = match engine.prepare(
-            &request.query,
+            &key.query,
             request.variables.as_ref(),
-            request.operation_name.as_deref(),
+            key.operation_name.as_deref(),
         ) {
             Ok(p) => p,
             Err(errors) => {
@@ -90,45 +104,24 @@ impl Operations {
                 out.push(session.complete(&id));
             }
             (OperationKind::Subscription, EnginePlan::Sql { sql, params }) => {
-                let slot = cx.outbox.open_slot(session.result_prefix(&id).as_bytes());
-                let key = LiveKey {
-                    operation: sql.as_str().into(),
-                    // PostgreSQL text cannot hold NUL, so it cannot blur two parameter lists.
-                    variables: params.join("\0").into(),
-                    role: identity.role.as_deref().map(Into::into),
-                    claims: identity.claims.as_str().into(),
-                };
-                let tables = prepared
-                    .tables
-                    .iter()
-                    .map(|q| TableRef {
-                        schema: q.schema.clone(),
-                        table: q.name.clone(),
-                    })
-                    .collect();
-                let mut live = cx.shard.live.borrow_mut();
-                let live_id = live.subscribe(
-                    key,
-                    || Plan {
-                        sql,
-                        params,
-                        tables,
-                        skip,
-                    },
-                    cx.outbox,
-                    slot,
-                );
-                let metrics = cx.shard.metrics();
-                metrics.subscriptions_active.inc();
-                metrics.live_queries.set(live.len() as u64);
-                self.ids.insert(slot, id.clone());
-                self.by_id.insert(
-                    id,
-                    Op::Subscription {
-                        live: live_id,
-                        slot,
-                    },
-                );
+                let c = Rc::new(compiled::Compiled {
+                    sql,
+                    params,
+                    tables: prepared
+                        .tables
+                        .iter()
+                        .map(|q| TableRef {
+                            schema: q.schema.clone(),
+                            table: q.name.clone(),
+                        })
+                        .collect(),
+                    skip,
+                });
+                cx.shard
+                    .compiled
+                    .borrow_mut()
+                    .insert(&engine, key, Rc::clone(&c));
+                self.subscribe(cx, session, identity, id, &c);
             }
             (_, plan) => {
                 self.next_token += 1;
@@ -149,6 +142,48 @@ impl Operations {
                 self.by_id.insert(id, Op::Query { token, _task: task });
             }
         }
+    }
+
+    /// Joins (or creates) the live query of subscription `id`.
+    fn subscribe(
+        &mut self,
+        cx: &Context<'_>,
+        session: &Session,
+        identity: &Identity,
+        id: String,
+        c: &compiled::Compiled,
+    ) {
+        let slot = cx.outbox.open_slot(session.result_prefix(&id).as_bytes());
+        let key = LiveKey {
+            operation: c.sql.as_str().into(),
+            // PostgreSQL text cannot hold NUL, so it cannot blur two parameter lists.
+            variables: c.params.join("\0").into(),
+            role: identity.role.as_deref().map(Into::into),
+            claims: identity.claims.as_str().into(),
+        };
+        let mut live = cx.shard.live.borrow_mut();
+        let live_id = live.subscribe(
+            key,
+            || Plan {
+                sql: c.sql.clone(),
+                params: c.params.clone(),
+                tables: c.tables.clone(),
+                skip: c.skip.clone(),
+            },
+            cx.outbox,
+            slot,
+        );
+        let metrics = cx.shard.metrics();
+        metrics.subscriptions_active.inc();
+        metrics.live_queries.set(live.len() as u64);
+        self.ids.insert(slot, id.clone());
+        self.by_id.insert(
+            id,
+            Op::Subscription {
+                live: live_id,
+                slot,
+            },
+        );
     }
 
     /// The client no longer wants operation `id`.
