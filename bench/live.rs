@@ -14,9 +14,27 @@ use std::rc::Rc;
 
 use measure::measure;
 use postrust::broadcast::Broadcaster;
+use postrust::catalog::QualifiedName;
 use postrust::change::{self, Dirty};
-use postrust::connection::Outbox;
-use postrust::live::{LiveKey, Outcome, Plan, Registry, SkipRule, TableRef};
+use postrust::live::{Compiled, LiveKey, Outcome, Registry, SkipRule};
+use postrust::outbox::Outbox;
+
+/// A live query running `sql` as nobody in particular, reading `public.<table>`.
+fn live_key(sql: String, table: &str, skip: SkipRule) -> LiveKey {
+    LiveKey {
+        compiled: Rc::new(Compiled {
+            sql,
+            params: Vec::new(),
+            tables: vec![QualifiedName {
+                schema: "public".into(),
+                name: table.into(),
+            }],
+            skip,
+        }),
+        role: None,
+        claims: "{}".into(),
+    }
+}
 
 /// What the docs page's trigger sends for an order.
 const PAYLOAD: &[u8] = br#"{"table" : "orders", "operation" : "UPDATE", "data" : {"id":7,"customer_id":2,"total":19.90,"status":"pending","created_at":"2026-11-24T08:00:00+00:00"}}"#;
@@ -35,23 +53,8 @@ fn main() {
             let slot = outbox.open_slot(b"P");
             // Half read `orders`, half another table: the lookup must tell them apart.
             let table = if i % 2 == 0 { "orders" } else { "products" };
-            let key = LiveKey {
-                operation: format!("q{i}").into(),
-                variables: "".into(),
-                role: None,
-                claims: "{}".into(),
-            };
             registry.subscribe(
-                key,
-                || Plan {
-                    sql: String::new(),
-                    params: Vec::new(),
-                    tables: vec![TableRef {
-                        schema: "public".into(),
-                        table: table.into(),
-                    }],
-                    skip: SkipRule::default(),
-                },
+                live_key(format!("q{i}"), table, SkipRule::default()),
                 &outbox,
                 slot,
             );
@@ -110,22 +113,11 @@ fn bulk_update(customers: usize) {
         let prepared = engine.prepare(&op, None, None).expect("prepares");
         let skip = SkipRule::new(&prepared, &engine.schema().catalog);
         rules.push(skip.clone());
-        let key = LiveKey {
-            operation: op.into(),
-            variables: "".into(),
-            role: None,
-            claims: "{}".into(),
-        };
-        let plan = Plan {
-            sql: String::new(),
-            params: Vec::new(),
-            tables: vec![TableRef {
-                schema: "public".into(),
-                table: "orders".into(),
-            }],
-            skip,
-        };
-        registry.subscribe(key, || plan, &outbox, outbox.open_slot(b"P"));
+        registry.subscribe(
+            live_key(op, "orders", skip),
+            &outbox,
+            outbox.open_slot(b"P"),
+        );
     }
     // Their first refreshes, done: a change now queues a refresh.
     for job in registry.take_dirty(usize::MAX) {

@@ -306,10 +306,10 @@ impl Runner for PgRunner {
             let result = run(
                 &self.pool,
                 metrics,
-                job.role.as_deref(),
-                &job.claims,
-                &job.sql,
-                &job.params,
+                job.key.role.as_deref(),
+                &job.key.claims,
+                &job.key.compiled.sql,
+                &job.key.compiled.params,
             )
             .await;
             metrics.refreshes.inc();

@@ -38,7 +38,8 @@
 //!                      tested one by one), refreshed
 //!                      through `execute` as their role and claims, compared with the last
 //!                      result, and a changed result is encoded once
-//!        ─▶ connection each subscriber's outbox slot (latest wins), framed as the socket drains
+//!        ─▶ outbox     each subscriber's slot (latest wins), which its connection frames
+//!                      as the socket drains
 //! ```
 //!
 //! The schema they read is generated once per catalog:
@@ -59,6 +60,8 @@
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
 //! - [`change`]: what a `NOTIFY` payload says about a committed write.
+//! - [`outbox`]: a subscriber's slots for its live queries' latest results, written by
+//!   `live` and drained by the subscriber's connection as its socket allows.
 //! - [`broadcast`]: the leader's fan-out of change events to the shards, coalescing per
 //!   table for a shard that lags instead of waiting for it.
 //! - [`triggers`]: the project's own change trigger (`postrust triggers sql`).
@@ -95,6 +98,7 @@ pub mod live;
 pub mod logging;
 pub mod metrics;
 pub mod nesting;
+pub mod outbox;
 pub mod permits;
 pub mod pg;
 pub mod playground;

@@ -8,10 +8,11 @@ mod support;
 
 use std::rc::Rc;
 
+use postrust::catalog::QualifiedName;
 use postrust::change::{Change, Operation};
-use postrust::connection::Outbox;
 use postrust::engine::{Engine, Plan as EnginePlan};
-use postrust::live::{LiveKey, Plan, Registry, SkipRule, TableRef};
+use postrust::live::{Compiled, LiveKey, Registry, SkipRule};
+use postrust::outbox::Outbox;
 use support::gql::{demo_database, dollar_quote, engine, psql};
 use support::live::{Rng, order_filter};
 
@@ -98,7 +99,7 @@ struct Case {
     table: &'static str,
     rule: SkipRule,
     /// The base tables the subscription reads.
-    tables: Vec<TableRef>,
+    tables: Vec<QualifiedName>,
 }
 
 /// Whether a registry holding only this case's live query marks it for `change` (a change
@@ -106,21 +107,19 @@ struct Case {
 fn routed(case: &Case, change: &Change) -> bool {
     let mut registry = Registry::default();
     let outbox = Rc::new(Outbox::default());
-    let plan = Plan {
-        sql: String::new(),
-        params: Vec::new(),
-        tables: case.tables.clone(),
-        skip: case.rule.clone(),
-    };
     let key = LiveKey {
-        operation: "q".into(),
-        variables: "".into(),
+        compiled: Rc::new(Compiled {
+            sql: String::new(),
+            params: Vec::new(),
+            tables: case.tables.clone(),
+            skip: case.rule.clone(),
+        }),
         role: None,
         claims: "{}".into(),
     };
-    registry.subscribe(key, || plan, &outbox, outbox.open_slot(b"q"));
+    registry.subscribe(key, &outbox, outbox.open_slot(b"q"));
     let (marked, skipped) = registry.mark_change(change);
-    let reads = case.tables.iter().any(|t| t.table == change.table);
+    let reads = case.tables.iter().any(|t| t.name == change.table);
     assert_eq!(marked + skipped, usize::from(reads), "one reader or none");
     marked == 1
 }
@@ -179,14 +178,7 @@ fn skipping_never_loses_an_update() {
                  WITH c AS ({statement}) SELECT coalesce((SELECT row_to_json(c)::text FROM c), 'null');\n\
                  {execute}\nROLLBACK;\n"
             ));
-            let tables = prepared
-                .tables
-                .iter()
-                .map(|q| TableRef {
-                    schema: q.schema.clone(),
-                    table: q.name.clone(),
-                })
-                .collect();
+            let tables = prepared.tables.iter().cloned().collect();
             cases.push(Case {
                 operation,
                 table,
@@ -221,7 +213,7 @@ fn skipping_never_loses_an_update() {
             // The registry finds the live queries a change concerns through its routes:
             // it marks this one exactly when the plain rule does.
             let marked = routed(case, &change);
-            let reads = case.tables.iter().any(|t| t.table == change.table);
+            let reads = case.tables.iter().any(|t| t.name == change.table);
             assert_eq!(
                 marked,
                 reads && !case.rule.unaffected_by(&change),

@@ -3,8 +3,8 @@
 //! each document once.
 //!
 //! An entry is keyed by everything `Engine::prepare` reads: the document, the operation
-//! name and the variables (their JSON as sent), under one engine. It holds what a
-//! subscription needs to join or create its live query. Only successful subscriptions are
+//! name and the variables (their JSON as sent), under one engine. It holds the compiled
+//! subscription its live queries share. Only successful subscriptions are
 //! kept: an error is cheap to produce again and a hostile client's documents would only
 //! push useful entries out.
 //!
@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::engine::Engine;
-use crate::live::{SkipRule, TableRef};
+use crate::live::Compiled;
 
 /// Bytes counted for an entry beyond its texts: the maps' slots, the skip rule's tree and
 /// the table list.
@@ -34,24 +34,14 @@ pub struct Key {
     pub variables: Option<Box<str>>,
 }
 
-/// A compiled subscription, as its live query needs it.
-#[derive(Debug)]
-pub struct Compiled {
-    pub sql: String,
-    pub params: Vec<String>,
-    pub tables: Vec<TableRef>,
-    pub skip: SkipRule,
-}
-
-impl Compiled {
-    fn bytes(&self, key: &Key) -> usize {
-        let texts = key.query.len()
-            + key.operation_name.as_deref().map_or(0, str::len)
-            + key.variables.as_deref().map_or(0, str::len)
-            + self.sql.len()
-            + self.params.iter().map(String::len).sum::<usize>();
-        texts + ENTRY_OVERHEAD
-    }
+/// What an entry counts against the budget.
+fn entry_bytes(key: &Key, c: &Compiled) -> usize {
+    let texts = key.query.len()
+        + key.operation_name.as_deref().map_or(0, str::len)
+        + key.variables.as_deref().map_or(0, str::len)
+        + c.sql.len()
+        + c.params.iter().map(String::len).sum::<usize>();
+    texts + ENTRY_OVERHEAD
 }
 
 type Generation = HashMap<Key, (Rc<Compiled>, usize)>;
@@ -101,7 +91,7 @@ impl CompiledCache {
 
     pub fn insert(&mut self, engine: &Arc<Engine>, key: Key, compiled: Rc<Compiled>) {
         self.check_engine(engine);
-        let bytes = compiled.bytes(&key);
+        let bytes = entry_bytes(&key, &compiled);
         // One entry larger than a generation would turn the generations over for nothing.
         if bytes > self.budget / 2 {
             return;
@@ -132,6 +122,7 @@ mod tests {
     use super::*;
     use crate::catalog::Catalog;
     use crate::config::Config;
+    use crate::live::SkipRule;
 
     fn engine() -> Arc<Engine> {
         let catalog =

@@ -10,11 +10,8 @@ pub mod compiled;
 mod deadlines;
 mod graphql_http;
 mod operations;
-mod outbox;
 mod rate;
 mod websocket;
-
-pub use outbox::{OpEvent, Outbox, SharedPayload, SlotId};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,6 +28,7 @@ use crate::engine::Engine;
 use crate::http::{self, RequestHead, Response, Route, Status};
 use crate::live::Registry;
 use crate::metrics::ShardMetrics;
+use crate::outbox::Outbox;
 use crate::pg::Pool;
 
 /// Bytes asked of the socket per read in the HTTP phase.

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::{OpEvent, Outbox, ShardContext, SlotId, compiled};
+use super::{ShardContext, compiled};
 use crate::auth::Identity;
 use crate::engine::Plan as EnginePlan;
 use crate::execute;
 use crate::graphql::OperationKind;
-use crate::live::{LiveId, LiveKey, Plan, SkipRule, TableRef};
+use crate::live::{Compiled, LiveId, LiveKey, SkipRule};
+use crate::outbox::{OpEvent, Outbox, SlotId};
 use crate::protocol::{OperationRequest, Session};
 
 enum Op {
@@ -75,7 +76,7 @@ impl Operations {
         let cached = cx.shard.compiled.borrow_mut().get(&engine, &key);
         if let Some(c) = cached {
             cx.shard.metrics().compiled_reused.inc();
-            self.subscribe(cx, session, identity, id, &c);
+            self.subscribe(cx, session, identity, id, c);
             return;
         }
         let prepared = match engine.prepare(
@@ -104,24 +105,17 @@ impl Operations {
                 out.push(session.complete(&id));
             }
             (OperationKind::Subscription, EnginePlan::Sql { sql, params }) => {
-                let c = Rc::new(compiled::Compiled {
+                let c = Rc::new(Compiled {
                     sql,
                     params,
-                    tables: prepared
-                        .tables
-                        .iter()
-                        .map(|q| TableRef {
-                            schema: q.schema.clone(),
-                            table: q.name.clone(),
-                        })
-                        .collect(),
+                    tables: prepared.tables.into_iter().collect(),
                     skip,
                 });
                 cx.shard
                     .compiled
                     .borrow_mut()
                     .insert(&engine, key, Rc::clone(&c));
-                self.subscribe(cx, session, identity, id, &c);
+                self.subscribe(cx, session, identity, id, c);
             }
             (_, plan) => {
                 self.next_token += 1;
@@ -151,28 +145,16 @@ impl Operations {
         session: &Session,
         identity: &Identity,
         id: String,
-        c: &compiled::Compiled,
+        compiled: Rc<Compiled>,
     ) {
         let slot = cx.outbox.open_slot(session.result_prefix(&id).as_bytes());
         let key = LiveKey {
-            operation: c.sql.as_str().into(),
-            // PostgreSQL text cannot hold NUL, so it cannot blur two parameter lists.
-            variables: c.params.join("\0").into(),
+            compiled,
             role: identity.role.as_deref().map(Into::into),
             claims: identity.claims.as_str().into(),
         };
         let mut live = cx.shard.live.borrow_mut();
-        let live_id = live.subscribe(
-            key,
-            || Plan {
-                sql: c.sql.clone(),
-                params: c.params.clone(),
-                tables: c.tables.clone(),
-                skip: c.skip.clone(),
-            },
-            cx.outbox,
-            slot,
-        );
+        let live_id = live.subscribe(key, cx.outbox, slot);
         let metrics = cx.shard.metrics();
         metrics.subscriptions_active.inc();
         metrics.live_queries.set(live.len() as u64);

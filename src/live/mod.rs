@@ -1,6 +1,7 @@
 //! Live queries: subscriptions that share one SQL refresh and one encoded result.
 //!
-//! Each shard keeps a [`Registry`] of live queries keyed by operation, variables, role and
+//! Each shard keeps a [`Registry`] of live queries keyed by their statement and parameters
+//! ([`Compiled`], shared with the connection's cache of compiled subscriptions), role and
 //! claims. A change event marks dirty the live queries that read its table (unless it provably
 //! cannot alter their result, see [`SkipRule`]; those whose filters require a column value are
 //! found by the changed rows' values, see `routes`); the shard's
@@ -14,5 +15,5 @@ mod routes;
 mod skip;
 
 pub use refresh::{Pacing, RunResult, Runner, run};
-pub use registry::{Job, LiveId, LiveKey, Outcome, Plan, Registry, TableRef};
+pub use registry::{Compiled, Job, LiveId, LiveKey, Outcome, Registry};
 pub use skip::SkipRule;

@@ -50,7 +50,7 @@ pub struct Pacing {
 /// Two kinds of refresh share the shard's pool, scheduled so that slow live queries cannot
 /// starve the rest:
 /// - one that brings subscribers their first result runs in the turn of the first waiting
-///   subscriber's connection ([`Outbox::db_turn`](crate::connection::Outbox::db_turn)):
+///   subscriber's connection ([`Outbox::db_turn`](crate::outbox::Outbox::db_turn)):
 ///   a client subscribing many slow queries waits for its own earlier ones, never for
 ///   another client's;
 /// - one for standing subscribers only takes one of `concurrency` slots, which leaves a
@@ -186,8 +186,9 @@ async fn retry_later(registry: &RefCell<Registry>, job: &Job, retry: bool, pacin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::Outbox;
-    use crate::live::{LiveKey, Plan, TableRef};
+    use crate::catalog::QualifiedName;
+    use crate::live::{Compiled, LiveKey};
+    use crate::outbox::Outbox;
     use std::cell::Cell;
     use std::collections::VecDeque;
 
@@ -253,21 +254,19 @@ mod tests {
                 let outbox = Rc::new(Outbox::default());
                 let slot = outbox.open_slot(b"P");
                 let key = LiveKey {
-                    operation: "q".into(),
-                    variables: "{}".into(),
+                    compiled: Rc::new(Compiled {
+                        sql: "select".into(),
+                        params: vec![],
+                        tables: vec![QualifiedName {
+                            schema: "public".into(),
+                            name: "orders".into(),
+                        }],
+                        skip: Default::default(),
+                    }),
                     role: None,
                     claims: "{}".into(),
                 };
-                let plan = Plan {
-                    sql: "select".into(),
-                    params: vec![],
-                    tables: vec![TableRef {
-                        schema: "public".into(),
-                        table: "orders".into(),
-                    }],
-                    skip: Default::default(),
-                };
-                registry.borrow_mut().subscribe(key, || plan, &outbox, slot);
+                registry.borrow_mut().subscribe(key, &outbox, slot);
                 sleep(Duration::from_millis(60)).await;
                 assert_eq!(runner.calls.get(), 1, "the initial refresh");
                 assert_eq!(frames(&outbox), 1);
@@ -289,7 +288,7 @@ mod tests {
                 sleep(Duration::from_millis(60)).await;
                 assert_eq!(runner.calls.get(), 4);
                 match outbox.take_event() {
-                    Some(crate::connection::OpEvent::Failed {
+                    Some(crate::outbox::OpEvent::Failed {
                         slot: failed,
                         errors,
                     }) => {

@@ -8,49 +8,60 @@ use std::task::{Context, Poll, Waker};
 
 use super::SkipRule;
 use super::routes::Routes;
+use crate::catalog::QualifiedName;
 use crate::change::Change;
-use crate::connection::{Outbox, SharedPayload, SlotId};
+use crate::outbox::{Outbox, SharedPayload, SlotId};
 use crate::protocol::GraphQLError;
 
-/// What makes two subscriptions the same live query: identical operation, variables, role
-/// and claims. Anything less could show one client rows meant for another.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LiveKey {
-    /// The operation text and the name of the operation to run in it.
-    pub operation: Box<str>,
-    /// Canonical JSON of the variables.
-    pub variables: Box<str>,
-    pub role: Option<Box<str>>,
-    pub claims: Box<str>,
-}
-
-/// A base table, schema-qualified.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TableRef {
-    pub schema: String,
-    pub table: String,
-}
-
-/// How to compute a live query's result, from the GraphQL engine.
+/// A compiled subscription: how to compute a live query's result. One is shared (`Rc`)
+/// by every live query compiled from the same document and variables, which differ only
+/// in who runs them, and by the shard's cache of compiled subscriptions.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub struct Compiled {
     /// One statement whose single value is the JSON of the response's `data`.
     pub sql: String,
     pub params: Vec<String>,
     /// Every base table the statement reads (views resolved, nested relations included).
-    pub tables: Vec<TableRef>,
+    pub tables: Vec<QualifiedName>,
     /// Which changes provably leave the result as it is.
     pub skip: SkipRule,
 }
 
-/// A refresh to run: the statement, and who it runs as.
+/// What makes two subscriptions the same live query: the same statement with the same
+/// parameters, run as the same role with the same claims. Anything less could show one
+/// client rows meant for another. Cloning it (for each refresh) copies pointers only.
+#[derive(Debug, Clone)]
+pub struct LiveKey {
+    pub compiled: Rc<Compiled>,
+    pub role: Option<Rc<str>>,
+    pub claims: Rc<str>,
+}
+
+impl PartialEq for LiveKey {
+    fn eq(&self, other: &LiveKey) -> bool {
+        let same = Rc::ptr_eq(&self.compiled, &other.compiled)
+            || (self.compiled.sql == other.compiled.sql
+                && self.compiled.params == other.compiled.params);
+        same && self.role == other.role && self.claims == other.claims
+    }
+}
+
+impl Eq for LiveKey {}
+
+impl std::hash::Hash for LiveKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.compiled.sql.hash(state);
+        self.compiled.params.hash(state);
+        self.role.hash(state);
+        self.claims.hash(state);
+    }
+}
+
+/// A refresh to run: the live query's key says what to run and as whom.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: LiveId,
-    pub sql: String,
-    pub params: Vec<String>,
-    pub role: Option<String>,
-    pub claims: String,
+    pub key: LiveKey,
     /// For the first refresh of a new live query: the connection of its first waiting
     /// subscriber (the one that created it, unless it left), in whose turn it runs (see
     /// `refresh::run`). `None` for a live query with standing subscribers.
@@ -111,7 +122,6 @@ struct Subscriber {
 
 struct LiveQuery {
     key: LiveKey,
-    plan: Plan,
     subscribers: Vec<Subscriber>,
     /// Subscribers still waiting for their first result, each with the first refresh whose
     /// result it may be given (see `Registry::subscribe`).
@@ -182,13 +192,7 @@ impl Registry {
     /// subscribing, whose notification is still on its way to this shard. Subscribers
     /// arriving together share one refresh, and at most one runs per live query, so a burst
     /// of them costs one query per refresh period.
-    pub fn subscribe(
-        &mut self,
-        key: LiveKey,
-        plan: impl FnOnce() -> Plan,
-        outbox: &Rc<Outbox>,
-        slot: SlotId,
-    ) -> LiveId {
+    pub fn subscribe(&mut self, key: LiveKey, outbox: &Rc<Outbox>, slot: SlotId) -> LiveId {
         let subscriber = Subscriber {
             outbox: Rc::clone(outbox),
             slot,
@@ -199,7 +203,6 @@ impl Registry {
             self.mark(id);
             return id;
         }
-        let plan = plan();
         let id = match self.free.pop() {
             Some(i) => LiveId(i),
             None => {
@@ -207,11 +210,10 @@ impl Registry {
                 LiveId(self.queries.len() - 1)
             }
         };
-        self.routes.add(id, &plan);
+        self.routes.add(id, &key.compiled);
         self.by_key.insert(key.clone(), id);
         self.queries[id.0] = Some(LiveQuery {
             key,
-            plan,
             subscribers: Vec::new(),
             waiting: vec![(subscriber, 1)],
             refreshes: 0,
@@ -246,7 +248,7 @@ impl Registry {
             running.set();
         }
         self.by_key.remove(&q.key);
-        self.routes.remove(id, &q.plan);
+        self.routes.remove(id, &q.key.compiled);
         self.dirty.retain(|d| *d != id);
         self.firsts.retain(|d| *d != id);
         self.free.push(id.0);
@@ -349,7 +351,7 @@ impl Registry {
         let ids = self.routes.candidates(change);
         let mut marked = 0;
         for id in &ids {
-            if !self.get_mut(*id).plan.skip.unaffected_by(change) {
+            if !self.get_mut(*id).key.compiled.skip.unaffected_by(change) {
                 self.mark(*id);
                 marked += 1;
             }
@@ -418,10 +420,7 @@ impl Registry {
         q.running = Some(Rc::clone(&abandoned));
         Job {
             id,
-            sql: q.plan.sql.clone(),
-            params: q.plan.params.clone(),
-            role: q.key.role.as_deref().map(str::to_owned),
-            claims: q.key.claims.to_string(),
+            key: q.key.clone(),
             owner: match q.lane {
                 Lane::First => q.waiting.first().map(|(s, _)| Rc::clone(&s.outbox)),
                 Lane::Standing => None,
@@ -511,28 +510,28 @@ mod tests {
     use super::*;
     use crate::catalog::ANY_TABLE;
 
-    fn key(op: &str, role: &str) -> LiveKey {
+    /// A live query running `op` (as its SQL) as `role`, reading `tables` of `public`.
+    fn key_reading(op: &str, role: &str, tables: &[&str], skip: SkipRule) -> LiveKey {
         LiveKey {
-            operation: op.into(),
-            variables: "{}".into(),
+            compiled: Rc::new(Compiled {
+                sql: op.into(),
+                params: vec![],
+                tables: tables
+                    .iter()
+                    .map(|t| QualifiedName {
+                        schema: "public".into(),
+                        name: (*t).into(),
+                    })
+                    .collect(),
+                skip,
+            }),
             role: Some(role.into()),
             claims: "{}".into(),
         }
     }
 
-    fn plan(tables: &[&str]) -> Plan {
-        Plan {
-            sql: "select 1".into(),
-            params: vec![],
-            tables: tables
-                .iter()
-                .map(|t| TableRef {
-                    schema: "public".into(),
-                    table: (*t).into(),
-                })
-                .collect(),
-            skip: SkipRule::default(),
-        }
+    fn key(op: &str, role: &str) -> LiveKey {
+        key_reading(op, role, &["orders"], SkipRule::default())
     }
 
     /// Every frame currently in the outbox, as text payloads.
@@ -557,14 +556,14 @@ mod tests {
         let mut r = Registry::default();
         let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
         let (sa, sb) = (a.open_slot(b"A:"), b.open_slot(b"B:"));
-        let first = r.subscribe(key("q", "alice"), || plan(&["orders"]), &a, sa);
+        let first = r.subscribe(key("q", "alice"), &a, sa);
         let job = r.take_dirty(1).remove(0);
         assert!(!job.abandoned.is_set());
         // The last subscriber leaves while the refresh runs: the refresh is told.
         r.unsubscribe(first, &a, sa);
         assert!(job.abandoned.is_set());
         // Another role's live query takes the freed id.
-        let second = r.subscribe(key("q", "bob"), || plan(&["orders"]), &b, sb);
+        let second = r.subscribe(key("q", "bob"), &b, sb);
         assert_eq!(second, first, "the id is reused");
         // The refresh loop records nothing for an abandoned job; had it done so, alice's
         // rows would reach bob's subscriber. The new live query runs its own refresh.
@@ -579,7 +578,7 @@ mod tests {
         let mut r = Registry::default();
         let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
         let (sa, sb) = (a.open_slot(b"A:"), b.open_slot(b"B:"));
-        let id = r.subscribe(key("s", "web"), || plan(&["orders"]), &a, sa);
+        let id = r.subscribe(key("s", "web"), &a, sa);
         assert!(!r.has_standing());
         let job = r
             .take_first()
@@ -589,7 +588,7 @@ mod tests {
         // A change, and b joins before its refresh starts: one refresh, for the standing
         // subscriber and the joiner, in a slot rather than in anyone's turn.
         r.mark_table(None, "orders");
-        assert_eq!(r.subscribe(key("s", "web"), || unreachable!(), &b, sb), id);
+        assert_eq!(r.subscribe(key("s", "web"), &b, sb), id);
         assert!(r.take_first().is_none());
         let job = r.take_standing().expect("queued once, for everyone");
         assert!(job.owner.is_none());
@@ -601,7 +600,7 @@ mod tests {
         let c = Rc::new(Outbox::default());
         let sc = c.open_slot(b"C:");
         r.mark_table(None, "orders");
-        r.subscribe(key("s", "web"), || unreachable!(), &c, sc);
+        r.subscribe(key("s", "web"), &c, sc);
         r.unsubscribe(id, &c, sc);
         assert!(r.take_first().is_none());
         assert!(r.take_standing().is_some_and(|job| job.owner.is_none()));
@@ -612,12 +611,9 @@ mod tests {
         let mut r = Registry::default();
         let (a, b) = (Rc::new(Outbox::default()), Rc::new(Outbox::default()));
         let (sa, sb) = (a.open_slot(b"A:"), b.open_slot(b"B:"));
-        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, sa);
-        assert_eq!(
-            r.subscribe(key("q", "web"), || unreachable!("shared"), &b, sb),
-            id
-        );
-        let other_role = r.subscribe(key("q", "admin"), || plan(&["orders"]), &b, sb);
+        let id = r.subscribe(key("q", "web"), &a, sa);
+        assert_eq!(r.subscribe(key("q", "web"), &b, sb), id);
+        let other_role = r.subscribe(key("q", "admin"), &b, sb);
         assert_ne!(other_role, id, "a different role never shares");
         assert_eq!(r.len(), 2);
 
@@ -637,7 +633,7 @@ mod tests {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let s1 = a.open_slot(b"1:");
-        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
+        let id = r.subscribe(key("q", "web"), &a, s1);
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"n\":1}".into()));
         sent(&a);
@@ -650,7 +646,7 @@ mod tests {
         // No change is pending, yet one may have committed whose notification is on its
         // way: the cached result is not handed out, a refresh is queued.
         let s2 = a.open_slot(b"2:");
-        assert_eq!(r.subscribe(key("q", "web"), || unreachable!(), &a, s2), id);
+        assert_eq!(r.subscribe(key("q", "web"), &a, s2), id);
         assert_eq!(sent(&a), Vec::<String>::new());
         assert_eq!(r.take_dirty(10).len(), 1);
         r.finish(id, Outcome::Data("{\"n\":1}".into()));
@@ -667,8 +663,8 @@ mod tests {
         r.mark_table(None, "orders");
         let s2 = a.open_slot(b"2:");
         let s3 = a.open_slot(b"3:");
-        r.subscribe(key("q", "web"), || unreachable!(), &a, s2);
-        r.subscribe(key("q", "web"), || unreachable!(), &a, s3);
+        r.subscribe(key("q", "web"), &a, s2);
+        r.subscribe(key("q", "web"), &a, s3);
         assert_eq!(sent(&a), Vec::<String>::new());
         assert_eq!(r.take_dirty(10).len(), 1, "one refresh for both");
         // An unchanged result reaches the subscribers that waited for it, only them.
@@ -683,7 +679,7 @@ mod tests {
         r.mark_table(None, "orders");
         r.take_dirty(1);
         let s4 = a.open_slot(b"4:");
-        r.subscribe(key("q", "web"), || unreachable!(), &a, s4);
+        r.subscribe(key("q", "web"), &a, s4);
         r.finish(id, Outcome::Data("{\"n\":2}".into()));
         assert_eq!(sent(&a).len(), 3, "1, 2 and 3 get the new result");
         assert_eq!(
@@ -699,8 +695,8 @@ mod tests {
         r.mark_table(None, "orders");
         let s5 = a.open_slot(b"5:");
         let s6 = a.open_slot(b"6:");
-        r.subscribe(key("q", "web"), || unreachable!(), &a, s5);
-        r.subscribe(key("q", "web"), || unreachable!(), &a, s6);
+        r.subscribe(key("q", "web"), &a, s5);
+        r.subscribe(key("q", "web"), &a, s6);
         r.unsubscribe(id, &a, s5);
         r.take_dirty(1);
         let failed = r.finish(id, Outcome::Failed(Rc::from(Vec::new())));
@@ -715,7 +711,11 @@ mod tests {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let slot = a.open_slot(b"A:");
-        let id = r.subscribe(key("q", "web"), || plan(&["orders", "customers"]), &a, slot);
+        let id = r.subscribe(
+            key_reading("q", "web", &["orders", "customers"], SkipRule::default()),
+            &a,
+            slot,
+        );
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{\"v\":1}".into()));
         sent(&a);
@@ -736,8 +736,7 @@ mod tests {
         let b = Rc::new(Outbox::default());
         let other = b.open_slot(b"B:");
         let any = r.subscribe(
-            key("opaque", "web"),
-            || plan(&[ANY_TABLE, "orders"]),
+            key_reading("opaque", "web", &[ANY_TABLE, "orders"], SkipRule::default()),
             &b,
             other,
         );
@@ -776,15 +775,8 @@ mod tests {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let slot = a.open_slot(b"A");
-        r.subscribe(
-            key(op, "web"),
-            || Plan {
-                skip: SkipRule::new(&prepared, &engine.schema().catalog),
-                ..plan(&["orders"])
-            },
-            &a,
-            slot,
-        );
+        let skip = SkipRule::new(&prepared, &engine.schema().catalog);
+        r.subscribe(key_reading(op, "web", &["orders"], skip), &a, slot);
         let job = r.take_dirty(1).remove(0);
         r.finish(job.id, Outcome::Data("{}".into()));
         let change =
@@ -804,7 +796,7 @@ mod tests {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let slot = a.open_slot(b"A:");
-        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, slot);
+        let id = r.subscribe(key("q", "web"), &a, slot);
         let job = r.take_dirty(1).remove(0);
         r.mark_table(None, "orders");
         r.mark_table(None, "orders");
@@ -824,7 +816,7 @@ mod tests {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let s1 = a.open_slot(b"1:");
-        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
+        let id = r.subscribe(key("q", "web"), &a, s1);
         r.take_dirty(1);
         // A change (or a new subscriber) while the refresh runs, which then finds no
         // database connection.
@@ -841,8 +833,8 @@ mod tests {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let (s1, s2) = (a.open_slot(b"1"), a.open_slot(b"2"));
-        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, s1);
-        r.subscribe(key("q", "web"), || unreachable!(), &a, s2);
+        let id = r.subscribe(key("q", "web"), &a, s1);
+        r.subscribe(key("q", "web"), &a, s2);
         r.unsubscribe(id, &a, s1);
         assert_eq!(r.len(), 1);
         r.unsubscribe(id, &a, s2);
@@ -862,7 +854,7 @@ mod tests {
         let mut r = Registry::default();
         let a = Rc::new(Outbox::default());
         let slot = a.open_slot(b"A");
-        let id = r.subscribe(key("q", "web"), || plan(&["orders"]), &a, slot);
+        let id = r.subscribe(key("q", "web"), &a, slot);
         r.take_dirty(1);
         let failed = r.finish(
             id,

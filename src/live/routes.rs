@@ -20,7 +20,8 @@ use crate::catalog::ANY_TABLE;
 use crate::change::Change;
 use crate::sql::eval::{EqKey, Family, RowKey, row_key};
 
-use super::{LiveId, Plan};
+use super::{Compiled, LiveId};
+use crate::catalog::QualifiedName;
 
 /// A live query filed under a table, with the schema it reads the table in (the docs
 /// page's trigger does not name the schema, so one table name covers every schema).
@@ -62,22 +63,22 @@ impl ColumnRoutes {
     }
 }
 
-fn reads_any(plan: &Plan) -> bool {
-    plan.tables.iter().any(|t| t.table == ANY_TABLE)
+fn reads_any(plan: &Compiled) -> bool {
+    plan.tables.iter().any(|t| t.name == ANY_TABLE)
 }
 
 /// Whether filing under `t` counts the live query as a reader of `t`: one that may read any
 /// table is counted once, under `ANY_TABLE`, so no change counts it twice.
-fn counted(reads_any: bool, t: &super::TableRef) -> usize {
-    usize::from(!reads_any || t.table == ANY_TABLE)
+fn counted(reads_any: bool, t: &QualifiedName) -> usize {
+    usize::from(!reads_any || t.name == ANY_TABLE)
 }
 
 impl Routes {
     /// Files live query `id` under every table `plan` reads.
-    pub fn add(&mut self, id: LiveId, plan: &Plan) {
+    pub fn add(&mut self, id: LiveId, plan: &Compiled) {
         let any = reads_any(plan);
         for t in &plan.tables {
-            let routes = self.tables.entry(t.table.clone()).or_default();
+            let routes = self.tables.entry(t.name.clone()).or_default();
             let n = match routes.readers.iter_mut().find(|(s, _)| *s == t.schema) {
                 Some((_, n)) => n,
                 None => {
@@ -118,11 +119,11 @@ impl Routes {
     }
 
     /// Takes live query `id`, filed with `plan`, out of every table.
-    pub fn remove(&mut self, id: LiveId, plan: &Plan) {
+    pub fn remove(&mut self, id: LiveId, plan: &Compiled) {
         let other = |e: &Entry| e.1 != id;
         let any = reads_any(plan);
         for t in &plan.tables {
-            let Some(routes) = self.tables.get_mut(&t.table) else {
+            let Some(routes) = self.tables.get_mut(&t.name) else {
                 continue;
             };
             if let Some(n) = routes.readers.iter_mut().find(|(s, _)| *s == t.schema) {
@@ -153,7 +154,7 @@ impl Routes {
             }
             routes.readers.retain(|(_, n)| *n > 0);
             if routes.residual.is_empty() && routes.columns.is_empty() {
-                self.tables.remove(&t.table);
+                self.tables.remove(&t.name);
             }
         }
     }
@@ -254,7 +255,7 @@ mod tests {
     use crate::change::decode;
     use crate::config::Config;
     use crate::engine::Engine;
-    use crate::live::{SkipRule, TableRef};
+    use crate::live::SkipRule;
 
     /// xorshift64: deterministic, so a failure replays.
     struct Rng(u64);
@@ -392,10 +393,10 @@ mod tests {
         decode(&mut payload.into_bytes()).expect("a readable payload")
     }
 
-    fn reads(plan: &Plan, change: &Change) -> bool {
+    fn reads(plan: &Compiled, change: &Change) -> bool {
         plan.tables.iter().any(|t| {
-            t.table == ANY_TABLE
-                || (t.table == change.table
+            t.name == ANY_TABLE
+                || (t.name == change.table
                     && change.schema.as_deref().is_none_or(|s| s == t.schema))
         })
     }
@@ -411,7 +412,7 @@ mod tests {
         let engine = Engine::new(catalog, &Config::from_lookup(|_| None).unwrap());
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut routes = Routes::default();
-        let mut plans: Vec<Option<Plan>> = Vec::new();
+        let mut plans: Vec<Option<Compiled>> = Vec::new();
         let (mut tested, mut readers) = (0, 0);
         for round in 0..3000 {
             if round % 10 == 0 || plans.len() < 40 {
@@ -419,22 +420,12 @@ mod tests {
                 let prepared = engine.prepare(&text, None, None).unwrap_or_else(|e| {
                     panic!("{text}: {e:?}");
                 });
-                let mut tables: Vec<TableRef> = prepared
-                    .tables
-                    .iter()
-                    .map(|q| TableRef {
-                        schema: q.schema.clone(),
-                        table: q.name.clone(),
-                    })
-                    .collect();
+                let mut tables: Vec<QualifiedName> = prepared.tables.iter().cloned().collect();
                 // Now and then one that may read anything.
                 if rng.below(50) == 0 {
-                    tables.push(TableRef {
-                        schema: "\0".into(),
-                        table: ANY_TABLE.into(),
-                    });
+                    tables.push(QualifiedName::any_table());
                 }
-                let plan = Plan {
+                let plan = Compiled {
                     sql: text.clone(),
                     params: Vec::new(),
                     tables,

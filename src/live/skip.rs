@@ -8,18 +8,16 @@
 //! row (the docs page's trigger does not send it), rows cut down to their key, TRUNCATE,
 //! and any filter the evaluator cannot decide (`sql::eval`).
 
-use crate::catalog::{Catalog, Relation};
+use crate::catalog::{Catalog, QualifiedName, Relation};
 use crate::change::Change;
 use crate::engine::Prepared;
 use crate::sql::Filter;
 use crate::sql::eval::Required;
 
-use super::TableRef;
-
 /// A root field over a base table, with its filter.
 #[derive(Debug, Clone, PartialEq)]
 struct RootFilter {
-    table: TableRef,
+    table: QualifiedName,
     /// The table's columns and types, which the filter is evaluated against.
     relation: Relation,
     filter: Filter,
@@ -30,32 +28,25 @@ struct RootFilter {
 pub struct SkipRule {
     roots: Vec<RootFilter>,
     /// Tables read through a nested relation or a view: never skipped.
-    nested: Vec<TableRef>,
-}
-
-fn table_ref(q: &crate::catalog::QualifiedName) -> TableRef {
-    TableRef {
-        schema: q.schema.clone(),
-        table: q.name.clone(),
-    }
+    nested: Vec<QualifiedName>,
 }
 
 impl SkipRule {
     /// The rule for a prepared operation over `catalog`.
     pub fn new(prepared: &Prepared, catalog: &Catalog) -> SkipRule {
-        let mut nested: Vec<TableRef> = prepared.nested_tables.iter().map(table_ref).collect();
+        let mut nested: Vec<QualifiedName> = prepared.nested_tables.iter().cloned().collect();
         let mut roots = Vec::new();
         for root in &prepared.roots {
             match catalog.relation(&root.relation) {
                 // A root over a view reads its base tables, already in `nested`.
                 Some(rel) if rel.base_tables() == [rel.name.clone()] => roots.push(RootFilter {
-                    table: table_ref(&rel.name),
+                    table: rel.name.clone(),
                     relation: rel.clone(),
                     filter: root.filter.clone(),
                 }),
                 Some(_) => {}
                 // Cannot happen for a compiled operation; if it did, never skip the table.
-                None => nested.push(table_ref(&root.relation)),
+                None => nested.push(root.relation.clone()),
             }
         }
         SkipRule { roots, nested }
@@ -67,7 +58,7 @@ impl SkipRule {
     /// filed under these values (`Routes`) and left out of other changes to the table.
     /// `None` when the table is read otherwise, or some root's filter has no such
     /// condition.
-    pub fn required(&self, table: &TableRef) -> Option<Vec<Required>> {
+    pub fn required(&self, table: &QualifiedName) -> Option<Vec<Required>> {
         if self.nested.contains(table) {
             return None;
         }
@@ -84,8 +75,8 @@ impl SkipRule {
             return false;
         };
         // The docs page's trigger does not name the schema: any schema's table may be meant.
-        let named = |t: &TableRef| {
-            t.table == change.table && change.schema.as_deref().is_none_or(|s| s == t.schema)
+        let named = |t: &QualifiedName| {
+            t.name == change.table && change.schema.as_deref().is_none_or(|s| s == t.schema)
         };
         if self.nested.iter().any(named) {
             return false;
