@@ -293,6 +293,8 @@ settings! {
     schema_channel: String = "POSTRUST_SCHEMA_CHANNEL", "postrust_schema";
     /// Window in which changes are gathered into one refresh per live query.
     refresh_tick: Millis = "POSTRUST_REFRESH_TICK_MS", "0";
+    /// Refreshes of different live queries sent to PostgreSQL in one round trip, each still in its own transaction as its own role and claims; 1 sends each alone.
+    refresh_batch: Count = "POSTRUST_REFRESH_BATCH", "16";
     /// Pause before a refresh that found the database unreachable is tried again.
     refresh_retry: Millis = "POSTRUST_REFRESH_RETRY_MS", "500";
     /// Change events that may wait for one shard before the leader coalesces them per table.

@@ -3,8 +3,10 @@
 //! Every statement a client causes runs with its role and JWT claims set for the statement's
 //! transaction (`set_config('role', …, true)`, `set_config('request.jwt.claims', …, true)`),
 //! pipelined with the statement itself in one round trip, so row-level security policies
-//! see exactly that client. Queries over HTTP and WebSocket and live-query refreshes all go
-//! through [`run`].
+//! see exactly that client. Queries over HTTP and WebSocket and single live-query refreshes
+//! go through [`run`]; standing refreshes that are due together go through
+//! [`PgRunner::run_each`], which sends several of them in one round trip, each still in its
+//! own transaction with its own role and claims.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -186,7 +188,12 @@ pub async fn run(
         },
     )
     .await?;
-    Ok(data.map_or_else(|| "null".to_owned(), |d: String| compact(&d)))
+    Ok(data_json(data))
+}
+
+/// The `data` JSON a statement produced, compacted; `null` for none.
+fn data_json(data: Option<String>) -> String {
+    data.map_or_else(|| "null".to_owned(), |d| compact(&d))
 }
 
 /// Runs a query or a mutation once for `identity` and returns its `data` object.
@@ -298,27 +305,122 @@ pub struct PgRunner {
     pub index: usize,
 }
 
+impl PgRunner {
+    /// Runs several refreshes in one round trip on one pooled connection, each in its own
+    /// transaction as its own role and claims ([`pg::Client::query_each_as`]).
+    async fn run_each(&self, jobs: &[Job]) -> Vec<Result<String, Failure>> {
+        let metrics = &self.all_metrics[self.index];
+        let mut answers: Vec<Option<Result<String, Failure>>> = jobs
+            .iter()
+            .map(|job| {
+                refuse_server_role(metrics, job.key.role.as_deref())
+                    .err()
+                    .map(Err)
+            })
+            .collect();
+        let params: Vec<Vec<Option<&str>>> = jobs
+            .iter()
+            .map(|job| {
+                job.key
+                    .compiled
+                    .params
+                    .iter()
+                    .map(|p| Some(p.as_str()))
+                    .collect()
+            })
+            .collect();
+        let queries: Vec<pg::AsClient> = jobs
+            .iter()
+            .zip(&params)
+            .zip(&answers)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|((job, params), _)| pg::AsClient {
+                role: job.key.role.as_deref().unwrap_or(SERVER_ROLE),
+                claims: &job.key.claims,
+                sql: &job.key.compiled.sql,
+                params,
+            })
+            .collect();
+        let ran = on_a_connection(
+            &self.pool,
+            metrics,
+            false,
+            async |client: &pg::Client, timeout| {
+                let started = Instant::now();
+                let results = client.query_each_as(timeout, &queries).await?;
+                Ok((started.elapsed(), results))
+            },
+        )
+        .await;
+        let mut results = match ran {
+            Ok((took, results)) => {
+                let past_timeout = self.pool.statement_timeout().is_some_and(|t| took >= t);
+                results
+                    .into_iter()
+                    .map(|result| {
+                        result.map(data_json).map_err(|err| {
+                            let failure = classify(&err, past_timeout, false);
+                            metrics.error(failure.error().code.as_str());
+                            failure
+                        })
+                    })
+                    .collect()
+            }
+            // Every refresh of the batch shares the connection's fate.
+            Err(failure) => vec![Err(failure); queries.len()],
+        }
+        .into_iter();
+        answers
+            .iter_mut()
+            .map(|answer| {
+                answer
+                    .take()
+                    .or_else(|| results.next())
+                    // One answer per query is what the client returns; were one
+                    // missing, trying again is the safe reading.
+                    .unwrap_or_else(|| {
+                        Err(Failure::Unavailable(GraphQLError::server(
+                            ErrorCode::Unavailable,
+                            "the refresh got no answer",
+                        )))
+                    })
+            })
+            .collect()
+    }
+}
+
 impl Runner for PgRunner {
-    fn run<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = RunResult> + 'a>> {
+    fn run<'a>(&'a self, jobs: &'a [Job]) -> Pin<Box<dyn Future<Output = Vec<RunResult>> + 'a>> {
         Box::pin(async move {
             let metrics = &self.all_metrics[self.index];
             let started = std::time::Instant::now();
-            let result = run(
-                &self.pool,
-                metrics,
-                job.key.role.as_deref(),
-                &job.key.claims,
-                &job.key.compiled.sql,
-                &job.key.compiled.params,
-            )
-            .await;
-            metrics.refreshes.inc();
-            metrics.refresh_seconds.observe(started.elapsed());
-            match result {
-                Ok(data) => RunResult::Data(data),
-                Err(Failure::Final(e)) => RunResult::Failed(Rc::from(vec![e])),
-                Err(Failure::Unavailable(_)) => RunResult::Unavailable,
-            }
+            let results = match jobs {
+                [job] => vec![
+                    run(
+                        &self.pool,
+                        metrics,
+                        job.key.role.as_deref(),
+                        &job.key.claims,
+                        &job.key.compiled.sql,
+                        &job.key.compiled.params,
+                    )
+                    .await,
+                ],
+                _ => self.run_each(jobs).await,
+            };
+            let took = started.elapsed();
+            results
+                .into_iter()
+                .map(|result| {
+                    metrics.refreshes.inc();
+                    metrics.refresh_seconds.observe(took);
+                    match result {
+                        Ok(data) => RunResult::Data(data),
+                        Err(Failure::Final(e)) => RunResult::Failed(Rc::from(vec![e])),
+                        Err(Failure::Unavailable(_)) => RunResult::Unavailable,
+                    }
+                })
+                .collect()
         })
     }
 

@@ -36,7 +36,9 @@
 //!                      skipped when their root filter provably excludes the rows; those
 //!                      filtering a column on equality are found by the rows' values, not
 //!                      tested one by one), refreshed
-//!                      through `execute` as their role and claims, compared with the last
+//!                      through `execute` as their role and claims (up to
+//!                      `POSTRUST_REFRESH_BATCH` per round trip, each its own transaction),
+//!                      compared with the last
 //!                      result, and a changed result is encoded once
 //!        ─▶ outbox     each subscriber's slot (latest wins), which its connection frames
 //!                      as the socket drains

@@ -310,6 +310,7 @@ async fn shard_main(
         tick: config.refresh_tick.0,
         concurrency: config.db_pool_size.0.saturating_sub(1).max(1),
         retry_after: config.db_backoff_max.0.min(config.refresh_retry.0),
+        batch: config.refresh_batch.0,
     };
     glommio::spawn_local(crate::live::run(Rc::clone(&live), runner, pacing)).detach();
     glommio::spawn_local(apply_changes(

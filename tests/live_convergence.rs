@@ -147,7 +147,12 @@ fn every_subscriber_converges_when_the_listen_connection_is_killed_during_writes
     while !listening(&url) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the leader never listened again"
+            "the leader never listened again; the database's sessions:\n{}",
+            psql(
+                &url,
+                "SELECT string_agg(format('%s %s %s', pid, state, left(query, 60)), E'\\n') \
+                 FROM pg_stat_activity WHERE datname = current_database();"
+            )
         );
         std::thread::sleep(Duration::from_millis(50));
     }

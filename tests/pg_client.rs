@@ -492,6 +492,65 @@ fn query_as_runs_under_the_role_and_claims_and_leaves_nothing_behind() {
             Some("0"),
             "the timeout ended with the transaction"
         );
+
+        // Several users' queries in one round trip: each sees only its own role, claims
+        // and rows, a failing one fails alone, and nothing is left behind.
+        let each = |role, claims, sql| postrust::pg::AsClient {
+            role,
+            claims,
+            sql,
+            params: &[Some("%")],
+        };
+        let answers = c
+            .query_each_as(
+                Some("5000"),
+                &[
+                    each("web_user", r#"{"sub":"alice"}"#, sql),
+                    each("no_such_role", r#"{"sub":"alice"}"#, sql),
+                    each("web_user", r#"{"sub":"bob"}"#, sql),
+                    each(
+                        "web_user",
+                        r#"{"sub":"carol"}"#,
+                        "SELECT 1 / 0 WHERE $1 <> ''",
+                    ),
+                    each(
+                        "postgres",
+                        r#"{"sub":"dave"}"#,
+                        "SELECT current_user || ' ' || current_setting('request.jwt.claims') \
+                         || ' ' || $1",
+                    ),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(answers.len(), 5);
+        assert_eq!(
+            answers[0].as_ref().unwrap().as_deref(),
+            Some(r#"{"user" : "web_user", "notes" : ["a1", "a2"]}"#)
+        );
+        assert_eq!(answers[1].as_ref().unwrap_err().code(), Some("22023"));
+        assert_eq!(
+            answers[2].as_ref().unwrap().as_deref(),
+            Some(r#"{"user" : "web_user", "notes" : ["b1"]}"#),
+            "bob's query after a failed one runs, as bob"
+        );
+        assert_eq!(answers[3].as_ref().unwrap_err().code(), Some("22012"));
+        assert_eq!(
+            answers[4].as_ref().unwrap().as_deref(),
+            Some(r#"postgres {"sub":"dave"} %"#)
+        );
+        let after = c
+            .query(
+                "SELECT current_user::text, current_setting('request.jwt.claims', true), \
+                 current_setting('statement_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(after.value(0, 0), Some("postgres"));
+        assert_eq!(after.value(0, 1).unwrap_or(""), "");
+        assert_eq!(after.value(0, 2), Some("0"));
+        assert!(c.is_idle());
     });
 }
 
@@ -569,6 +628,25 @@ fn a_statement_prepared_before_a_schema_change_is_prepared_again() {
             .await
             .unwrap();
         assert_eq!(json.as_deref(), Some(r#"[{"a":1,"b":"x","c":null}]"#));
+
+        // Several users' queries in one round trip are sent again as a whole.
+        let each = postrust::pg::AsClient {
+            role: "postgres",
+            claims: "{}",
+            sql: "SELECT b FROM s",
+            params: &[],
+        };
+        let answers = c.query_each_as(None, &[each, each]).await.unwrap();
+        assert_eq!(answers[0].as_ref().unwrap().as_deref(), Some("x"));
+        c.batch_execute(
+            "ALTER TABLE s ALTER COLUMN b DROP DEFAULT, ALTER COLUMN b TYPE int USING 7",
+        )
+        .await
+        .unwrap();
+        let answers = c.query_each_as(None, &[each, each]).await.unwrap();
+        for answer in answers {
+            assert_eq!(answer.unwrap().as_deref(), Some("7"));
+        }
     });
 }
 
@@ -636,6 +714,29 @@ fn query_as_and_a_transaction_pipeline_cost_one_round_trip() {
                 "query_as #{i} (first one prepares too)"
             );
         }
+
+        let before = turns_now();
+        let params = [[Some("1")], [Some("2")], [Some("3")]];
+        let queries: Vec<postrust::pg::AsClient> = params
+            .iter()
+            .map(|params| postrust::pg::AsClient {
+                role: "postgres",
+                claims: "{}",
+                sql: "SELECT $1::text",
+                params,
+            })
+            .collect();
+        let answers = c.query_each_as(None, &queries).await.unwrap();
+        let answers: Vec<_> = answers.into_iter().map(|a| a.unwrap()).collect();
+        assert_eq!(
+            answers,
+            [Some("1".into()), Some("2".into()), Some("3".into())]
+        );
+        assert_eq!(
+            turns_now() - before,
+            1,
+            "three users' queries in one round trip"
+        );
 
         let before = turns_now();
         let statements = [

@@ -24,10 +24,12 @@ pub enum RunResult {
     Unavailable,
 }
 
-/// Runs one refresh's statement as its role and claims. Boxed: one allocation per refresh,
-/// shared by all of the live query's subscribers.
+/// Runs refreshes' statements, each as its own role and claims. Boxed: one allocation per
+/// call, shared by all of the live queries' subscribers.
 pub trait Runner {
-    fn run<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = RunResult> + 'a>>;
+    /// Runs `jobs` (at least one) and answers each, in order: in one round trip, each in
+    /// a transaction of its own, when the runner can.
+    fn run<'a>(&'a self, jobs: &'a [Job]) -> Pin<Box<dyn Future<Output = Vec<RunResult>> + 'a>>;
 
     /// How long handing one result to every subscriber's outbox took.
     fn fanned_out(&self, took: std::time::Duration);
@@ -43,6 +45,8 @@ pub struct Pacing {
     pub concurrency: usize,
     /// Pause before a refresh that found the database unreachable is tried again.
     pub retry_after: Duration,
+    /// Refreshes of standing subscribers that one slot sends in one round trip.
+    pub batch: usize,
 }
 
 /// Refreshes dirty live queries for as long as the shard runs.
@@ -53,8 +57,9 @@ pub struct Pacing {
 ///   subscriber's connection ([`Outbox::db_turn`](crate::outbox::Outbox::db_turn)):
 ///   a client subscribing many slow queries waits for its own earlier ones, never for
 ///   another client's;
-/// - one for standing subscribers only takes one of `concurrency` slots, which leaves a
-///   connection of the pool to queries and first results.
+/// - those for standing subscribers take one of `concurrency` slots per `batch` of them,
+///   sent in one round trip, which leaves a connection of the pool to queries and first
+///   results.
 ///
 /// Every statement ends by `POSTRUST_STATEMENT_TIMEOUT_MS` at the latest, so a slot or a
 /// turn is held for at most that long.
@@ -84,9 +89,12 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
                     // A live query that goes while waiting for the turn never runs. (A
                     // first-lane job always has an owner: its live query has a waiting
                     // subscriber, or it is gone.)
+                    // Its own handle on the owner: the turn borrows it while the job
+                    // moves into the refresh.
+                    let owner = job.owner.clone();
                     let turn = future::or(
                         async {
-                            match &job.owner {
+                            match &owner {
                                 Some(owner) => Some(owner.db_turn().await),
                                 None => Some(None),
                             }
@@ -100,9 +108,9 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
                     let Some(turn) = turn else {
                         return;
                     };
-                    let retry = refresh(&registry, &*runner, &job).await;
+                    let retry = refresh(&registry, &*runner, vec![job]).await;
                     drop(turn);
-                    retry_later(&registry, &job, retry, pacing).await;
+                    retry_later(&registry, retry, pacing).await;
                 })
                 .detach();
             }
@@ -123,62 +131,85 @@ pub async fn run(registry: Rc<RefCell<Registry>>, runner: Rc<dyn Runner>, pacing
                 Some(Err(_)) => return,
                 Some(Ok(slot)) => slot,
             };
-            let Some(job) = registry.borrow_mut().take_standing() else {
-                break;
+            let jobs: Vec<Job> = {
+                let mut registry = registry.borrow_mut();
+                std::iter::from_fn(|| registry.take_standing())
+                    .take(pacing.batch.max(1))
+                    .collect()
             };
+            if jobs.is_empty() {
+                break;
+            }
             let (registry, runner) = (Rc::clone(&registry), Rc::clone(&runner));
             glommio::spawn_local(async move {
-                let retry = refresh(&registry, &*runner, &job).await;
+                let retry = refresh(&registry, &*runner, jobs).await;
                 drop(slot);
-                retry_later(&registry, &job, retry, pacing).await;
+                retry_later(&registry, retry, pacing).await;
             })
             .detach();
         }
     }
 }
 
-/// Runs one refresh and records its outcome, unless the live query went meanwhile: then
-/// the statement is dropped mid-way (the pool cancels it) and nothing is recorded. Returns
-/// true when the database was unavailable and the refresh should be tried again.
-async fn refresh(registry: &RefCell<Registry>, runner: &dyn Runner, job: &Job) -> bool {
-    // Gone already (while waiting for a slot or a turn): send nothing to cancel.
-    if job.abandoned.is_set() {
-        return false;
+/// Runs refreshes and records their outcomes, except for live queries that went
+/// meanwhile. When all of them went, the statements are dropped mid-way (the pool cancels
+/// them). Returns the refreshes that found the database unavailable, to be tried again.
+async fn refresh(registry: &RefCell<Registry>, runner: &dyn Runner, jobs: Vec<Job>) -> Vec<Job> {
+    // Gone already (while waiting for a slot or a turn): send nothing for them.
+    let jobs: Vec<Job> = jobs
+        .into_iter()
+        .filter(|job| !job.abandoned.is_set())
+        .collect();
+    if jobs.is_empty() {
+        return jobs;
     }
-    let result = future::or(async { Some(runner.run(job).await) }, async {
-        job.abandoned.wait().await;
+    let results = future::or(async { Some(runner.run(&jobs).await) }, async {
+        // A flag once set stays set: waiting for each in turn ends when all are.
+        for job in &jobs {
+            job.abandoned.wait().await;
+        }
         None
     })
     .await;
-    let Some(result) = result.filter(|_| !job.abandoned.is_set()) else {
-        return false;
+    let Some(results) = results else {
+        return Vec::new();
     };
-    match result {
-        RunResult::Data(data) => {
-            let started = std::time::Instant::now();
-            registry.borrow_mut().finish(job.id, Outcome::Data(data));
-            runner.fanned_out(started.elapsed());
+    let mut retry = Vec::new();
+    for (job, result) in jobs.into_iter().zip(results) {
+        if job.abandoned.is_set() {
+            continue;
         }
-        RunResult::Failed(errors) => {
-            let failed = registry
-                .borrow_mut()
-                .finish(job.id, Outcome::Failed(Rc::clone(&errors)));
-            for (outbox, slot) in failed {
-                outbox.fail(slot, Rc::clone(&errors));
+        match result {
+            RunResult::Data(data) => {
+                let started = std::time::Instant::now();
+                registry.borrow_mut().finish(job.id, Outcome::Data(data));
+                runner.fanned_out(started.elapsed());
             }
+            RunResult::Failed(errors) => {
+                let failed = registry
+                    .borrow_mut()
+                    .finish(job.id, Outcome::Failed(Rc::clone(&errors)));
+                for (outbox, slot) in failed {
+                    outbox.fail(slot, Rc::clone(&errors));
+                }
+            }
+            RunResult::Unavailable => retry.push(job),
         }
-        RunResult::Unavailable => return true,
     }
-    false
+    retry
 }
 
-/// After a pause (holding neither a slot nor a turn), queues a refresh that found the
-/// database unavailable again, if its live query is still there.
-async fn retry_later(registry: &RefCell<Registry>, job: &Job, retry: bool, pacing: Pacing) {
-    if retry {
-        sleep(pacing.retry_after).await;
+/// After a pause (holding neither a slot nor a turn), queues again the refreshes that found
+/// the database unavailable, of the live queries still there.
+async fn retry_later(registry: &RefCell<Registry>, retry: Vec<Job>, pacing: Pacing) {
+    if retry.is_empty() {
+        return;
+    }
+    sleep(pacing.retry_after).await;
+    let mut registry = registry.borrow_mut();
+    for job in retry {
         if !job.abandoned.is_set() {
-            registry.borrow_mut().retry(job.id);
+            registry.retry(job.id);
         }
     }
 }
@@ -196,17 +227,27 @@ mod tests {
     struct Scripted {
         answers: RefCell<VecDeque<RunResult>>,
         calls: Cell<usize>,
+        /// How many refreshes each call to `run` carried.
+        batches: RefCell<Vec<usize>>,
     }
 
     impl Runner for Scripted {
-        fn run<'a>(&'a self, _job: &'a Job) -> Pin<Box<dyn Future<Output = RunResult> + 'a>> {
-            self.calls.set(self.calls.get() + 1);
-            let answer = self
-                .answers
-                .borrow_mut()
-                .pop_front()
-                .unwrap_or(RunResult::Data("{}".into()));
-            Box::pin(async move { answer })
+        fn run<'a>(
+            &'a self,
+            jobs: &'a [Job],
+        ) -> Pin<Box<dyn Future<Output = Vec<RunResult>> + 'a>> {
+            self.batches.borrow_mut().push(jobs.len());
+            let answers: Vec<RunResult> = jobs
+                .iter()
+                .map(|_| {
+                    self.calls.set(self.calls.get() + 1);
+                    self.answers
+                        .borrow_mut()
+                        .pop_front()
+                        .unwrap_or(RunResult::Data("{}".into()))
+                })
+                .collect();
+            Box::pin(async move { answers })
         }
 
         fn fanned_out(&self, _took: Duration) {}
@@ -242,31 +283,22 @@ mod tests {
                         )])),
                     ])),
                     calls: Cell::new(0),
+                    batches: RefCell::default(),
                 });
                 let pacing = Pacing {
                     tick: Duration::from_millis(20),
                     concurrency: 2,
                     retry_after: Duration::from_millis(30),
+                    batch: 4,
                 };
                 let dyn_runner: Rc<dyn Runner> = runner.clone();
                 glommio::spawn_local(run(Rc::clone(&registry), dyn_runner, pacing)).detach();
 
                 let outbox = Rc::new(Outbox::default());
                 let slot = outbox.open_slot(b"P");
-                let key = LiveKey {
-                    compiled: Rc::new(Compiled {
-                        sql: "select".into(),
-                        params: vec![],
-                        tables: vec![QualifiedName {
-                            schema: "public".into(),
-                            name: "orders".into(),
-                        }],
-                        skip: Default::default(),
-                    }),
-                    role: None,
-                    claims: "{}".into(),
-                };
-                registry.borrow_mut().subscribe(key, &outbox, slot);
+                registry
+                    .borrow_mut()
+                    .subscribe(key("select"), &outbox, slot);
                 sleep(Duration::from_millis(60)).await;
                 assert_eq!(runner.calls.get(), 1, "the initial refresh");
                 assert_eq!(frames(&outbox), 1);
@@ -297,6 +329,110 @@ mod tests {
                     other => panic!("the subscriber was not failed: {other:?}"),
                 }
                 assert!(registry.borrow().is_empty());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// A live query of `public.orders` whose statement is `sql`.
+    fn key(sql: &str) -> LiveKey {
+        LiveKey {
+            compiled: Rc::new(Compiled {
+                sql: sql.into(),
+                params: vec![],
+                tables: vec![QualifiedName {
+                    schema: "public".into(),
+                    name: "orders".into(),
+                }],
+                skip: Default::default(),
+            }),
+            role: None,
+            claims: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn standing_refreshes_go_in_batches_and_each_answer_reaches_its_own_subscribers() {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(128 * 1024)
+            .spawn(|| async {
+                let registry = Rc::new(RefCell::new(Registry::default()));
+                let runner = Rc::new(Scripted {
+                    answers: RefCell::default(),
+                    calls: Cell::new(0),
+                    batches: RefCell::default(),
+                });
+                let pacing = Pacing {
+                    tick: Duration::from_millis(20),
+                    concurrency: 1,
+                    retry_after: Duration::from_millis(30),
+                    batch: 4,
+                };
+                let dyn_runner: Rc<dyn Runner> = runner.clone();
+                glommio::spawn_local(run(Rc::clone(&registry), dyn_runner, pacing)).detach();
+                let outboxes: Vec<(Rc<Outbox>, _)> = (0..6)
+                    .map(|i| {
+                        let outbox = Rc::new(Outbox::default());
+                        let slot = outbox.open_slot(b"P");
+                        registry
+                            .borrow_mut()
+                            .subscribe(key(&format!("q{i}")), &outbox, slot);
+                        (outbox, slot)
+                    })
+                    .collect();
+                sleep(Duration::from_millis(60)).await;
+                assert_eq!(
+                    *runner.batches.borrow(),
+                    [1; 6],
+                    "first results run alone, in their connections' turns"
+                );
+                for (outbox, _) in &outboxes {
+                    assert_eq!(frames(outbox), 1);
+                }
+
+                // One change to the table they all read: six standing refreshes, four in
+                // the first round trip, two in the next. The batch's answers differ: the
+                // second live query fails, the fourth finds the database unavailable.
+                runner.batches.borrow_mut().clear();
+                runner.answers.borrow_mut().extend([
+                    RunResult::Data("{\"v\":0}".into()),
+                    RunResult::Failed(Rc::from(vec![GraphQLError::server(
+                        crate::protocol::ErrorCode::Forbidden,
+                        "denied",
+                    )])),
+                    RunResult::Data("{\"v\":2}".into()),
+                    RunResult::Unavailable,
+                    RunResult::Data("{\"v\":4}".into()),
+                    RunResult::Data("{\"v\":5}".into()),
+                    RunResult::Data("{\"v\":3}".into()),
+                ]);
+                registry.borrow_mut().mark_table(None, "orders");
+                sleep(Duration::from_millis(150)).await;
+                assert_eq!(
+                    *runner.batches.borrow(),
+                    [4, 2, 1],
+                    "two batches, then the unavailable one's retry"
+                );
+                for (i, (outbox, slot)) in outboxes.iter().enumerate() {
+                    if i == 1 {
+                        match outbox.take_event() {
+                            Some(crate::outbox::OpEvent::Failed { slot: failed, .. }) => {
+                                assert_eq!(failed, *slot)
+                            }
+                            other => panic!("live query 1 did not fail: {other:?}"),
+                        }
+                        continue;
+                    }
+                    let mut out = Vec::new();
+                    outbox.fill(&mut out, usize::MAX);
+                    let text = String::from_utf8_lossy(&out);
+                    assert!(
+                        text.contains(&format!("{{\"v\":{i}}}")),
+                        "live query {i} got its own answer: {text}"
+                    );
+                }
+                assert_eq!(registry.borrow().len(), 5);
             })
             .unwrap()
             .join()

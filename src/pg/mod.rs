@@ -53,6 +53,7 @@ pub use connect::ConnectOptions;
 pub use driver::{ConnState, Notification};
 pub use error::{DbError, Error, ErrorKind};
 pub use listener::{Listener, ListenerEvent};
+pub use pipeline::AsClient;
 pub use pool::{Pool, PoolOptions, PooledClient};
 pub use query::{Statement, SyncMode};
 pub use row::{Row, Rows};

@@ -112,6 +112,61 @@ impl Client {
     }
 }
 
+/// One query of [`Client::query_each_as`]: SQL and parameters, run as `role` with
+/// `claims`.
+#[derive(Debug, Clone, Copy)]
+pub struct AsClient<'a> {
+    pub role: &'a str,
+    pub claims: &'a str,
+    pub sql: &'a str,
+    pub params: &'a [Option<&'a str>],
+}
+
+impl Client {
+    /// Runs several queries, each as its own role and claims in its own transaction (as
+    /// [`Client::query_as`] would, one after the other), in one round trip: one write and
+    /// one read for all of them, instead of one of each per query. Each group of
+    /// statements ends at its own `Sync`, so a query's settings last only for its own
+    /// transaction, and a query that fails fails alone. The outer error means the
+    /// connection died; otherwise one answer per query, in order.
+    ///
+    /// Only for queries that read: after a statement went stale, the whole batch is sent
+    /// again.
+    pub async fn query_each_as(
+        &self,
+        statement_timeout: Option<&str>,
+        queries: &[AsClient<'_>],
+    ) -> Result<Vec<Result<Option<String>, Error>>, Error> {
+        let settings: Vec<_> = queries
+            .iter()
+            .map(|q| settings(q.role, q.claims, statement_timeout))
+            .collect();
+        let mut statements = Vec::with_capacity(queries.len() * 2);
+        for (q, (sql, params, n)) in queries.iter().zip(&settings) {
+            statements.push(Statement {
+                sql,
+                params: &params[..*n],
+            });
+            statements.push(Statement {
+                sql: q.sql,
+                params: q.params,
+            });
+        }
+        let results = batch(self, &statements, SyncMode::ReadGroups(2)).await?;
+        let mut results = results.into_iter();
+        let mut answers = Vec::with_capacity(queries.len());
+        while let (Some(set), Some(query)) = (results.next(), results.next()) {
+            // As in query_as: the settings' error is the cause, the query's only says it
+            // was skipped.
+            answers.push(
+                set.and(query)
+                    .map(|rows| rows.value(0, 0).map(str::to_owned)),
+            );
+        }
+        Ok(answers)
+    }
+}
+
 /// The statement that sets role, claims and (if given) the statement timeout: its SQL and
 /// its parameters (the first `n` of the array), kept on the caller's stack.
 fn settings<'a>(

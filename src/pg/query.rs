@@ -11,7 +11,8 @@
 //! is one `Sync` at the end, so all statements run in one transaction (the implicit one, or
 //! the caller's `BEGIN` block); after an error the server skips to the `Sync`, the rest are
 //! reported as skipped, and nothing of the batch is committed. In [`SyncMode::Each`] every
-//! statement has its own `Sync` and fails alone. Either way the connection is left idle: if
+//! statement has its own `Sync` and fails alone; in [`SyncMode::ReadGroups`] every group
+//! of statements does. Either way the connection is left idle: if
 //! the batch opened a transaction block that failed, a `ROLLBACK` follows before returning.
 
 use std::iter;
@@ -41,6 +42,23 @@ pub enum SyncMode {
     Transaction,
     /// Each statement on its own, as if sent one by one.
     Each,
+    /// Every `n` statements (the last group may be shorter) one transaction, as if each
+    /// group were sent on its own: an error ends only its group. For groups that only
+    /// read, so that sending the batch again (after a stale statement) repeats nothing
+    /// that matters.
+    ReadGroups(usize),
+}
+
+impl SyncMode {
+    /// Whether the `i`th of `len` statements is the last of its transaction (a `Sync`
+    /// follows it).
+    fn ends_group(self, i: usize, len: usize) -> bool {
+        match self {
+            SyncMode::Transaction => i + 1 == len,
+            SyncMode::Each => true,
+            SyncMode::ReadGroups(n) => (i + 1).is_multiple_of(n.max(1)) || i + 1 == len,
+        }
+    }
 }
 
 /// SQLSTATE `invalid_sql_statement_name`: the server does not have a statement we cached.
@@ -65,8 +83,8 @@ struct Plan {
 ///
 /// A statement prepared before a table under it changed shape fails with "cached plan must
 /// not change result type"; the batch is then sent once more with the statement prepared
-/// afresh, when that cannot run anything twice: nothing of a one-transaction batch or of a
-/// single statement committed.
+/// afresh, when that cannot run anything twice that matters: nothing of a one-transaction
+/// batch or of a single statement committed, and groups that only read.
 pub(crate) async fn batch(
     client: &Client,
     statements: &[Statement<'_>],
@@ -76,7 +94,11 @@ pub(crate) async fn batch(
     let stale = results
         .iter()
         .any(|r| r.as_ref().err().and_then(Error::code) == Some(STALE_STATEMENT));
-    if stale && (mode == SyncMode::Transaction || statements.len() == 1) {
+    let again = match mode {
+        SyncMode::Transaction | SyncMode::ReadGroups(_) => true,
+        SyncMode::Each => statements.len() == 1,
+    };
+    if stale && again {
         return batch_once(client, statements, mode).await;
     }
     Ok(results)
@@ -111,7 +133,7 @@ async fn batch_once(
                 }
                 return Err(e);
             }
-            if mode == SyncMode::Each || i + 1 == statements.len() {
+            if mode.ends_group(i, statements.len()) {
                 frontend::sync(&mut buf);
                 syncs += 1;
             }
@@ -149,7 +171,7 @@ async fn batch_once(
             // Its Parse never completed (it failed, or an earlier failure skipped it).
             client.shared.statements.borrow_mut().forget(stmt.sql);
         }
-        if mode == SyncMode::Each || i + 1 == statements.len() {
+        if mode.ends_group(i, statements.len()) {
             status = read_ready(&mut responses).await?;
             failed = false;
         }
