@@ -28,6 +28,7 @@ use postrust::live::{Compiled, Job, LiveKey, Pacing, Registry, RunResult, Runner
 use postrust::metrics::ShardMetrics;
 use postrust::outbox::Outbox;
 use postrust::pg::{Client, ConnectConfig, ConnectOptions, Pool, PoolOptions};
+use postrust::replicas::Database;
 
 const SQL: &str = "SELECT coalesce(json_agg(body ORDER BY id), '[]')::text FROM notes";
 
@@ -128,14 +129,19 @@ fn main() {
                     let registry = Rc::new(RefCell::new(Registry::default()));
                     let runner = Rc::new(Counting {
                         inner: PgRunner {
-                            pool: Pool::new(
-                                config.clone(),
-                                ConnectOptions::default(),
-                                PoolOptions {
-                                    statement_timeout: Some(Duration::from_secs(10)),
-                                    ..PoolOptions::default()
-                                },
-                            ),
+                            db: Rc::new(Database::new(
+                                Pool::new(
+                                    config.clone(),
+                                    ConnectOptions::default(),
+                                    PoolOptions {
+                                        statement_timeout: Some(Duration::from_secs(10)),
+                                        ..PoolOptions::default()
+                                    },
+                                ),
+                                Vec::new(),
+                                Duration::ZERO,
+                                (Duration::ZERO, Duration::ZERO),
+                            )),
                             all_metrics: Arc::from(vec![ShardMetrics::default()]),
                             index: 0,
                         },

@@ -337,6 +337,10 @@ settings! {
     statement_timeout: Millis = "POSTRUST_STATEMENT_TIMEOUT_MS", "10000";
     /// Statements one client connection may have running at once: its queries and the first refreshes of the live queries it creates; more wait their turn, so one client cannot hold a shard's whole pool.
     db_statements_per_connection: Count = "POSTRUST_DB_STATEMENTS_PER_CONNECTION", "2";
+    /// Streaming replicas that reads (queries, first results, refreshes) run on once they have replayed past the primary's position at the read's start, comma-separated URLs with the same options as POSTRUST_DATABASE_URL; empty: every read runs on the primary.
+    db_read_url: Secret = "POSTRUST_DB_READ_URL", "";
+    /// Longest a read waits for a replica to replay past the primary's position before the primary serves it and the replica is left out for a backoff pause.
+    db_read_wait: Millis = "POSTRUST_DB_READ_WAIT_MS", "50";
     /// PostgreSQL connections each shard's pool keeps at most.
     db_pool_size: Count = "POSTRUST_DB_POOL_SIZE", "4";
     /// Time a caller waits for a pooled PostgreSQL connection before it gets an error.

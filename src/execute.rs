@@ -19,8 +19,9 @@ use crate::engine::Plan;
 use crate::graphql::json::compact;
 use crate::live::{Job, RunResult, Runner};
 use crate::metrics::ShardMetrics;
-use crate::pg::{self, Pool};
+use crate::pg;
 use crate::protocol::{ErrorCode, GraphQLError};
+use crate::replicas::{Database, Reader};
 use crate::sql::mutation::Step;
 
 /// The role name that makes `set_config('role', …)` keep the connection's own role: what
@@ -59,24 +60,43 @@ fn refuse_server_role(metrics: &ShardMetrics, role: Option<&str>) -> Result<(), 
 }
 
 /// Runs `call` on a pooled connection with the statement timeout's setting, and says what
-/// a failure means for the client (counted and logged).
+/// a failure means for the client (counted and logged). A read takes its connection from
+/// [`Database::reader`] (a replica that has caught up, or the primary) and runs again on
+/// the primary if it failed for want of the replica; a mutation always runs on the
+/// primary.
 async fn on_a_connection<T>(
-    pool: &Pool,
+    db: &Database,
     metrics: &ShardMetrics,
     mutation: bool,
-    call: impl AsyncFnOnce(&pg::Client, Option<&str>) -> Result<T, pg::Error>,
+    call: impl AsyncFn(&pg::Client, Option<&str>) -> Result<T, pg::Error>,
 ) -> Result<T, Failure> {
     metrics.db_statements.inc();
+    let pool = &db.primary;
     // The statement's own time, without the wait for a connection, tells a timeout from
     // an operator's cancel.
     let mut started = None;
-    let result = match pool.get().await {
-        Ok(client) => {
-            started = Some(Instant::now());
-            call(&client, pool.statement_timeout_setting()).await
+    let result = async {
+        let (client, from) = match mutation {
+            true => (pool.get().await?, Reader::Primary),
+            false => db.reader(metrics).await?,
+        };
+        started = Some(Instant::now());
+        let result = call(&client, pool.statement_timeout_setting()).await;
+        match (result, from) {
+            (Err(err), Reader::Replica(index))
+                if matches!(classify(&err, false, false), Failure::Unavailable(_)) =>
+            {
+                drop(client);
+                db.replica_failed(index, &err.to_string());
+                metrics.replica_fallbacks.inc();
+                let client = pool.get().await?;
+                started = Some(Instant::now());
+                call(&client, pool.statement_timeout_setting()).await
+            }
+            (result, _) => result,
         }
-        Err(err) => Err(err),
-    };
+    }
+    .await;
     result.map_err(|err| {
         let ran = started.map(|s| s.elapsed()).unwrap_or_default();
         let past_timeout = pool.statement_timeout().is_some_and(|limit| ran >= limit);
@@ -90,7 +110,7 @@ async fn on_a_connection<T>(
 /// Runs the statements of a mutation as `identity`, in order, in one transaction, and
 /// returns the `data` object: each step's value under its key.
 pub async fn run_mutation(
-    pool: &Pool,
+    db: &Database,
     metrics: &ShardMetrics,
     identity: &Identity,
     steps: &[Step],
@@ -114,7 +134,7 @@ pub async fn run_mutation(
         })
         .zip(params.iter().map(Vec::as_slice))
         .collect();
-    let run = on_a_connection(pool, metrics, true, async |client: &pg::Client, timeout| {
+    let run = on_a_connection(db, metrics, true, async |client: &pg::Client, timeout| {
         let role = role.unwrap_or(SERVER_ROLE);
         client
             .query_all_as(role, &identity.claims, timeout, &statements)
@@ -123,7 +143,7 @@ pub async fn run_mutation(
     // The whole transaction gets what one statement gets: it holds its row locks and a
     // pooled connection all along. Dropping the call cancels what still runs, and the
     // transaction is rolled back.
-    let values = match pool.statement_timeout() {
+    let values = match db.primary.statement_timeout() {
         None => run.await?,
         Some(limit) => {
             let expired = async {
@@ -169,7 +189,7 @@ pub async fn run_mutation(
 
 /// Runs `sql` as `role` with `claims` and returns the `data` JSON, compacted.
 pub async fn run(
-    pool: &Pool,
+    db: &Database,
     metrics: &ShardMetrics,
     role: Option<&str>,
     claims: &str,
@@ -178,15 +198,10 @@ pub async fn run(
 ) -> Result<String, Failure> {
     refuse_server_role(metrics, role)?;
     let params: Vec<Option<&str>> = params.iter().map(|p| Some(p.as_str())).collect();
-    let data = on_a_connection(
-        pool,
-        metrics,
-        false,
-        async |client: &pg::Client, timeout| {
-            let role = role.unwrap_or(SERVER_ROLE);
-            client.query_as(role, claims, timeout, sql, &params).await
-        },
-    )
+    let data = on_a_connection(db, metrics, false, async |client: &pg::Client, timeout| {
+        let role = role.unwrap_or(SERVER_ROLE);
+        client.query_as(role, claims, timeout, sql, &params).await
+    })
     .await?;
     Ok(data_json(data))
 }
@@ -198,28 +213,28 @@ fn data_json(data: Option<String>) -> String {
 
 /// Runs a query or a mutation once for `identity` and returns its `data` object.
 pub async fn run_plan(
-    pool: &Pool,
+    db: &Database,
     metrics: &ShardMetrics,
     identity: &Identity,
     plan: &Plan,
 ) -> Result<String, Failure> {
     match plan {
-        Plan::Sql { sql, params } => run_as(pool, metrics, identity, sql, params).await,
-        Plan::Mutation(steps) => run_mutation(pool, metrics, identity, steps).await,
+        Plan::Sql { sql, params } => run_as(db, metrics, identity, sql, params).await,
+        Plan::Mutation(steps) => run_mutation(db, metrics, identity, steps).await,
         Plan::Immediate(data) => Ok(data.clone()),
     }
 }
 
 /// Runs an operation for `identity`.
 pub async fn run_as(
-    pool: &Pool,
+    db: &Database,
     metrics: &ShardMetrics,
     identity: &Identity,
     sql: &str,
     params: &[String],
 ) -> Result<String, Failure> {
     run(
-        pool,
+        db,
         metrics,
         identity.role.as_deref(),
         &identity.claims,
@@ -297,9 +312,9 @@ fn classify(err: &pg::Error, past_timeout: bool, mutation: bool) -> Failure {
     }
 }
 
-/// Live-query refreshes through the shard's pool.
+/// Live-query refreshes through the shard's database (replicas for reads, if any).
 pub struct PgRunner {
-    pub pool: Pool,
+    pub db: Rc<Database>,
     /// Every shard's metrics; this runner writes only `all_metrics[index]`.
     pub all_metrics: Arc<[ShardMetrics]>,
     pub index: usize,
@@ -342,7 +357,7 @@ impl PgRunner {
             })
             .collect();
         let ran = on_a_connection(
-            &self.pool,
+            &self.db,
             metrics,
             false,
             async |client: &pg::Client, timeout| {
@@ -354,7 +369,11 @@ impl PgRunner {
         .await;
         let mut results = match ran {
             Ok((took, results)) => {
-                let past_timeout = self.pool.statement_timeout().is_some_and(|t| took >= t);
+                let past_timeout = self
+                    .db
+                    .primary
+                    .statement_timeout()
+                    .is_some_and(|t| took >= t);
                 results
                     .into_iter()
                     .map(|result| {
@@ -397,7 +416,7 @@ impl Runner for PgRunner {
             let results = match jobs {
                 [job] => vec![
                     run(
-                        &self.pool,
+                        &self.db,
                         metrics,
                         job.key.role.as_deref(),
                         &job.key.claims,

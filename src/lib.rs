@@ -74,6 +74,8 @@
 //! - [`execute`]: runs a compiled statement (or a mutation's statements) as a client (role,
 //!   claims, statement timeout) and maps failures to what the client sees (final or
 //!   retried; `docs/graphql-errors.md`).
+//! - [`replicas`]: where a read runs: a streaming replica that has replayed past the
+//!   primary's position at the read's start, or the primary.
 //! - [`metrics`]: per-shard counters served at `GET /metrics`.
 //! - [`permits`]: waiting for a semaphore (pool, refresh slots, a connection's turns)
 //!   without losing a wake-up when the waiter is cancelled.
@@ -105,6 +107,7 @@ pub mod permits;
 pub mod pg;
 pub mod playground;
 pub mod protocol;
+pub mod replicas;
 pub mod schema;
 pub mod shard;
 pub mod sql;

@@ -95,6 +95,11 @@ pub struct ShardMetrics {
     pub changes_coalesced: Cell,
     pub listen_reconnects: Cell,
     pub db_statements: Cell,
+    /// Reads that ran on a read replica.
+    pub replica_reads: Cell,
+    /// Reads that ran on the primary although read replicas are configured (none had
+    /// caught up, none was reachable, or the read failed on one).
+    pub replica_fallbacks: Cell,
     errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -204,6 +209,18 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "counter",
         "Statements sent to PostgreSQL for clients.",
         total(shards, |s| &s.db_statements),
+    );
+    one(
+        "postrust_replica_reads_total",
+        "counter",
+        "Reads (queries, first results, refreshes) that ran on a read replica.",
+        total(shards, |s| &s.replica_reads),
+    );
+    one(
+        "postrust_replica_fallbacks_total",
+        "counter",
+        "Reads that ran on the primary although read replicas are configured: none had caught up or was reachable, or the read failed on one.",
+        total(shards, |s| &s.replica_fallbacks),
     );
     let _ = writeln!(
         out,

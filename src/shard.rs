@@ -299,10 +299,15 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
     // Connections read the settings often; a shard-local copy keeps them off the shared
     // cache line of the Arc's counters.
-    let pool = settings.pool();
+    let db = Rc::new(crate::replicas::Database::new(
+        settings.pool(),
+        settings.replica_pools(),
+        config.db_read_wait.0,
+        (config.db_backoff_min.0, config.db_backoff_max.0),
+    ));
     let live = Rc::new(RefCell::new(Registry::default()));
     let runner = Rc::new(PgRunner {
-        pool: pool.clone(),
+        db: Rc::clone(&db),
         all_metrics: Arc::clone(&all_metrics),
         index,
     });
@@ -341,7 +346,7 @@ async fn shard_main(
         all_metrics,
         index,
         engine: RefCell::new(engine),
-        pool,
+        db,
         live,
         compiled: RefCell::new(crate::connection::compiled::CompiledCache::new(
             config.operation_cache_bytes,

@@ -137,7 +137,7 @@ pub async fn respond(
         )
         .with_header("Allow: POST");
     }
-    match execute::run_plan(&shard.pool, shard.metrics(), &identity, &prepared.plan).await {
+    match execute::run_plan(&shard.db, shard.metrics(), &identity, &prepared.plan).await {
         Ok(data) => Response::json(Status::Ok, format!("{{\"data\":{data}}}")),
         Err(Failure::Final(e)) => errors(Status::Ok, &[e]),
         Err(Failure::Unavailable(e)) => errors(Status::ServiceUnavailable, &[e]),

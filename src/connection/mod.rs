@@ -29,7 +29,6 @@ use crate::http::{self, RequestHead, Response, Route, Status};
 use crate::live::Registry;
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
-use crate::pg::Pool;
 
 /// Bytes asked of the socket per read in the HTTP phase.
 const HTTP_READ_CHUNK: usize = 4096;
@@ -43,8 +42,8 @@ pub struct ShardContext {
     pub index: usize,
     /// The GraphQL engine over the current catalog.
     pub engine: RefCell<std::sync::Arc<Engine>>,
-    /// This shard's PostgreSQL connections.
-    pub pool: Pool,
+    /// This shard's PostgreSQL connections: the primary's pool and any read replicas'.
+    pub db: Rc<crate::replicas::Database>,
     /// This shard's live queries.
     pub live: Rc<RefCell<Registry>>,
     /// Subscriptions compiled lately, for identical subscribes to reuse.

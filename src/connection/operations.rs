@@ -127,7 +127,7 @@ impl Operations {
                     let turn = outbox.db_turn().await;
                     // A query, or a mutation (dropping this task before it ends cancels the
                     // statement, and its transaction is rolled back).
-                    let result = execute::run_plan(&shard.pool, shard.metrics(), &identity, &plan)
+                    let result = execute::run_plan(&shard.db, shard.metrics(), &identity, &plan)
                         .await
                         .map_err(|f| f.error().clone());
                     drop(turn);

@@ -48,6 +48,7 @@ mod statements;
 pub mod tls;
 mod url;
 
+pub use backoff::{Backoff, jitter};
 pub use client::{Client, Notifications, TransactionStatus};
 pub use connect::ConnectOptions;
 pub use driver::{ConnState, Notification};
@@ -65,6 +66,8 @@ use crate::config::Config;
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub connect_config: ConnectConfig,
+    /// Read replicas (`POSTRUST_DB_READ_URL`), in the order given.
+    pub replicas: Vec<ConnectConfig>,
     pub connect: ConnectOptions,
     pub pool: PoolOptions,
 }
@@ -82,8 +85,25 @@ impl Settings {
             tls::client_config(&connect_config.tls)
                 .map_err(|e| e.context("POSTRUST_DATABASE_URL"))?;
         }
+        let replicas = config
+            .db_read_url
+            .0
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| {
+                let replica =
+                    ConnectConfig::from_url(url).map_err(|e| e.context("POSTRUST_DB_READ_URL"))?;
+                if replica.tls.attempts(&replica.host) != [tls::Negotiate::Plain] {
+                    tls::client_config(&replica.tls)
+                        .map_err(|e| e.context("POSTRUST_DB_READ_URL"))?;
+                }
+                Ok(replica)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(Settings {
             connect_config,
+            replicas,
             connect: ConnectOptions {
                 connect_timeout: config.db_connect_timeout.0,
                 statement_cache: config.db_statement_cache.0,
@@ -107,6 +127,18 @@ impl Settings {
             self.connect.clone(),
             self.pool.clone(),
         )
+    }
+
+    /// A pool for the current shard on each read replica, with its name for the log.
+    pub fn replica_pools(&self) -> Vec<(Pool, String)> {
+        self.replicas
+            .iter()
+            .map(|replica| {
+                let name = replica.to_string();
+                let pool = Pool::new(replica.clone(), self.connect.clone(), self.pool.clone());
+                (pool, name)
+            })
+            .collect()
     }
 
     /// The LISTEN connection on `channels`, for the current shard.

@@ -78,7 +78,7 @@ pub fn execute(url: &str, prepared: &Prepared) -> String {
     }
 }
 
-fn demo_file(name: &str) -> String {
+pub fn demo_file(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("demo")
         .join(name);

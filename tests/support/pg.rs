@@ -63,7 +63,18 @@ fn run_script(args: &[&str]) -> String {
 impl Cluster {
     /// Starts a new cluster of this test's own, stopped when the test binary exits.
     pub fn start_private() -> Cluster {
-        let text = run_script(&["start"]);
+        Cluster::started(&run_script(&["start"]))
+    }
+
+    /// A streaming replica of this cluster (a base backup, `scripts/pg-private replica`)
+    /// applying WAL `delay_ms` late, stopped when the test binary exits.
+    pub fn start_replica(&self, delay_ms: u64) -> Cluster {
+        Cluster::started(&run_script(&["replica", &self.url, &delay_ms.to_string()]))
+    }
+
+    /// The cluster whose start `text` (`scripts/pg-private`'s two lines) reports, stopped
+    /// when the test binary exits.
+    fn started(text: &str) -> Cluster {
         let value = |key: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(key))

@@ -1,0 +1,233 @@
+//! Where a client's reads run: on a streaming replica that has caught up, or on the primary.
+//!
+//! With `POSTRUST_DB_READ_URL` set, every read (a query, a live query's first result or
+//! refresh) first takes the primary's WAL insert position (`pg_current_wal_insert_lsn()`).
+//! Everything committed before the read began, and so every commit whose notification
+//! caused it, lies at or before that position. The read then runs on a replica only once
+//! that replica has replayed past the position (`pg_last_wal_replay_lsn()`, asked on the
+//! very connection the read then uses, waiting up to `POSTRUST_DB_READ_WAIT_MS`), so it
+//! never sees an older database than the primary would have shown. A replica that is
+//! down, is not a standby, or has not caught up within the wait is left out for a
+//! backoff pause, and the primary serves meanwhile; so does a read that failed on a
+//! replica for want of the replica (a lost connection, a conflict with recovery).
+//!
+//! Writes (mutations) and the LISTEN connection stay on the primary.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+
+use crate::metrics::ShardMetrics;
+use crate::pg::{self, Backoff, Pool, PooledClient};
+
+/// A WAL position as PostgreSQL prints it (`16/B374D848`), as a number.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+/// One replica's pool and whether it is in use.
+struct Replica {
+    pool: Pool,
+    /// Where it is, for the log (no password).
+    name: String,
+    /// Pauses after failures: doubles per consecutive failure, reset by a read it served.
+    backoff: RefCell<Backoff>,
+    /// Left out until then.
+    left_out_until: Cell<Option<Instant>>,
+}
+
+/// The shard's primary and replicas.
+pub struct Database {
+    pub primary: Pool,
+    replicas: Vec<Replica>,
+    /// Longest a read waits for a replica to replay past the primary's position.
+    wait: Duration,
+    /// The replica the next read tries first (round robin).
+    next: Cell<usize>,
+}
+
+/// Where a read got its connection.
+pub enum Reader {
+    Primary,
+    /// The index of the replica.
+    Replica(usize),
+}
+
+impl Database {
+    /// `replicas` are pools with the same settings as the primary's; `wait` bounds how long
+    /// a read waits for one to catch up.
+    pub fn new(
+        primary: Pool,
+        replicas: Vec<(Pool, String)>,
+        wait: Duration,
+        backoff: (Duration, Duration),
+    ) -> Database {
+        Database {
+            primary,
+            replicas: replicas
+                .into_iter()
+                .map(|(pool, name)| Replica {
+                    pool,
+                    name,
+                    backoff: RefCell::new(Backoff::new(backoff.0, backoff.1)),
+                    left_out_until: Cell::new(None),
+                })
+                .collect(),
+            wait,
+            next: Cell::new(0),
+        }
+    }
+
+    /// A connection for a read, and where it is: a replica that has replayed everything the
+    /// primary had written when the read began, or else the primary.
+    pub async fn reader(
+        &self,
+        metrics: &ShardMetrics,
+    ) -> Result<(PooledClient, Reader), pg::Error> {
+        if let Some(found) = self.caught_up_replica().await {
+            metrics.replica_reads.inc();
+            return Ok(found);
+        }
+        if !self.replicas.is_empty() {
+            metrics.replica_fallbacks.inc();
+        }
+        Ok((self.primary.get().await?, Reader::Primary))
+    }
+
+    /// A read that failed on replica `index` for want of the replica: it is left out, and
+    /// the caller runs the read on the primary.
+    pub fn replica_failed(&self, index: usize, why: &str) {
+        if let Some(replica) = self.replicas.get(index) {
+            self.leave_out(replica, why);
+        }
+    }
+
+    async fn caught_up_replica(&self) -> Option<(PooledClient, Reader)> {
+        let now = Instant::now();
+        let usable: Vec<usize> = (0..self.replicas.len())
+            .map(|i| (self.next.get() + i) % self.replicas.len())
+            .filter(|&i| {
+                self.replicas[i]
+                    .left_out_until
+                    .get()
+                    .is_none_or(|t| now >= t)
+            })
+            .collect();
+        let first = *usable.first()?;
+        self.next.set(first + 1);
+        // The position every commit notified so far lies at or before.
+        let target = match self.primary_position().await {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                log::debug!("cannot read the primary's WAL position: {e}");
+                return None;
+            }
+        };
+        for index in usable {
+            let replica = &self.replicas[index];
+            match self.wait_for(replica, target).await {
+                Ok(client) => {
+                    replica.backoff.borrow_mut().succeeded();
+                    if replica.left_out_until.take().is_some() {
+                        log::info!("read replica {} is in use again", replica.name);
+                    }
+                    return Some((client, Reader::Replica(index)));
+                }
+                Err(why) => self.leave_out(replica, &why),
+            }
+        }
+        None
+    }
+
+    async fn primary_position(&self) -> Result<u64, pg::Error> {
+        let client = self.primary.get().await?;
+        let rows = client
+            .query("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await?;
+        rows.value(0, 0)
+            .and_then(parse_lsn)
+            .ok_or_else(|| pg::Error::closed("pg_current_wal_insert_lsn() said nothing", None))
+    }
+
+    /// A connection to `replica` once it has replayed past `target`, within the wait.
+    async fn wait_for(&self, replica: &Replica, target: u64) -> Result<PooledClient, String> {
+        let deadline = Instant::now() + self.wait;
+        let client = future::or(
+            async { replica.pool.get().await.map_err(|e| e.to_string()) },
+            async {
+                // A connection that cannot be had quickly is as good as none: the primary
+                // serves this read.
+                glommio::timer::sleep(self.wait.max(Duration::from_millis(100))).await;
+                Err("no connection in time".to_owned())
+            },
+        )
+        .await?;
+        let mut pause = Duration::from_micros(500);
+        loop {
+            let rows = client
+                .query("SELECT pg_last_wal_replay_lsn()::text", &[])
+                .await
+                .map_err(|e| e.to_string())?;
+            let replayed = match rows.value(0, 0) {
+                Some(text) => {
+                    parse_lsn(text).ok_or_else(|| format!("unreadable position {text}"))?
+                }
+                None => return Err("it is not a standby (pg_last_wal_replay_lsn() is null)".into()),
+            };
+            if replayed >= target {
+                return Ok(client);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "it had not replayed the primary's position within {} ms \
+                     (POSTRUST_DB_READ_WAIT_MS)",
+                    self.wait.as_millis()
+                ));
+            }
+            glommio::timer::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(8));
+        }
+    }
+
+    fn leave_out(&self, replica: &Replica, why: &str) {
+        let pause = replica
+            .backoff
+            .borrow_mut()
+            .failed(Instant::now(), pg::jitter());
+        let was_in = replica
+            .left_out_until
+            .replace(Some(Instant::now() + pause))
+            .is_none();
+        let log = format!(
+            "read replica {} left out for {} ms, the primary serves its reads: {why}",
+            replica.name,
+            pause.as_millis()
+        );
+        if was_in {
+            log::warn!("{log}");
+        } else {
+            log::debug!("{log}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_read_as_postgresql_orders_them() {
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert!(parse_lsn("1/0").unwrap() > parse_lsn("0/FFFFFFFF").unwrap());
+        assert_eq!(parse_lsn("FFFFFFFF/FFFFFFFF"), Some(u64::MAX));
+        for bad in ["", "16", "16/", "/1", "x/1", "1/2/3", "100000000/0"] {
+            assert_eq!(parse_lsn(bad), None, "{bad}");
+        }
+    }
+}
