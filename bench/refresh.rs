@@ -11,8 +11,13 @@
 //! batch size the median refreshes per second and the CPU per refresh of this process and
 //! of the cluster's processes.
 //!
+//! With `POSTRUST_BENCH_READ_URL` (a streaming replica of the cluster), each batch size also
+//! runs with reads on the replica, and the PostgreSQL CPU is split between the primary's
+//! processes and the replica's (`POSTRUST_BENCH_PRIMARY_PID`, `POSTRUST_BENCH_REPLICA_PID`:
+//! their postmasters).
+//!
 //! Reads `POSTRUST_DATABASE_URL` prepared by `bench/refresh.sh` (which starts a private
-//! cluster and runs this).
+//! cluster, and a replica when asked, and runs this).
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -55,29 +60,48 @@ impl Runner for Counting {
     }
 }
 
-/// CPU seconds used so far by the processes whose command name is `name` (all of them), or
-/// by this process for `None`.
-fn cpu_seconds(name: Option<&str>) -> f64 {
+/// CPU seconds (user and system) in a proc(5) `stat` line, and the process's parent.
+fn stat_cpu(stat: &str) -> (f64, u32) {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let of = |stat: &str| -> f64 {
-        // After the command name's closing parenthesis: fields 3.. of proc(5).
-        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields[11].parse().unwrap_or(0.0);
-        let stime: f64 = fields[12].parse().unwrap_or(0.0);
-        (utime + stime) / ticks
-    };
-    match name {
-        None => of(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()),
-        Some(name) => std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-            .filter(|stat| stat.contains(&format!("({name})")))
-            .map(|stat| of(&stat))
-            .sum(),
+    // After the command name's closing parenthesis: fields 3.. of proc(5).
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> f64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0.0) };
+    ((field(11) + field(12)) / ticks, field(1) as u32)
+}
+
+/// Which processes a CPU figure covers.
+#[derive(Clone, Copy)]
+enum Processes {
+    /// This process.
+    Ours,
+    /// Every `postgres` process on the host.
+    AllPostgres,
+    /// A postmaster and its children: one cluster.
+    Cluster(u32),
+}
+
+/// CPU seconds used so far by `who`.
+fn cpu_seconds(who: Processes) -> f64 {
+    if let Processes::Ours = who {
+        return stat_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default()).0;
     }
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            Some((pid, std::fs::read_to_string(e.path().join("stat")).ok()?))
+        })
+        .filter(|(_, stat)| stat.contains("(postgres)"))
+        .map(|(pid, stat)| (pid, stat_cpu(&stat)))
+        .filter(|(pid, (_, parent))| match who {
+            Processes::Cluster(root) => *pid == root || *parent == root,
+            _ => true,
+        })
+        .map(|(_, (cpu, _))| cpu)
+        .sum()
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -97,7 +121,11 @@ async fn refreshed(runner: &Counting, target: usize) {
 struct Sample {
     per_second: f64,
     ours_us: f64,
+    /// The primary's CPU per refresh (every `postgres` process when its postmaster is not
+    /// known).
     pg_us: f64,
+    /// The replica's, when reads run on one.
+    replica_us: f64,
 }
 
 fn main() {
@@ -109,10 +137,22 @@ fn main() {
     let config = ConnectConfig::from_url(&url).expect("URL");
     let live = env_or("POSTRUST_BENCH_LIVE", 10_000) as usize;
     let rounds = env_or("POSTRUST_BENCH_ROUNDS", 3) as usize;
-    let batches: Vec<usize> = std::env::var("POSTRUST_BENCH_BATCHES")
+    let batch_sizes: Vec<usize> = std::env::var("POSTRUST_BENCH_BATCHES")
         .unwrap_or_else(|_| "1,16".into())
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
+        .collect();
+    let replica = std::env::var("POSTRUST_BENCH_READ_URL")
+        .ok()
+        .map(|url| ConnectConfig::from_url(&url).expect("replica URL"));
+    let pid = |name: &str| std::env::var(name).ok().and_then(|p| p.parse().ok());
+    let primary_cpu =
+        pid("POSTRUST_BENCH_PRIMARY_PID").map_or(Processes::AllPostgres, Processes::Cluster);
+    let replica_cpu = pid("POSTRUST_BENCH_REPLICA_PID").map(Processes::Cluster);
+    // (batch size, reads on the replica)
+    let batches: Vec<(usize, bool)> = batch_sizes
+        .iter()
+        .flat_map(|&b| std::iter::once((b, false)).chain(replica.is_some().then_some((b, true))))
         .collect();
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(512 * 1024)
@@ -125,22 +165,31 @@ fn main() {
             let mut samples: Vec<Vec<Sample>> = batches.iter().map(|_| Vec::new()).collect();
             let mut version = 0;
             for round in 0..rounds {
-                for (b, &batch) in batches.iter().enumerate() {
+                for (b, &(batch, on_replica)) in batches.iter().enumerate() {
+                    let pool_options = PoolOptions {
+                        statement_timeout: Some(Duration::from_secs(10)),
+                        ..PoolOptions::default()
+                    };
+                    let replicas = match (&replica, on_replica) {
+                        (Some(replica), true) => vec![(
+                            Pool::new(
+                                replica.clone(),
+                                ConnectOptions::default(),
+                                pool_options.clone(),
+                            ),
+                            "replica".to_owned(),
+                        )],
+                        _ => Vec::new(),
+                    };
                     let registry = Rc::new(RefCell::new(Registry::default()));
                     let runner = Rc::new(Counting {
                         inner: PgRunner {
                             db: Rc::new(Database::new(
-                                Pool::new(
-                                    config.clone(),
-                                    ConnectOptions::default(),
-                                    PoolOptions {
-                                        statement_timeout: Some(Duration::from_secs(10)),
-                                        ..PoolOptions::default()
-                                    },
-                                ),
-                                Vec::new(),
-                                Duration::ZERO,
-                                (Duration::ZERO, Duration::ZERO),
+                                Pool::new(config.clone(), ConnectOptions::default(), pool_options),
+                                replicas,
+                                // The server's defaults.
+                                Duration::from_millis(50),
+                                (Duration::from_millis(100), Duration::from_secs(10)),
                             )),
                             all_metrics: Arc::from(vec![ShardMetrics::default()]),
                             index: 0,
@@ -192,22 +241,35 @@ fn main() {
                         )
                         .await
                         .expect("update");
-                    let (ours, pg) = (cpu_seconds(None), cpu_seconds(Some("postgres")));
+                    let replica_seconds = || replica_cpu.map_or(0.0, cpu_seconds);
+                    let (ours, pg, rep) = (
+                        cpu_seconds(Processes::Ours),
+                        cpu_seconds(primary_cpu),
+                        replica_seconds(),
+                    );
                     let started = Instant::now();
                     registry.borrow_mut().mark_table(None, "notes");
                     refreshed(&runner, 2 * live).await;
                     let took = started.elapsed().as_secs_f64();
                     let sample = Sample {
                         per_second: live as f64 / took,
-                        ours_us: (cpu_seconds(None) - ours) / live as f64 * 1e6,
-                        pg_us: (cpu_seconds(Some("postgres")) - pg) / live as f64 * 1e6,
+                        ours_us: (cpu_seconds(Processes::Ours) - ours) / live as f64 * 1e6,
+                        pg_us: (cpu_seconds(primary_cpu) - pg) / live as f64 * 1e6,
+                        replica_us: (replica_seconds() - rep) / live as f64 * 1e6,
                     };
+                    let metrics = &runner.inner.all_metrics[0];
                     eprintln!(
-                        "round {} batch {batch}: {:.0} refreshes/s, {:.1} µs ours, {:.1} µs PostgreSQL per refresh",
+                        "round {} batch {batch}{}: {:.0} refreshes/s, per refresh {:.1} µs ours, \
+                         {:.1} µs primary, {:.1} µs replica; reads on a replica {}, on the \
+                         primary instead {}",
                         round + 1,
+                        if on_replica { " on the replica" } else { "" },
                         sample.per_second,
                         sample.ours_us,
-                        sample.pg_us
+                        sample.pg_us,
+                        sample.replica_us,
+                        metrics.replica_reads.get(),
+                        metrics.replica_fallbacks.get()
                     );
                     samples[b].push(sample);
                     drop(loop_task.cancel());
@@ -217,8 +279,10 @@ fn main() {
             println!(
                 "{live} per-user live queries, one change they all see; median of {rounds} rounds"
             );
-            println!("batch  refreshes/s  µs ours/refresh  µs PostgreSQL/refresh");
-            for (batch, samples) in batches.iter().zip(&mut samples) {
+            println!(
+                "batch  reads on  refreshes/s  µs ours/refresh  µs primary/refresh  µs replica/refresh"
+            );
+            for ((batch, on_replica), samples) in batches.iter().zip(&mut samples) {
                 let median = |f: fn(&Sample) -> f64, samples: &mut Vec<Sample>| {
                     samples.sort_by(|a, b| f(a).total_cmp(&f(b)));
                     f(&samples[samples.len() / 2])
@@ -226,7 +290,11 @@ fn main() {
                 let per_second = median(|s| s.per_second, samples);
                 let ours = median(|s| s.ours_us, samples);
                 let pg = median(|s| s.pg_us, samples);
-                println!("{batch:>5}  {per_second:>11.0}  {ours:>15.1}  {pg:>21.1}");
+                let rep = median(|s| s.replica_us, samples);
+                let reads = if *on_replica { "replica" } else { "primary" };
+                println!(
+                    "{batch:>5}  {reads:>8}  {per_second:>11.0}  {ours:>15.1}  {pg:>18.1}  {rep:>18.1}"
+                );
             }
         });
 }

@@ -21,6 +21,37 @@ use futures_lite::future;
 use crate::metrics::ShardMetrics;
 use crate::pg::{self, Backoff, Pool, PooledClient};
 
+/// Longest a read waits for a connection to a replica before the primary serves it.
+const CONNECT_BUDGET: Duration = Duration::from_millis(100);
+
+/// Why a replica did not serve a read.
+enum Behind {
+    /// Its connections were all in use: the read goes to the primary, the replica stays in.
+    Busy,
+    /// It did not answer in time.
+    Silent,
+    /// It failed, is not a standby, or had not caught up within the wait: it is left out.
+    Failed(String),
+}
+
+/// Sizes of WAL page headers: the first page of a segment has the long one.
+const SHORT_PAGE_HEADER: u64 = 24;
+const LONG_PAGE_HEADER: u64 = 40;
+
+/// `pg_current_wal_insert_lsn()` as the end of the last record written. When the insert
+/// position sits at the start of a page it points past the page's header, where no record
+/// can end, while a replica that has replayed everything reports the end of the last record,
+/// the page boundary itself; without this a replica would look behind until the next write.
+pub fn record_end(lsn: u64, block: u64, segment: u64) -> u64 {
+    if segment > 0 && lsn % segment == LONG_PAGE_HEADER {
+        lsn - LONG_PAGE_HEADER
+    } else if block > 0 && lsn % block == SHORT_PAGE_HEADER {
+        lsn - SHORT_PAGE_HEADER
+    } else {
+        lsn
+    }
+}
+
 /// A WAL position as PostgreSQL prints it (`16/B374D848`), as a number.
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.split_once('/')?;
@@ -119,7 +150,7 @@ impl Database {
             .collect();
         let first = *usable.first()?;
         self.next.set(first + 1);
-        // The position every commit notified so far lies at or before.
+        // Every commit visible before the read began lies at or before this position.
         let target = match self.primary_position().await {
             Ok(lsn) => lsn,
             Err(e) => {
@@ -129,7 +160,14 @@ impl Database {
         };
         for index in usable {
             let replica = &self.replicas[index];
-            match self.wait_for(replica, target).await {
+            // One budget for the whole attempt, so a replica that stops answering without
+            // closing the connection cannot hold the read.
+            let budget = self.wait + CONNECT_BUDGET;
+            let attempt = future::or(self.wait_for(replica, target), async {
+                glommio::timer::sleep(budget).await;
+                Err(Behind::Silent)
+            });
+            match attempt.await {
                 Ok(client) => {
                     replica.backoff.borrow_mut().succeeded();
                     if replica.left_out_until.take().is_some() {
@@ -137,57 +175,82 @@ impl Database {
                     }
                     return Some((client, Reader::Replica(index)));
                 }
-                Err(why) => self.leave_out(replica, &why),
+                // Busy, not broken: this read goes elsewhere, the replica stays in.
+                Err(Behind::Busy) => {}
+                Err(Behind::Silent) => self.leave_out(
+                    replica,
+                    &format!("it did not answer within {} ms", budget.as_millis()),
+                ),
+                Err(Behind::Failed(why)) => self.leave_out(replica, &why),
             }
         }
         None
     }
 
+    /// The primary's WAL insert position, as a record end.
     async fn primary_position(&self) -> Result<u64, pg::Error> {
         let client = self.primary.get().await?;
         let rows = client
-            .query("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .query(
+                "SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size'), \
+                 pg_size_bytes(current_setting('wal_segment_size'))::text",
+                &[],
+            )
             .await?;
-        rows.value(0, 0)
-            .and_then(parse_lsn)
-            .ok_or_else(|| pg::Error::closed("pg_current_wal_insert_lsn() said nothing", None))
+        let number = |column| rows.value(0, column).and_then(|v| v.parse::<u64>().ok());
+        match (rows.value(0, 0).and_then(parse_lsn), number(1), number(2)) {
+            (Some(lsn), Some(block), Some(segment)) => Ok(record_end(lsn, block, segment)),
+            _ => Err(pg::Error::closed(
+                "the primary's WAL position was unreadable",
+                None,
+            )),
+        }
     }
 
     /// A connection to `replica` once it has replayed past `target`, within the wait.
-    async fn wait_for(&self, replica: &Replica, target: u64) -> Result<PooledClient, String> {
+    async fn wait_for(&self, replica: &Replica, target: u64) -> Result<PooledClient, Behind> {
         let deadline = Instant::now() + self.wait;
         let client = future::or(
-            async { replica.pool.get().await.map_err(|e| e.to_string()) },
+            async {
+                replica
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| Behind::Failed(e.to_string()))
+            },
             async {
                 // A connection that cannot be had quickly is as good as none: the primary
                 // serves this read.
-                glommio::timer::sleep(self.wait.max(Duration::from_millis(100))).await;
-                Err("no connection in time".to_owned())
+                glommio::timer::sleep(CONNECT_BUDGET).await;
+                Err(Behind::Busy)
             },
         )
         .await?;
         let mut pause = Duration::from_micros(500);
         loop {
+            // A promoted standby is no longer a copy of the primary: null.
             let rows = client
-                .query("SELECT pg_last_wal_replay_lsn()::text", &[])
+                .query(
+                    "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text END",
+                    &[],
+                )
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Behind::Failed(e.to_string()))?;
             let replayed = match rows.value(0, 0) {
-                Some(text) => {
-                    parse_lsn(text).ok_or_else(|| format!("unreadable position {text}"))?
-                }
-                None => return Err("it is not a standby (pg_last_wal_replay_lsn() is null)".into()),
+                Some(text) => parse_lsn(text)
+                    .ok_or_else(|| Behind::Failed(format!("unreadable position {text}")))?,
+                None => return Err(Behind::Failed("it is not a standby".into())),
             };
             if replayed >= target {
                 return Ok(client);
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(format!(
+                return Err(Behind::Failed(format!(
                     "it had not replayed the primary's position within {} ms \
                      (POSTRUST_DB_READ_WAIT_MS)",
                     self.wait.as_millis()
-                ));
+                )));
             }
             glommio::timer::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_millis(8));
@@ -195,6 +258,14 @@ impl Database {
     }
 
     fn leave_out(&self, replica: &Replica, why: &str) {
+        // Reads that were under way when it was left out fail too: one failure per pause.
+        if replica
+            .left_out_until
+            .get()
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return;
+        }
         let pause = replica
             .backoff
             .borrow_mut()
@@ -219,6 +290,20 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_insert_position_just_past_a_page_header_is_the_page_boundary() {
+        let (block, segment) = (8192, 16 << 20);
+        assert_eq!(record_end(3 * segment + 40, block, segment), 3 * segment);
+        assert_eq!(
+            record_end(3 * segment + 8192 + 24, block, segment),
+            3 * segment + 8192
+        );
+        // Anywhere else it already is a record's end.
+        for lsn in [3 * segment + 64, 3 * segment + 8192 + 48] {
+            assert_eq!(record_end(lsn, block, segment), lsn);
+        }
+    }
 
     #[test]
     fn positions_read_as_postgresql_orders_them() {

@@ -199,3 +199,28 @@ fn a_replica_that_applies_late_never_serves_a_result_older_than_its_commit() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_read_waits_for_a_replica_a_little_behind() {
+    // The replica applies every commit 30 ms late; reads may wait 2 s for it.
+    let (_primary, _replica, url, replica_url) = primary_and_replica(30);
+    let server = Server::start_on(
+        &url,
+        &[
+            ("POSTRUST_DB_READ_URL", replica_url.as_str()),
+            ("POSTRUST_DB_READ_WAIT_MS", "2000"),
+        ],
+    );
+    let before = metric(&server, "postrust_replica_reads_total");
+    for value in BASE + 1..=BASE + 10 {
+        set_total(&url, value);
+        assert_eq!(query_total(&server), f64::from(value));
+    }
+    // Each query found the replica behind its commit and waited for it rather than
+    // leaving it out (a connection slower than 100 ms may still send one to the primary).
+    let on_replica = metric(&server, "postrust_replica_reads_total") - before;
+    assert!(
+        on_replica >= 5,
+        "{on_replica} of 10 queries ran on the replica"
+    );
+}
