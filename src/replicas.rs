@@ -14,6 +14,7 @@
 //! Writes (mutations) and the LISTEN connection stay on the primary.
 
 use std::cell::{Cell, RefCell};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -71,10 +72,35 @@ struct Replica {
     left_out_until: Cell<Option<Instant>>,
 }
 
+/// The primary's position, asked by one read at a time for every read waiting on it.
+#[derive(Default)]
+struct Position {
+    /// A read is asking the primary now.
+    asking: Cell<bool>,
+    /// The last answer and when its question was sent.
+    last: Cell<Option<(Instant, u64)>>,
+    /// Reads waiting for the one asking.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// Ends a read's turn at asking the position, however it ends (answered, failed, or the
+/// read dropped), and wakes the reads waiting for it.
+struct Asking<'a>(&'a Position);
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.0.asking.set(false);
+        for waker in self.0.waiters.take() {
+            waker.wake();
+        }
+    }
+}
+
 /// The shard's primary and replicas.
 pub struct Database {
     pub primary: Pool,
     replicas: Vec<Replica>,
+    position: Position,
     /// Longest a read waits for a replica to replay past the primary's position.
     wait: Duration,
     /// The replica the next read tries first (round robin).
@@ -110,6 +136,7 @@ impl Database {
                 .collect(),
             wait,
             next: Cell::new(0),
+            position: Position::default(),
         }
     }
 
@@ -138,7 +165,8 @@ impl Database {
     }
 
     async fn caught_up_replica(&self) -> Option<(PooledClient, Reader)> {
-        let now = Instant::now();
+        let began = Instant::now();
+        let now = began;
         let usable: Vec<usize> = (0..self.replicas.len())
             .map(|i| (self.next.get() + i) % self.replicas.len())
             .filter(|&i| {
@@ -151,7 +179,7 @@ impl Database {
         let first = *usable.first()?;
         self.next.set(first + 1);
         // Every commit visible before the read began lies at or before this position.
-        let target = match self.primary_position().await {
+        let target = match self.primary_position_since(began).await {
             Ok(lsn) => lsn,
             Err(e) => {
                 log::debug!("cannot read the primary's WAL position: {e}");
@@ -187,9 +215,40 @@ impl Database {
         None
     }
 
-    /// The primary's WAL insert position, as a record end.
-    async fn primary_position(&self) -> Result<u64, pg::Error> {
-        let client = self.primary.get().await?;
+    /// The primary's WAL insert position, as a record end, asked after `began`. Reads share
+    /// the question: while one read asks, those that began meanwhile wait and then share
+    /// the next answer, so the primary answers one question per round trip, however many
+    /// reads there are.
+    async fn primary_position_since(&self, began: Instant) -> Result<u64, pg::Error> {
+        let position = &self.position;
+        loop {
+            if let Some((sent, lsn)) = position.last.get()
+                && sent > began
+            {
+                return Ok(lsn);
+            }
+            if !position.asking.get() {
+                position.asking.set(true);
+                let _turn = Asking(position);
+                let client = self.primary.get().await?;
+                let sent = Instant::now();
+                let lsn = self.ask_position(&client).await?;
+                position.last.set(Some((sent, lsn)));
+                return Ok(lsn);
+            }
+            future::poll_fn(|cx| {
+                if position.asking.get() {
+                    position.waiters.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+        }
+    }
+
+    async fn ask_position(&self, client: &pg::Client) -> Result<u64, pg::Error> {
         let rows = client
             .query(
                 "SELECT pg_current_wal_insert_lsn()::text, current_setting('wal_block_size'), \
