@@ -31,6 +31,39 @@ pub struct Connection {
 
 const ACK: &[u8] = br#"{"type":"connection_ack"}"#;
 
+/// Who the sockets are: each signs its own HS256 token with `secret`, as role
+/// `loadtest_user`; `per_user` gives each socket its own `sub`, otherwise all share one.
+#[derive(Clone)]
+pub struct Identities {
+    pub secret: String,
+    pub per_user: bool,
+}
+
+impl Identities {
+    /// The token of socket `n`.
+    pub fn token(&self, n: usize) -> String {
+        let sub = if self.per_user {
+            format!("u{n}")
+        } else {
+            "shared".to_owned()
+        };
+        let claims = serde_json::json!({
+            "sub": sub,
+            "role": "loadtest_user",
+            // A day: longer than any run.
+            "exp": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()) + 86_400,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.secret.as_bytes()),
+        )
+        .expect("an HS256 token signs")
+    }
+}
+
 impl Connection {
     /// Connects from `source`, upgrades with graphql-transport-ws, sends `connection_init`
     /// (with `token` as a Bearer credential, if any) and waits for `connection_ack`.

@@ -95,6 +95,8 @@ pub struct FanoutArgs {
     pub schedule: Schedule,
     pub query: String,
     pub token: Option<String>,
+    /// Tokens each socket signs for itself.
+    pub identities: Option<crate::client::Identities>,
     pub server_pid: Option<u32>,
     pub quiet: Duration,
     /// Subscriptions that churn.
@@ -218,6 +220,12 @@ pub fn run(args: &FanoutArgs, driver: &mut Driver) -> Result<Report, String> {
         }
         if let Some(t) = &args.token {
             cmd.args(["--token", t]);
+        }
+        if let Some(ids) = &args.identities {
+            cmd.args(["--jwt-secret", &ids.secret]);
+            if ids.per_user {
+                cmd.arg("--per-user");
+            }
         }
         let mut child = match cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn() {
             Ok(child) => child,

@@ -42,7 +42,8 @@ const USAGE: &str = "\
 usage:
   postrust-loadtest idle --url ws://IP:PORT/PATH [--connections N] [--concurrency N]
                          [--sources N] [--hold-secs S] [--server-pid PID]
-  postrust-loadtest fanout --target floor|postrust|compare [--scenario shared|distinct]
+  postrust-loadtest fanout --target floor|postrust|compare
+                         [--scenario shared|distinct|per-user] [--jwt-secret SECRET]
                          [--url ws://IP:PORT/graphql --database-url postgres://…]
                          [--server-pid PID] [--connections N] [--subs-per-conn M]
                          [--workers W] [--sources S] [--shards N] [--quiet-secs S]
@@ -58,7 +59,10 @@ fanout:
                                 and subscribed again, with a fresh id, while the writes
                                 run; reports cycles and subscribe-to-first-result, and
                                 counts a first result older than a known commit as an error
-  --churn-pause-ms MS           pause after a resubscription's first result (default 200)";
+  --churn-pause-ms MS           pause after a resubscription's first result (default 200)
+  --jwt-secret SECRET           every socket signs its own HS256 token (role loadtest_user):
+                                with --scenario per-user, sub u<socket>, so each socket's
+                                live query is its own; otherwise one sub for all";
 
 /// Default pause between a churning subscription's first result and its next `complete`.
 const CHURN_PAUSE_MS: u64 = 200;
@@ -162,6 +166,7 @@ fn worker_cmd(flags: &Flags) -> Result<(), String> {
         query: flags.required("query")?,
         sub_offset: flags.get("sub-offset", 0)?,
         token: flags.text("token"),
+        identities: identities(flags)?,
         quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
         churn: flags.get("churn", 0)?,
         churn_pause: Duration::from_millis(flags.get("churn-pause-ms", CHURN_PAUSE_MS)?),
@@ -185,14 +190,29 @@ fn scenario_query(scenario: &str) -> Result<String, String> {
         "shared" => {
             Ok("subscription { loadtestValues(filter: { id: { eq: 1 } }) { id v } }".into())
         }
+        // The shared query, but each socket under its own JWT `sub` (with --jwt-secret):
+        // one live query per socket, all reading the row every user may see.
+        "per-user" => {
+            Ok("subscription { loadtestValues(filter: { id: { eq: 1 } }) { id v } }".into())
+        }
         // One live query per subscriber: each filters on its own row ({n}).
         "distinct" => {
             Ok("subscription { loadtestValues(filter: { id: { eq: {n} } }) { id v } }".into())
         }
         other => Err(format!(
-            "--scenario {other:?}: expected shared or distinct\n{USAGE}"
+            "--scenario {other:?}: expected shared, distinct or per-user\n{USAGE}"
         )),
     }
+}
+
+/// Tokens each socket signs for itself, from `--jwt-secret` (and `--per-user`, which the
+/// coordinator passes its workers for `--scenario per-user`).
+fn identities(flags: &Flags) -> Result<Option<client::Identities>, String> {
+    let per_user =
+        flags.get("per-user", false)? || flags.text("scenario").as_deref() == Some("per-user");
+    Ok(flags
+        .text("jwt-secret")
+        .map(|secret| client::Identities { secret, per_user }))
 }
 
 /// The statement each change commits, by scenario: the row(s) the subscriptions read.
@@ -246,6 +266,7 @@ fn fanout_args(
         schedule,
         query: scenario_query(&flags.get("scenario", "shared".to_owned())?)?,
         token: flags.text("token"),
+        identities: identities(flags)?,
         server_pid: pid,
         quiet: Duration::from_secs(flags.get("quiet-secs", 10)?),
         churn,

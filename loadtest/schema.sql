@@ -26,3 +26,17 @@ INSERT INTO loadtest_values (id) SELECT generate_series(1, 1000);
 CREATE TRIGGER loadtest_values_notify
 AFTER INSERT OR UPDATE OR DELETE ON loadtest_values
 FOR EACH ROW EXECUTE FUNCTION notify_table_change();
+
+-- Clients with tokens (`--jwt-secret`) run as loadtest_user, under a row-level security
+-- policy on their `sub`: row 1 (no owner) is everyone's, a row with an owner only theirs.
+-- The server's own login (a superuser here) is not subject to it.
+ALTER TABLE loadtest_values ADD COLUMN owner text;
+DO $$ BEGIN
+  CREATE ROLE loadtest_user NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+GRANT USAGE ON SCHEMA public TO loadtest_user;
+GRANT SELECT ON loadtest_values TO loadtest_user;
+ALTER TABLE loadtest_values ENABLE ROW LEVEL SECURITY;
+CREATE POLICY loadtest_own_or_shared ON loadtest_values TO loadtest_user
+  USING (owner IS NULL OR owner = current_setting('request.jwt.claims', true)::json->>'sub');

@@ -43,6 +43,8 @@ pub struct WorkerArgs {
     /// This worker's first subscription number across all workers.
     pub sub_offset: usize,
     pub token: Option<String>,
+    /// Tokens each socket signs for itself (instead of `token`).
+    pub identities: Option<crate::client::Identities>,
     /// How long `finish` waits for stragglers.
     pub quiet: Duration,
     /// Subscriptions of this worker that churn.
@@ -206,8 +208,14 @@ async fn socket(c: usize, shared: Rc<Shared>) {
         0,
         args.source_first + (c % args.sources as usize) as u8,
     );
+    // Sockets are numbered across workers, as subscriptions are.
+    let socket_number = args.sub_offset / args.subs_per_conn.max(1) + c;
+    let token = match &args.identities {
+        Some(ids) => Some(ids.token(socket_number)),
+        None => args.token.clone(),
+    };
     let opened =
-        Connection::open_initialised(source, args.target, &args.path, args.token.as_deref()).await;
+        Connection::open_initialised(source, args.target, &args.path, token.as_deref()).await;
     let mut conn = match opened {
         Ok(conn) => conn,
         Err(e) => {
