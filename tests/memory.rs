@@ -1,4 +1,5 @@
-//! What an idle WebSocket costs the server, in heap bytes, counted exactly.
+//! What an idle WebSocket and a live query of its own cost the server, in heap bytes,
+//! counted exactly.
 //!
 //! The server runs in this process under a counting allocator; the clients run in a child
 //! process (the load-test harness), so every byte counted here is the server's. The count
@@ -110,8 +111,12 @@ fn live_by_size() -> Vec<i64> {
 /// memory beyond the kernel's.
 const BUDGET_PER_CONNECTION: i64 = 2048;
 
+/// The tests count one process-wide heap, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn an_idle_websocket_holds_less_than_two_kilobytes_of_heap() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = support::pg::cluster();
     let url = cluster.fresh_database("memory");
     let port = free_port();
@@ -215,4 +220,106 @@ impl Drop for HeldClients {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The target of the variety issue: a live query of its own (a user's claims) costs the
+/// server at most 1.5 KiB beyond what a subscriber of a shared one costs.
+const BUDGET_PER_LIVE_QUERY: i64 = 1536;
+
+const JWT_SECRET: &str = "memory-test-secret-of-at-least-32-bytes";
+
+#[test]
+fn a_live_query_of_its_own_holds_less_than_one_and_a_half_kilobytes_of_heap() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = support::pg::cluster();
+    let url = cluster.fresh_database("memory_live");
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest/schema.sql");
+    support::gql::psql(&url, &std::fs::read_to_string(schema).unwrap());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = postrust::config::Config::from_lookup(|name| match name {
+        "POSTRUST_DATABASE_URL" => Some(url.clone()),
+        "POSTRUST_LISTEN" => Some(listen.clone()),
+        "POSTRUST_SHARDS" => Some("1".into()),
+        "POSTRUST_JWT_SECRET" => Some(JWT_SECRET.into()),
+        "POSTRUST_SUBSCRIBE_RATE" => Some("0".into()),
+        _ => None,
+    })
+    .unwrap();
+    std::thread::spawn(move || postrust::shard::run(config));
+    support::server::wait_for_health(port);
+
+    let sockets = 2000;
+    // Warm up both shapes: tables, buffers and the compiled subscription grow once.
+    for per_user in [false, true] {
+        drop(hold_subscribed(port, 200, per_user));
+        wait_until_closed(port);
+    }
+    // Every socket subscribed under one `sub`: one live query for all.
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let shared = hold_subscribed(port, sockets, false);
+    let shared_bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    drop(shared);
+    wait_until_closed(port);
+    // Every socket its own `sub`: a live query each.
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let sizes_before = live_by_size();
+    let per_user = hold_subscribed(port, sockets, true);
+    let per_user_bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let sizes_after = live_by_size();
+    drop(per_user);
+
+    let per_live_query = (per_user_bytes - shared_bytes) / (sockets as i64 - 1);
+    let mut grown: Vec<(usize, i64)> = sizes_before
+        .iter()
+        .zip(&sizes_after)
+        .enumerate()
+        .map(|(size, (b, a))| (size, a - b))
+        .filter(|(_, d)| *d >= sockets as i64 / 2)
+        .collect();
+    grown.sort_by_key(|(size, d)| -(*size as i64 * d));
+    let table: String = grown
+        .iter()
+        .map(|(size, d)| format!("  {d} allocations of {size} B\n"))
+        .collect();
+    eprintln!(
+        "heap for {sockets} subscribers: shared {shared_bytes} B, per-user {per_user_bytes} B; \
+         per extra live query {per_live_query} B\n{table}"
+    );
+    assert!(
+        per_live_query < BUDGET_PER_LIVE_QUERY,
+        "a live query of its own holds {per_live_query} B of heap; the budget is \
+         {BUDGET_PER_LIVE_QUERY} B. Live allocations of the per-user run:\n{table}"
+    );
+}
+
+/// Opens `n` WebSockets from a harness worker, each subscribed to row 1 with a token of its
+/// own (its own `sub` when `per_user`), and returns once every subscription has its first
+/// result; they close when it is dropped.
+fn hold_subscribed(port: u16, n: usize, per_user: bool) -> HeldClients {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_postrust-loadtest"));
+    command
+        .args(["worker", "--url", &format!("ws://127.0.0.1:{port}/graphql")])
+        .args(["--connections", &n.to_string(), "--sources", "1"])
+        .args([
+            "--query",
+            "subscription { loadtestValues(filter: { id: { eq: 1 } }) { id v } }",
+        ])
+        .args(["--jwt-secret", JWT_SECRET]);
+    if per_user {
+        command.arg("--per-user");
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .next()
+        .expect("the worker reports");
+    assert_eq!(line, format!("ready {n} {n}"), "the worker subscribed all");
+    HeldClients(child)
 }
