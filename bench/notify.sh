@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The limits of NOTIFY: committed one-row UPDATEs per second (pgbench) on one table with no
-# trigger, with the docs page's `notify_table_change()` and with the project's
-# `postrust.notify_change()`, at 1 and at 8 concurrent writers, with one session listening
-# on the channel and reading what arrives. Each is measured with durable commits
+# trigger, with the docs page's `notify_table_change()`, with the project's
+# `postrust.notify_change()`, and with no trigger but the table in a publication whose
+# logical replication slot (pgoutput) `pg_recvlogical` reads as it goes (changes captured
+# from the WAL instead), at 1 and at 8 concurrent writers, with one session listening on
+# the channel and reading what arrives. The cluster runs with `wal_level = logical` for
+# all of them, as a database using logical replication would. Each is measured with durable commits
 # (fsync = on, synchronous_commit = on: what a production database does) and with commits
 # that wait for no disk (the private cluster's fsync = off, synchronous_commit = off). The
 # configurations alternate round by round; the median of each is printed. Then one row of
@@ -16,9 +19,14 @@ rounds=${2:-3}
 
 eval "$(scripts/pg-private start)"
 listener=
-trap '[ -n "$listener" ] && kill "$listener" 2>/dev/null; scripts/pg-private stop "$POSTRUST_PG_DIR"' EXIT
+decoder=
+trap '[ -n "$listener" ] && kill "$listener" 2>/dev/null; [ -n "$decoder" ] && kill "$decoder" 2>/dev/null; scripts/pg-private stop "$POSTRUST_PG_DIR"' EXIT
 url=$POSTRUST_DATABASE_URL
 sql() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 "$url" "$@"; }
+
+sql -c "ALTER SYSTEM SET wal_level = logical" >/dev/null
+scripts/pg-private halt "$POSTRUST_PG_DIR"
+scripts/pg-private start "$POSTRUST_PG_DIR" >/dev/null
 
 sql -f src/triggers/notify.sql >/dev/null
 sql >/dev/null <<'SQL'
@@ -60,8 +68,31 @@ cat >"$script" <<'PGBENCH'
 UPDATE bench_orders SET total = total + 1 WHERE id = :id;
 PGBENCH
 
-# One trigger (or none) on the table.
+# The logical decoding consumer: a publication of the table and a pgoutput slot that
+# pg_recvlogical reads and confirms as it goes, for the "logical" configuration only.
+stop_decoding() {
+  if [ -n "$decoder" ]; then
+    kill "$decoder" 2>/dev/null || true
+    wait "$decoder" 2>/dev/null || true
+    decoder=
+  fi
+  sql -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'bench'" \
+    -c "DROP PUBLICATION IF EXISTS bench" >/dev/null
+}
+start_decoding() {
+  sql -c "CREATE PUBLICATION bench FOR TABLE bench_orders" >/dev/null
+  pg_recvlogical -d "$url" --slot bench --create-slot -P pgoutput >/dev/null
+  pg_recvlogical -d "$url" --slot bench --start -o proto_version=1 -o publication_names=bench \
+    -s 1 -F 1 -f /dev/null &
+  decoder=$!
+}
+
+# One trigger (or none) on the table, or logical decoding of it.
 use_trigger() {
+  stop_decoding
+  if [ "$1" = logical ]; then
+    start_decoding
+  fi
   sql >/dev/null <<SQL
 DROP TRIGGER IF EXISTS docs_notify ON bench_orders;
 DROP TRIGGER IF EXISTS postrust_notify_row ON bench_orders;
@@ -102,7 +133,7 @@ for round in $(seq "$rounds"); do
   echo "round $round of $rounds" >&2
   for mode in durable nowait; do
     durability "$mode"
-    for trigger in none docs project; do
+    for trigger in none docs project logical; do
       use_trigger "$trigger"
       for writers in 1 8; do
         samples[$mode.$trigger.$writers]+="$(tps "$writers") "
@@ -115,13 +146,14 @@ median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ v[NR] = $1 } END { pr
 echo "committed one-row UPDATEs per second, median of $rounds rounds of ${seconds}s, one listener"
 printf '%-8s %-8s %10s %10s   %s\n' commits trigger "1 writer" "8 writers" "samples"
 for mode in durable nowait; do
-  for trigger in none docs project; do
+  for trigger in none docs project logical; do
     printf '%-8s %-8s %10.0f %10.0f   [%s] [%s]\n' "$mode" "$trigger" \
       "$(median "${samples[$mode.$trigger.1]}")" "$(median "${samples[$mode.$trigger.8]}")" \
       "${samples[$mode.$trigger.1]% }" "${samples[$mode.$trigger.8]% }"
   done
 done
 
+stop_decoding
 echo "a row of about 9,000 bytes:"
 for trigger in docs project; do
   use_trigger "$trigger"
