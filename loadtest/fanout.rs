@@ -94,6 +94,8 @@ pub struct FanoutArgs {
     pub sources: u8,
     pub schedule: Schedule,
     pub query: String,
+    /// Rows the subscriptions are spread over.
+    pub rows: usize,
     pub token: Option<String>,
     /// Tokens each socket signs for itself.
     pub identities: Option<crate::client::Identities>,
@@ -209,6 +211,7 @@ pub fn run(args: &FanoutArgs, driver: &mut Driver) -> Result<Report, String> {
             .args(["--sources", &args.sources.to_string()])
             .args(["--sub-offset", &(w * per * args.subs_per_conn).to_string()])
             .args(["--query", &args.query])
+            .args(["--rows", &args.rows.to_string()])
             .args(["--quiet-secs", &args.quiet.as_secs().to_string()])
             .args(["--churn", &churn.to_string()])
             .args([

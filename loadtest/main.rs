@@ -60,6 +60,8 @@ fanout:
                                 run; reports cycles and subscribe-to-first-result, and
                                 counts a first result older than a known commit as an error
   --churn-pause-ms MS           pause after a resubscription's first result (default 200)
+  --rows N                      with --scenario distinct, the subscriptions spread over
+                                rows 1 to N (default 1000; the table must hold them)
   --jwt-secret SECRET           every socket signs its own HS256 token (role loadtest_user):
                                 with --scenario per-user, sub u<socket>, so each socket's
                                 live query is its own; otherwise one sub for all";
@@ -164,6 +166,7 @@ fn worker_cmd(flags: &Flags) -> Result<(), String> {
         source_first: flags.get("source-first", 1)?,
         sources: flags.get("sources", 1)?,
         query: flags.required("query")?,
+        rows: flags.get("rows", 1000)?,
         sub_offset: flags.get("sub-offset", 0)?,
         token: flags.text("token"),
         identities: identities(flags)?,
@@ -265,6 +268,7 @@ fn fanout_args(
         sources: flags.get("sources", 4)?,
         schedule,
         query: scenario_query(&flags.get("scenario", "shared".to_owned())?)?,
+        rows: flags.get("rows", 1000)?,
         token: flags.text("token"),
         identities: identities(flags)?,
         server_pid: pid,

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Shared against per-user live queries, in one run: a private PostgreSQL with the load-test
-# table (row-level security on `sub`), the release server with JWT verification, then the
-# harness against the server twice (`--target postrust`), every socket with a token of its
-# own signed by the harness:
+# Live queries of every user and every variable against the shared case, in one run: a
+# private PostgreSQL with the load-test table (row-level security on `sub`), the release
+# server with JWT verification, then the harness against the server four times
+# (`--target postrust`), every socket with a token of its own signed by the harness:
 #
 #   1. `--scenario shared`: every socket the same `sub`, so one live query for all;
 #   2. `--scenario per-user`: every socket its own `sub`, so one live query per socket,
-#      each refreshed under its own claims when row 1, which all of them see, changes.
+#      each refreshed under its own claims when row 1, which all of them see, changes;
+#   3. `--scenario distinct --rows 10000`: one live query per row (a variable each) over
+#      10,000 rows, every change an UPDATE of all of them, with the docs page's trigger;
+#   4. the same after `postrust triggers install` put the project's trigger in its place.
 #
-# Extra arguments go to both runs, e.g.
+# Extra arguments go to every run, e.g.
 #
 #   loadtest/variety.sh --connections 10000 --workers 2 --sources 4 --writes 20 --interval-ms 1000
 #
-# Prints both reports, their JSON lines and the per-user run's ratios to the shared one, with
-# each run's deliveries per second at worst: subscriptions / the slowest change's last
-# receipt.
+# Prints the reports, their JSON lines and each run's ratios to the shared one, with its
+# deliveries per second at worst: subscriptions / the slowest change's last receipt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,7 @@ export POSTRUST_DATABASE_URL
 PGOPTIONS=--client-min-messages=warning \
   psql -X -q -v ON_ERROR_STOP=1 "$POSTRUST_DATABASE_URL" -f loadtest/schema.sql
 
+extra=("$@")
 secret=loadtest-secret-of-at-least-32-bytes-0123456789
 port=$(python3 -c 'import random; print(random.randint(20000, 32000))')
 POSTRUST_LISTEN="127.0.0.1:$port" POSTRUST_LOG=warn POSTRUST_JWT_SECRET=$secret \
@@ -42,25 +45,44 @@ for _ in $(seq 1 100); do
 done
 
 results=()
-for scenario in shared per-user; do
-  echo "== $scenario" >&2
-  out=$(./target/release/postrust-loadtest fanout --target postrust --scenario "$scenario" \
-    --jwt-secret "$secret" --url "ws://127.0.0.1:$port/graphql" \
-    --database-url "$POSTRUST_DATABASE_URL" --server-pid "$server" "$@")
+# run LABEL HARNESS-ARGS…: one run against the server; its JSON line joins the results.
+run() {
+  local label=$1
+  shift
+  echo "== $label" >&2
+  local out
+  out=$(./target/release/postrust-loadtest fanout --target postrust --jwt-secret "$secret" \
+    --url "ws://127.0.0.1:$port/graphql" --database-url "$POSTRUST_DATABASE_URL" \
+    --server-pid "$server" "$@")
   echo "$out"
-  results+=("$(grep '^{"label"' <<<"$out" | tail -n 1)")
-done
+  results+=("$label=$(grep '^{"label"' <<<"$out" | tail -n 1)")
+}
+
+run shared --scenario shared "${extra[@]}"
+run per-user --scenario per-user "${extra[@]}"
+# Per variable: a live query per row over 10,000 rows, every change an UPDATE of all of
+# them; first with the docs page's trigger (no old row), then with the project's.
+psql -X -q "$POSTRUST_DATABASE_URL" \
+  -c "INSERT INTO loadtest_values (id) SELECT generate_series(1001, 10000)"
+run per-variable-docs-trigger --scenario distinct --rows 10000 "${extra[@]}"
+./target/release/postrust triggers install loadtest_values >&2
+run per-variable-project-trigger --scenario distinct --rows 10000 "${extra[@]}"
 
 python3 - "${results[@]}" <<'PY'
 import json, sys
-shared, per_user = (json.loads(a) for a in sys.argv[1:3])
+runs = dict(a.split("=", 1) for a in sys.argv[1:])
+runs = {label: json.loads(line) for label, line in runs.items()}
+shared = runs["shared"]
 # A change reaches every subscription within the run's last receipt at worst.
 rate = lambda r: r["subscriptions"] / max(r["max_ns"] / 1e9, 1e-9)
-print(json.dumps({
-    "per_user_over_shared_p50": round(per_user["p50_ns"] / max(shared["p50_ns"], 1), 3),
-    "per_user_over_shared_p99": round(per_user["p99_ns"] / max(shared["p99_ns"], 1), 3),
-    "per_user_over_shared_max": round(per_user["max_ns"] / max(shared["max_ns"], 1), 3),
-    "shared_deliveries_per_s": round(rate(shared)),
-    "per_user_deliveries_per_s": round(rate(per_user)),
-}))
+for label, r in runs.items():
+    print(json.dumps({
+        "run": label,
+        "over_shared_p50": round(r["p50_ns"] / max(shared["p50_ns"], 1), 3),
+        "over_shared_p99": round(r["p99_ns"] / max(shared["p99_ns"], 1), 3),
+        "over_shared_max": round(r["max_ns"] / max(shared["max_ns"], 1), 3),
+        "deliveries_per_s_at_worst": round(rate(r)),
+        "lost": r["lost"],
+        "errors": r["errors"],
+    }))
 PY

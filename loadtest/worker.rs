@@ -38,8 +38,10 @@ pub struct WorkerArgs {
     /// Source addresses `127.0.0.<first>` onward, `count` of them.
     pub source_first: u8,
     pub sources: u8,
-    /// The subscription; `{n}` becomes the subscription's row number (1 to 1000).
+    /// The subscription; `{n}` becomes the subscription's row number (1 to `rows`).
     pub query: String,
+    /// Rows the subscriptions are spread over (`--rows`, default 1000).
+    pub rows: usize,
     /// This worker's first subscription number across all workers.
     pub sub_offset: usize,
     pub token: Option<String>,
@@ -225,7 +227,7 @@ async fn socket(c: usize, shared: Rc<Shared>) {
     };
     let first = args.sub_offset + c * args.subs_per_conn;
     // Each slot keeps its row for all its subscriptions.
-    let row = |slot: usize| (first + slot) % 1000 + 1;
+    let row = |slot: usize| (first + slot) % args.rows.max(1) + 1;
     let mut out = Outgoing::default();
     for slot in 0..args.subs_per_conn {
         out.subscribe(slot as u64 + 1, &shared.query, row(slot));
