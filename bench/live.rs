@@ -30,6 +30,7 @@ fn live_key(sql: String, table: &str, skip: SkipRule) -> LiveKey {
                 name: table.into(),
             }],
             skip,
+            multiplexed: Default::default(),
         }),
         role: None,
         claims: "{}".into(),

@@ -223,6 +223,7 @@ fn main() {
                             name: "notes".into(),
                         }],
                         skip: Default::default(),
+                        multiplexed: Default::default(),
                     });
                     // Kept so the slots stay open.
                     let mut outboxes = Vec::with_capacity(live);

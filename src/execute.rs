@@ -22,6 +22,7 @@ use crate::metrics::ShardMetrics;
 use crate::pg;
 use crate::protocol::{ErrorCode, GraphQLError};
 use crate::replicas::{Database, Reader};
+use crate::sql::multiplex;
 use crate::sql::mutation::Step;
 
 /// The role name that makes `set_config('role', …)` keep the connection's own role: what
@@ -322,7 +323,11 @@ pub struct PgRunner {
 
 impl PgRunner {
     /// Runs several refreshes in one round trip on one pooled connection, each in its own
-    /// transaction as its own role and claims ([`pg::Client::query_each_as`]).
+    /// transaction as its own role and claims ([`pg::Client::query_each_as`]). Refreshes of
+    /// one compiled statement under the same role and claims, differing only in their
+    /// parameters, go as one multiplexed statement ([`multiplex`]); should that statement
+    /// fail, each of them runs again alone, in one more round trip, so that one live
+    /// query's failure (a value its column rejects, a timeout) stays its own.
     async fn run_each(&self, jobs: &[Job]) -> Vec<Result<String, Failure>> {
         let metrics = &self.all_metrics[self.index];
         let mut answers: Vec<Option<Result<String, Failure>>> = jobs
@@ -333,27 +338,94 @@ impl PgRunner {
                     .map(Err)
             })
             .collect();
-        let params: Vec<Vec<Option<&str>>> = jobs
+        let runnable: Vec<usize> = (0..jobs.len()).filter(|&i| answers[i].is_none()).collect();
+        let mut alone = Vec::new();
+        for (units, answer) in self.send(jobs, &group(jobs, &runnable)).await {
+            match (units, answer) {
+                (Unit::One(i), answer) => answers[i] = Some(answer),
+                (Unit::Many(many), Ok(value)) => {
+                    let split: Vec<&str> = multiplex::answers(&value).collect();
+                    if split.len() == many.len() {
+                        metrics.refreshes_multiplexed.add(many.len() as u64);
+                        for (i, data) in many.into_iter().zip(split) {
+                            answers[i] = Some(Ok(compact(data)));
+                        }
+                    } else {
+                        alone.extend(many);
+                    }
+                }
+                (Unit::Many(many), Err(_)) => alone.extend(many),
+            }
+        }
+        if !alone.is_empty() {
+            let units: Vec<Unit> = alone.into_iter().map(Unit::One).collect();
+            for (unit, answer) in self.send(jobs, &units).await {
+                if let Unit::One(i) = unit {
+                    answers[i] = Some(answer);
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|answer| {
+                // Every job was refused or sent; were one missing, trying again is the
+                // safe reading.
+                answer.unwrap_or_else(|| {
+                    Err(Failure::Unavailable(GraphQLError::server(
+                        ErrorCode::Unavailable,
+                        "the refresh got no answer",
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// Sends `units` of `jobs` in one round trip; each unit's answer, in order.
+    async fn send(&self, jobs: &[Job], units: &[Unit]) -> Vec<(Unit, Result<String, Failure>)> {
+        let metrics = &self.all_metrics[self.index];
+        // What each unit sends: its SQL and parameters, owned here for the borrow below.
+        let prepared: Vec<(std::borrow::Cow<'_, str>, Vec<std::borrow::Cow<'_, str>>)> = units
             .iter()
-            .map(|job| {
-                job.key
-                    .compiled
-                    .params
-                    .iter()
-                    .map(|p| Some(p.as_str()))
-                    .collect()
+            .map(|unit| match unit {
+                Unit::One(i) => {
+                    let compiled = &jobs[*i].key.compiled;
+                    (
+                        compiled.sql.as_str().into(),
+                        compiled.params.iter().map(|p| p.as_str().into()).collect(),
+                    )
+                }
+                Unit::Many(many) => {
+                    let compiled = &jobs[many[0]].key.compiled;
+                    let runs: Vec<&[String]> = many
+                        .iter()
+                        .map(|&i| &jobs[i].key.compiled.params[..])
+                        .collect();
+                    (
+                        compiled.multiplexed().into(),
+                        multiplex::params(&runs)
+                            .into_iter()
+                            .map(Into::into)
+                            .collect(),
+                    )
+                }
             })
             .collect();
-        let queries: Vec<pg::AsClient> = jobs
+        let params: Vec<Vec<Option<&str>>> = prepared
             .iter()
+            .map(|(_, params)| params.iter().map(|p| Some(p.as_ref())).collect())
+            .collect();
+        let queries: Vec<pg::AsClient> = units
+            .iter()
+            .zip(&prepared)
             .zip(&params)
-            .zip(&answers)
-            .filter(|(_, refused)| refused.is_none())
-            .map(|((job, params), _)| pg::AsClient {
-                role: job.key.role.as_deref().unwrap_or(SERVER_ROLE),
-                claims: &job.key.claims,
-                sql: &job.key.compiled.sql,
-                params,
+            .map(|((unit, (sql, _)), params)| {
+                let key = &jobs[unit.first()].key;
+                pg::AsClient {
+                    role: key.role.as_deref().unwrap_or(SERVER_ROLE),
+                    claims: &key.claims,
+                    sql,
+                    params,
+                }
             })
             .collect();
         let ran = on_a_connection(
@@ -367,7 +439,7 @@ impl PgRunner {
             },
         )
         .await;
-        let mut results = match ran {
+        let results: Vec<Result<String, Failure>> = match ran {
             Ok((took, results)) => {
                 let past_timeout = self
                     .db
@@ -376,10 +448,15 @@ impl PgRunner {
                     .is_some_and(|t| took >= t);
                 results
                     .into_iter()
-                    .map(|result| {
+                    .zip(units)
+                    .map(|(result, unit)| {
                         result.map(data_json).map_err(|err| {
                             let failure = classify(&err, past_timeout, false);
-                            metrics.error(failure.error().code.as_str());
+                            // A multiplexed statement's failure is not yet anyone's: its
+                            // refreshes run again alone.
+                            if let Unit::One(_) = unit {
+                                metrics.error(failure.error().code.as_str());
+                            }
                             failure
                         })
                     })
@@ -387,25 +464,64 @@ impl PgRunner {
             }
             // Every refresh of the batch shares the connection's fate.
             Err(failure) => vec![Err(failure); queries.len()],
-        }
-        .into_iter();
-        answers
-            .iter_mut()
-            .map(|answer| {
-                answer
-                    .take()
-                    .or_else(|| results.next())
-                    // One answer per query is what the client returns; were one
-                    // missing, trying again is the safe reading.
-                    .unwrap_or_else(|| {
-                        Err(Failure::Unavailable(GraphQLError::server(
-                            ErrorCode::Unavailable,
-                            "the refresh got no answer",
-                        )))
-                    })
+        };
+        let mut results = results.into_iter();
+        units
+            .iter()
+            .map(|unit| {
+                let answer = results.next().unwrap_or_else(|| {
+                    Err(Failure::Unavailable(GraphQLError::server(
+                        ErrorCode::Unavailable,
+                        "the refresh got no answer",
+                    )))
+                });
+                (unit.clone(), answer)
             })
             .collect()
     }
+}
+
+/// What one statement of a batch of refreshes runs: one job, or several of one compiled
+/// statement under one role and claims, multiplexed.
+#[derive(Debug, Clone, PartialEq)]
+enum Unit {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Unit {
+    fn first(&self) -> usize {
+        match self {
+            Unit::One(i) => *i,
+            Unit::Many(many) => many[0],
+        }
+    }
+}
+
+/// The statements that run the jobs at `indexes`: those of the same SQL, role and claims
+/// together, in the order of their first job.
+fn group(jobs: &[Job], indexes: &[usize]) -> Vec<Unit> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &i in indexes {
+        let key = &jobs[i].key;
+        let same = groups.iter_mut().find(|g| {
+            let other = &jobs[g[0]].key;
+            other.compiled.sql == key.compiled.sql
+                && other.role == key.role
+                && other.claims == key.claims
+        });
+        match same {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| match g.as_slice() {
+            [one] => Unit::One(*one),
+            _ => Unit::Many(g),
+        })
+        .collect()
 }
 
 impl Runner for PgRunner {

@@ -37,8 +37,9 @@
 //!                      filtering a column on equality are found by the rows' values, not
 //!                      tested one by one), refreshed
 //!                      through `execute` as their role and claims (up to
-//!                      `POSTRUST_REFRESH_BATCH` per round trip, each its own transaction),
-//!                      compared with the last
+//!                      `POSTRUST_REFRESH_BATCH` per round trip, each its own transaction;
+//!                      those differing only in parameters as one statement,
+//!                      `sql::multiplex`), compared with the last
 //!                      result, and a changed result is encoded once
 //!        ─▶ outbox     each subscriber's slot (latest wins), which its connection frames
 //!                      as the socket drains

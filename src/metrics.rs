@@ -86,6 +86,8 @@ pub struct ShardMetrics {
     pub refreshes: Cell,
     /// Live queries a change left alone because it provably could not alter their result.
     pub refreshes_skipped: Cell,
+    /// Refreshes answered by a multiplexed statement (several live queries in one).
+    pub refreshes_multiplexed: Cell,
     pub refresh_seconds: Histogram,
     pub results_sent: Cell,
     pub results_replaced: Cell,
@@ -173,6 +175,12 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         "counter",
         "Live queries a change did not mark dirty: its rows are outside every root filter.",
         total(shards, |s| &s.refreshes_skipped),
+    );
+    one(
+        "postrust_refreshes_multiplexed_total",
+        "counter",
+        "Live query refreshes answered by a multiplexed statement: several live queries of one statement, role and claims, differing only in parameters, run as one.",
+        total(shards, |s| &s.refreshes_multiplexed),
     );
     one(
         "postrust_results_sent_total",

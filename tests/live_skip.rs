@@ -113,6 +113,7 @@ fn routed(case: &Case, change: &Change) -> bool {
             params: Vec::new(),
             tables: case.tables.clone(),
             skip: case.rule.clone(),
+            multiplexed: Default::default(),
         }),
         role: None,
         claims: "{}".into(),

@@ -147,6 +147,7 @@ mod tests {
             params: Vec::new(),
             tables: Vec::new(),
             skip: SkipRule::default(),
+            multiplexed: Default::default(),
         })
     }
 

@@ -110,6 +110,7 @@ impl Operations {
                     params,
                     tables: prepared.tables.into_iter().collect(),
                     skip,
+                    multiplexed: Default::default(),
                 });
                 cx.shard
                     .compiled

@@ -346,6 +346,7 @@ mod tests {
                     name: "orders".into(),
                 }],
                 skip: Default::default(),
+                multiplexed: Default::default(),
             }),
             role: None,
             claims: "{}".into(),

@@ -2,7 +2,7 @@
 //! changes, and fed results that are fanned out to their subscribers.
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -25,6 +25,17 @@ pub struct Compiled {
     pub tables: Vec<QualifiedName>,
     /// Which changes provably leave the result as it is.
     pub skip: SkipRule,
+    /// `sql` multiplexed ([`crate::sql::multiplex`]), made the first time several live
+    /// queries of it refresh together.
+    pub multiplexed: std::cell::OnceCell<String>,
+}
+
+impl Compiled {
+    /// The statement that runs `sql` for several parameter sets at once.
+    pub fn multiplexed(&self) -> &str {
+        self.multiplexed
+            .get_or_init(|| crate::sql::multiplex::multiplexed(&self.sql, self.params.len()))
+    }
 }
 
 /// What makes two subscriptions the same live query: the same statement with the same
@@ -174,6 +185,12 @@ pub struct Registry {
     dirty: VecDeque<LiveId>,
     /// The refresh loop's waker while it waits for dirty live queries.
     waker: Option<Waker>,
+    /// Tables every reader of which is dirty, as changes name them (no schema: that name in
+    /// every schema): a further change to one marks nothing new, so it is not looked at,
+    /// which keeps a bulk statement under the docs page's trigger (each row a notification
+    /// without its old values, so each marks every reader) at one lookup per row. A table
+    /// leaves the set when a refresh of one of its readers starts.
+    all_dirty: HashSet<(Option<String>, String)>,
 }
 
 impl Registry {
@@ -337,10 +354,15 @@ impl Registry {
     /// Marks every live query that reads `table` (in `schema`, or in any schema when the
     /// notification did not say). Returns how many were marked.
     pub fn mark_table(&mut self, schema: Option<&str>, table: &str) -> usize {
+        if self.is_all_dirty(schema, table) {
+            return self.routes.count(schema, table);
+        }
         let ids = self.routes.readers(schema, table);
         for id in &ids {
             self.mark(*id);
         }
+        self.all_dirty
+            .insert((schema.map(str::to_owned), table.to_owned()));
         ids.len()
     }
 
@@ -348,6 +370,11 @@ impl Registry {
     /// provably cannot alter: only the candidates `Routes` finds are tested. Returns how
     /// many were marked and how many of the table's readers were not.
     pub fn mark_change(&mut self, change: &Change) -> (usize, usize) {
+        let schema = change.schema.as_deref();
+        let readers = self.routes.count(schema, &change.table);
+        if self.is_all_dirty(schema, &change.table) {
+            return (readers, 0);
+        }
         let ids = self.routes.candidates(change);
         let mut marked = 0;
         for id in &ids {
@@ -356,8 +383,20 @@ impl Registry {
                 marked += 1;
             }
         }
-        let readers = self.routes.count(change.schema.as_deref(), &change.table);
+        if marked == readers {
+            self.all_dirty
+                .insert((change.schema.clone(), change.table.clone()));
+        }
         (marked, readers.saturating_sub(marked))
+    }
+
+    /// Every reader of `table` (in `schema`, or in every schema) is dirty.
+    fn is_all_dirty(&self, schema: Option<&str>, table: &str) -> bool {
+        let key = |schema: Option<&str>| (schema.map(str::to_owned), table.to_owned());
+        // No allocation unless some table is in the set.
+        !self.all_dirty.is_empty()
+            && (self.all_dirty.contains(&key(None))
+                || (schema.is_some() && self.all_dirty.contains(&key(schema))))
     }
 
     /// Marks every live query (notifications may have been missed).
@@ -412,6 +451,26 @@ impl Registry {
 
     /// Marks a queued live query as refreshing and describes the refresh to run.
     fn start(&mut self, id: LiveId) -> Job {
+        if !self.all_dirty.is_empty() {
+            let tables = &self.get_mut(id).key.compiled.tables;
+            if tables.iter().any(|t| t.name == crate::catalog::ANY_TABLE) {
+                // A reader of every table: none has every reader dirty any more.
+                self.all_dirty.clear();
+            } else {
+                let names: Vec<(Option<String>, String)> = tables
+                    .iter()
+                    .flat_map(|t| {
+                        [
+                            (None, t.name.clone()),
+                            (Some(t.schema.clone()), t.name.clone()),
+                        ]
+                    })
+                    .collect();
+                for name in &names {
+                    self.all_dirty.remove(name);
+                }
+            }
+        }
         let q = self.get_mut(id);
         q.dirty = false;
         q.refreshing = true;
@@ -524,6 +583,7 @@ mod tests {
                     })
                     .collect(),
                 skip,
+                multiplexed: Default::default(),
             }),
             role: Some(role.into()),
             claims: "{}".into(),
@@ -704,6 +764,51 @@ mod tests {
         assert_eq!(slots.len(), 5, "1 to 4 and the waiting 6: {slots:?}");
         assert!(slots.contains(&s6) && !slots.contains(&s5));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_change_after_a_refresh_started_marks_its_live_query_again_when_all_were_dirty() {
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let (sa, sb) = (a.open_slot(b"A:"), a.open_slot(b"B:"));
+        let first = r.subscribe(key("a", "web"), &a, sa);
+        let second = r.subscribe(key("b", "web"), &a, sb);
+        for job in r.take_dirty(2) {
+            r.finish(job.id, Outcome::Data("{}".into()));
+        }
+        // A row change without its old values marks every reader, each time.
+        let update = Change {
+            schema: None,
+            table: "orders".into(),
+            operation: crate::change::Operation::Update,
+            new: None,
+            old: None,
+            truncated: false,
+        };
+        assert_eq!(r.mark_change(&update), (2, 0));
+        assert_eq!(r.mark_change(&update), (2, 0), "both still dirty");
+        let running = r.take_standing().expect("queued");
+        assert_eq!(running.id, first);
+        // The same change while the first one's refresh runs: it must run again after.
+        assert_eq!(r.mark_change(&update), (2, 0));
+        r.finish(running.id, Outcome::Data("{}".into()));
+        let mut queued: Vec<LiveId> = std::iter::from_fn(|| r.take_standing().map(|j| j.id))
+            .collect();
+        queued.sort_by_key(|id| id.0);
+        assert_eq!(queued, [first, second], "the first runs again, the second once");
+        // The same through coalesced table events.
+        for id in [first, second] {
+            r.finish(id, Outcome::Data("{}".into()));
+        }
+        assert_eq!(r.mark_table(None, "orders"), 2);
+        let running = r.take_standing().expect("queued");
+        assert_eq!(r.mark_table(None, "orders"), 2);
+        r.finish(running.id, Outcome::Data("{}".into()));
+        assert_eq!(
+            std::iter::from_fn(|| r.take_standing()).count(),
+            2,
+            "the one that ran is queued again"
+        );
     }
 
     #[test]

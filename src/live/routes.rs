@@ -430,6 +430,7 @@ mod tests {
                     params: Vec::new(),
                     tables,
                     skip: SkipRule::new(&prepared, &engine.schema().catalog),
+                    multiplexed: Default::default(),
                 };
                 routes.add(LiveId(plans.len()), &plan);
                 plans.push(Some(plan));

@@ -8,6 +8,7 @@
 
 pub mod eval;
 pub mod filter;
+pub mod multiplex;
 pub mod mutation;
 pub mod quote;
 
