@@ -792,10 +792,14 @@ mod tests {
         // The same change while the first one's refresh runs: it must run again after.
         assert_eq!(r.mark_change(&update), (2, 0));
         r.finish(running.id, Outcome::Data("{}".into()));
-        let mut queued: Vec<LiveId> = std::iter::from_fn(|| r.take_standing().map(|j| j.id))
-            .collect();
+        let mut queued: Vec<LiveId> =
+            std::iter::from_fn(|| r.take_standing().map(|j| j.id)).collect();
         queued.sort_by_key(|id| id.0);
-        assert_eq!(queued, [first, second], "the first runs again, the second once");
+        assert_eq!(
+            queued,
+            [first, second],
+            "the first runs again, the second once"
+        );
         // The same through coalesced table events.
         for id in [first, second] {
             r.finish(id, Outcome::Data("{}".into()));
