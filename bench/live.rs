@@ -31,6 +31,7 @@ fn live_key(sql: String, table: &str, skip: SkipRule) -> LiveKey {
             }],
             skip,
             multiplexed: Default::default(),
+            alone: Default::default(),
         }),
         role: None,
         claims: "{}".into(),

@@ -224,6 +224,7 @@ fn main() {
                         }],
                         skip: Default::default(),
                         multiplexed: Default::default(),
+                        alone: Default::default(),
                     });
                     // Kept so the slots stay open.
                     let mut outboxes = Vec::with_capacity(live);

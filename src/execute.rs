@@ -354,7 +354,33 @@ impl PgRunner {
                         alone.extend(many);
                     }
                 }
-                (Unit::Many(many), Err(_)) => alone.extend(many),
+                // The connection failed, not the statement: every refresh of the group
+                // waits for the retry, as a refresh sent alone would.
+                (Unit::Many(many), Err(failure @ Failure::Unavailable(_))) => {
+                    for i in many {
+                        answers[i] = Some(Err(failure.clone()));
+                    }
+                }
+                (Unit::Many(many), Err(failure)) => {
+                    if failure.error().code == ErrorCode::StatementTimeout {
+                        // Together they take longer than any one; from now on they run
+                        // alone, each within the timeout on its own.
+                        for &i in &many {
+                            jobs[i].key.compiled.alone.set(true);
+                        }
+                        log::info!(
+                            "a multiplexed refresh of {} live queries ran past the statement \
+                             timeout; their statement refreshes alone from now on",
+                            many.len()
+                        );
+                    }
+                    log::debug!(
+                        "a multiplexed refresh failed ({}); its {} live queries run again alone",
+                        failure.error().message,
+                        many.len()
+                    );
+                    alone.extend(many)
+                }
             }
         }
         if !alone.is_empty() {
@@ -504,9 +530,15 @@ fn group(jobs: &[Job], indexes: &[usize]) -> Vec<Unit> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for &i in indexes {
         let key = &jobs[i].key;
+        if key.compiled.alone.get() {
+            groups.push(vec![i]);
+            continue;
+        }
         let same = groups.iter_mut().find(|g| {
             let other = &jobs[g[0]].key;
-            other.compiled.sql == key.compiled.sql
+            !other.compiled.alone.get()
+                && other.compiled.sql == key.compiled.sql
+                && other.compiled.params.len() == key.compiled.params.len()
                 && other.role == key.role
                 && other.claims == key.claims
         });

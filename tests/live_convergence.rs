@@ -127,6 +127,8 @@ fn every_subscriber_converges_when_the_listen_connection_is_killed_during_writes
     let (url, server, mut rng) = setup(&[
         ("POSTRUST_DB_BACKOFF_MIN_MS", "20"),
         ("POSTRUST_DB_BACKOFF_MAX_MS", "200"),
+        // What the LISTEN connection went through, should the leader not listen again.
+        ("POSTRUST_LOG", "info"),
     ]);
     let ops = operations(&mut rng);
     let subs = Subscribers::open(&server, SOCKETS, &ops);

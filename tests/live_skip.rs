@@ -114,6 +114,7 @@ fn routed(case: &Case, change: &Change) -> bool {
             tables: case.tables.clone(),
             skip: case.rule.clone(),
             multiplexed: Default::default(),
+            alone: Default::default(),
         }),
         role: None,
         claims: "{}".into(),

@@ -32,6 +32,7 @@ fn key(sql: &str, params: &[&str], role: &str, claims: &str) -> LiveKey {
             }],
             skip: Default::default(),
             multiplexed: Default::default(),
+            alone: Default::default(),
         }),
         role: Some(role.into()),
         claims: claims.into(),
@@ -55,11 +56,15 @@ fn jobs(keys: Vec<LiveKey>) -> (Registry, Rc<Outbox>, Vec<Job>) {
 }
 
 fn runner(url: &str) -> PgRunner {
+    runner_with_timeout(url, Duration::from_secs(10))
+}
+
+fn runner_with_timeout(url: &str, statement_timeout: Duration) -> PgRunner {
     let pool = Pool::new(
         config(url),
         ConnectOptions::default(),
         PoolOptions {
-            statement_timeout: Some(Duration::from_secs(10)),
+            statement_timeout: Some(statement_timeout),
             ..PoolOptions::default()
         },
     );
@@ -165,4 +170,87 @@ fn a_refresh_whose_parameters_fail_the_multiplexed_statement_fails_alone() {
         0,
         "the failed statement's refreshes ran again alone"
     );
+}
+
+#[test]
+fn compiled_subscriptions_answer_multiplexed_what_they_answer_alone() {
+    let url = support::gql::demo_database("");
+    let engine = support::gql::engine(&url, &["public"]);
+    // Variables in filters (`gte`, `in`) and in `limit` and `offset`, with nested
+    // relations and `__typename`: the kinds of placeholder a subscription's statement has
+    // go through the multiplexed statement.
+    let document = "subscription S($min: Int!, $statuses: [String!], $n: Int, $skip: Int) { \
+        orders(filter: { id: { gte: $min }, status: { in: $statuses } }, orderBy: { id: ASC }, \
+               limit: $n, offset: $skip) { __typename id status customer { name orders { id } } } }";
+    let variables = [
+        r#"{"min": 1, "statuses": ["pending", "paid"], "n": 3, "skip": 0}"#,
+        r#"{"min": 2, "statuses": ["shipped"], "n": 10, "skip": 0}"#,
+        r#"{"min": 1, "statuses": [], "n": 1, "skip": 0}"#,
+        r#"{"min": 1, "statuses": ["pending", "paid", "shipped", "cancelled"], "n": 2, "skip": 1}"#,
+    ];
+    let keys: Vec<LiveKey> = variables
+        .iter()
+        .map(|v| {
+            let mut bytes = v.as_bytes().to_vec();
+            let vars = simd_json::to_owned_value(&mut bytes).unwrap();
+            let prepared = engine.prepare(document, Some(&vars), None).unwrap();
+            let postrust::engine::Plan::Sql { sql, params } = prepared.plan else {
+                panic!("a statement")
+            };
+            let params: Vec<&str> = params.iter().map(String::as_str).collect();
+            LiveKey {
+                role: None,
+                ..key(&sql, &params, "", "{}")
+            }
+        })
+        .collect();
+    assert!(
+        keys.windows(2)
+            .all(|w| w[0].compiled.sql == w[1].compiled.sql),
+        "one statement, differing in parameters"
+    );
+    let (_registry, _outbox, jobs) = jobs(keys);
+    let runner = runner(&url);
+    let (together, alone) = run(async {
+        let text = |results: Vec<RunResult>| -> Vec<String> {
+            results.iter().map(|r| data(r).to_owned()).collect()
+        };
+        let together = text(runner.run(&jobs).await);
+        let mut alone = Vec::new();
+        for job in &jobs {
+            alone.extend(text(runner.run(std::slice::from_ref(job)).await));
+        }
+        (together, alone)
+    });
+    assert_eq!(runner.all_metrics[0].refreshes_multiplexed.get(), 4);
+    assert_eq!(together, alone);
+    assert!(
+        together[0].contains(r#""__typename":"Orders""#),
+        "{}",
+        together[0]
+    );
+}
+
+#[test]
+fn refreshes_that_time_out_together_run_alone_from_then_on() {
+    let url = cluster().fresh_database("multiplex_timeout");
+    // Each run takes 0.3 s: alone within the 0.5 s timeout, three together past it.
+    // (The sleep reads the parameter, so that it runs once per run, not once per statement.)
+    let sql = "SELECT json_build_object('x', \
+               (SELECT $1::text::int FROM pg_sleep(0.3 + 0 * $1::text::int)))::text";
+    let as_postgres = |p: &str| LiveKey {
+        role: None,
+        ..key(sql, &[p], "", "{}")
+    };
+    let (_registry, _outbox, jobs) =
+        jobs(vec![as_postgres("1"), as_postgres("2"), as_postgres("3")]);
+    let runner = runner_with_timeout(&url, Duration::from_millis(500));
+    let results = run(async { runner.run(&jobs).await });
+    let got: Vec<&str> = results.iter().map(data).collect();
+    assert_eq!(got, [r#"{"x":1}"#, r#"{"x":2}"#, r#"{"x":3}"#]);
+    assert!(
+        jobs.iter().all(|j| j.key.compiled.alone.get()),
+        "marked to run alone"
+    );
+    assert_eq!(runner.all_metrics[0].refreshes_multiplexed.get(), 0);
 }

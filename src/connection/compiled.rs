@@ -148,6 +148,7 @@ mod tests {
             tables: Vec::new(),
             skip: SkipRule::default(),
             multiplexed: Default::default(),
+            alone: Default::default(),
         })
     }
 

@@ -111,6 +111,7 @@ impl Operations {
                     tables: prepared.tables.into_iter().collect(),
                     skip,
                     multiplexed: Default::default(),
+                    alone: Default::default(),
                 });
                 cx.shard
                     .compiled

@@ -347,6 +347,7 @@ mod tests {
                 }],
                 skip: Default::default(),
                 multiplexed: Default::default(),
+                alone: Default::default(),
             }),
             role: None,
             claims: "{}".into(),

@@ -28,6 +28,9 @@ pub struct Compiled {
     /// `sql` multiplexed ([`crate::sql::multiplex`]), made the first time several live
     /// queries of it refresh together.
     pub multiplexed: std::cell::OnceCell<String>,
+    /// Set when a multiplexed run of this statement ran past the statement timeout: several
+    /// runs together take longer than one, so it refreshes alone from then on.
+    pub alone: std::cell::Cell<bool>,
 }
 
 impl Compiled {
@@ -361,8 +364,10 @@ impl Registry {
         for id in &ids {
             self.mark(*id);
         }
-        self.all_dirty
-            .insert((schema.map(str::to_owned), table.to_owned()));
+        if !ids.is_empty() {
+            self.all_dirty
+                .insert((schema.map(str::to_owned), table.to_owned()));
+        }
         ids.len()
     }
 
@@ -383,7 +388,7 @@ impl Registry {
                 marked += 1;
             }
         }
-        if marked == readers {
+        if readers > 0 && marked == readers {
             self.all_dirty
                 .insert((change.schema.clone(), change.table.clone()));
         }
@@ -584,6 +589,7 @@ mod tests {
                     .collect(),
                 skip,
                 multiplexed: Default::default(),
+                alone: Default::default(),
             }),
             role: Some(role.into()),
             claims: "{}".into(),
@@ -812,6 +818,62 @@ mod tests {
             std::iter::from_fn(|| r.take_standing()).count(),
             2,
             "the one that ran is queued again"
+        );
+    }
+
+    #[test]
+    fn every_reader_dirty_holds_per_schema_and_for_readers_of_any_table() {
+        let update = |schema: Option<&str>, table: &str| Change {
+            schema: schema.map(str::to_owned),
+            table: table.into(),
+            operation: crate::change::Operation::Update,
+            new: None,
+            old: None,
+            truncated: false,
+        };
+        // Whether `reader` refreshes again for `change` arriving while its refresh runs,
+        // after the same change had made every reader dirty (twice) before it started.
+        let requeued = |r: &mut Registry, reader: LiveId, change: &Change| {
+            r.mark_change(change);
+            r.mark_change(change);
+            let running: Vec<LiveId> =
+                std::iter::from_fn(|| r.take_standing().map(|j| j.id)).collect();
+            assert!(running.contains(&reader), "queued by the change");
+            r.mark_change(change);
+            for id in &running {
+                r.finish(*id, Outcome::Data("{}".into()));
+            }
+            let again: Vec<LiveId> =
+                std::iter::from_fn(|| r.take_standing().map(|j| j.id)).collect();
+            for id in &again {
+                r.finish(*id, Outcome::Data("{}".into()));
+            }
+            again.contains(&reader)
+        };
+        let mut r = Registry::default();
+        let a = Rc::new(Outbox::default());
+        let (sa, sb) = (a.open_slot(b"A:"), a.open_slot(b"B:"));
+        let orders = r.subscribe(key("o", "web"), &a, sa);
+        for job in r.take_dirty(1) {
+            r.finish(job.id, Outcome::Data("{}".into()));
+        }
+        assert!(
+            requeued(&mut r, orders, &update(Some("public"), "orders")),
+            "a schema-qualified change"
+        );
+        // A table only a reader of any table reads: its refresh starting must end the
+        // table's every-reader-dirty state although it does not name the table.
+        let any = r.subscribe(
+            key_reading("any", "web", &[ANY_TABLE], SkipRule::default()),
+            &a,
+            sb,
+        );
+        for job in r.take_dirty(1) {
+            r.finish(job.id, Outcome::Data("{}".into()));
+        }
+        assert!(
+            requeued(&mut r, any, &update(None, "invoices")),
+            "a reader of any table"
         );
     }
 

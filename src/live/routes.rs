@@ -431,6 +431,7 @@ mod tests {
                     tables,
                     skip: SkipRule::new(&prepared, &engine.schema().catalog),
                     multiplexed: Default::default(),
+                    alone: Default::default(),
                 };
                 routes.add(LiveId(plans.len()), &plan);
                 plans.push(Some(plan));

@@ -4,15 +4,21 @@
 //! claims and in one snapshot.
 //!
 //! ```sql
-//! SELECT string_agg(coalesce(q.v, 'null'), chr(30) ORDER BY m.i)
-//! FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS m(p1, p2, i)
-//! CROSS JOIN LATERAL (<the statement, $k read as m.pk>) AS q(v)
+//! SELECT string_agg(coalesce(q.v, 'null'), chr(30) ORDER BY "postrust mux".i)
+//! FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS "postrust mux"(p1, p2, i)
+//! CROSS JOIN LATERAL (<the statement, $k read as "postrust mux".pk>) AS q(v)
 //! ```
 //!
 //! The answers come back in one text value, in run order, separated by the record separator
 //! (U+001E), which PostgreSQL's JSON output never leaves unescaped. Every placeholder the
 //! compiler writes is read as text first (`$k::text::…`), so reading it from a text column
-//! instead means the same.
+//! instead means the same. All runs share one snapshot, and a part of the statement that
+//! reads no parameter may be computed once for all of them; the compiler's statements call
+//! no volatile function, so neither changes what they return.
+
+/// The alias of the unnested row: quoted, with a space, so that no alias the compiler
+/// writes (`t1`, `o`, `v`, …) can take it.
+const ROW: &str = "\"postrust mux\"";
 
 /// What separates the runs' answers in the multiplexed statement's value.
 pub const SEPARATOR: char = '\u{1e}';
@@ -26,22 +32,22 @@ pub fn multiplexed(sql: &str, params: usize) -> String {
     // With no parameters there is nothing to tell runs apart: unnest one array of run
     // numbers instead, sent as `$1`.
     let source = if params == 0 {
-        "unnest($1::int[]) WITH ORDINALITY AS m(n, i)".to_owned()
+        format!("unnest($1::int[]) WITH ORDINALITY AS {ROW}(n, i)")
     } else {
         format!(
-            "unnest({}) WITH ORDINALITY AS m({})",
+            "unnest({}) WITH ORDINALITY AS {ROW}({})",
             arrays.join(", "),
             columns.join(", ")
         )
     };
     format!(
-        "SELECT string_agg(coalesce(q.v, 'null'), chr(30) ORDER BY m.i) FROM {source} \
+        "SELECT string_agg(coalesce(q.v, 'null'), chr(30) ORDER BY {ROW}.i) FROM {source} \
          CROSS JOIN LATERAL ({}) AS q(v)",
         read_from_rows(sql)
     )
 }
 
-/// `sql` with every placeholder `$k` read from the unnested row (`m.pk`). Placeholders are
+/// `sql` with every placeholder `$k` read from the unnested row (`"postrust mux".pk`). Placeholders are
 /// found outside quoted identifiers and string literals, the only quoting the compiler
 /// writes.
 fn read_from_rows(sql: &str) -> String {
@@ -66,7 +72,8 @@ fn read_from_rows(sql: &str) -> String {
                 out.push(c);
             }
             None if c == '$' && chars.peek().is_some_and(|(_, n)| n.is_ascii_digit()) => {
-                out.push_str("m.p");
+                out.push_str(ROW);
+                out.push_str(".p");
                 while let Some(&(_, d)) = chars.peek() {
                     if !d.is_ascii_digit() {
                         break;
@@ -127,7 +134,7 @@ mod tests {
         let sql = r#"SELECT "a$1", '$2 it''s', "we""$3" FROM t WHERE x = $1::text::int AND y = $12::text"#;
         assert_eq!(
             read_from_rows(sql),
-            r#"SELECT "a$1", '$2 it''s', "we""$3" FROM t WHERE x = m.p1::text::int AND y = m.p12::text"#
+            r#"SELECT "a$1", '$2 it''s', "we""$3" FROM t WHERE x = "postrust mux".p1::text::int AND y = "postrust mux".p12::text"#
         );
     }
 
@@ -136,9 +143,9 @@ mod tests {
         let sql = multiplexed("SELECT $1::text || $2::text", 2);
         assert_eq!(
             sql,
-            "SELECT string_agg(coalesce(q.v, 'null'), chr(30) ORDER BY m.i) FROM \
-             unnest($1::text[], $2::text[]) WITH ORDINALITY AS m(p1, p2, i) \
-             CROSS JOIN LATERAL (SELECT m.p1::text || m.p2::text) AS q(v)"
+            "SELECT string_agg(coalesce(q.v, 'null'), chr(30) ORDER BY \"postrust mux\".i) FROM \
+             unnest($1::text[], $2::text[]) WITH ORDINALITY AS \"postrust mux\"(p1, p2, i) \
+             CROSS JOIN LATERAL (SELECT \"postrust mux\".p1::text || \"postrust mux\".p2::text) AS q(v)"
         );
         assert!(multiplexed("SELECT 1", 0).contains("unnest($1::int[])"));
     }
