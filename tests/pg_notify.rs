@@ -103,3 +103,79 @@ fn the_listener_recovers_from_a_terminated_backend_and_reports_the_gap() {
         }
     });
 }
+
+/// A server that answers startup, then answers the first query (the listener's LISTEN) with
+/// `burst` notifications ahead of its replies, then closes the connection.
+fn chatty_server(burst: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        s.read_exact(&mut rest).unwrap();
+        // AuthenticationOk, BackendKeyData, ReadyForQuery.
+        let mut out = vec![b'R', 0, 0, 0, 8, 0, 0, 0, 0];
+        out.extend_from_slice(&[b'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2]);
+        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+        s.write_all(&out).unwrap();
+        // The LISTEN query: a type byte, a length, the rest.
+        let mut kind = [0u8; 1];
+        s.read_exact(&mut kind).unwrap();
+        s.read_exact(&mut len).unwrap();
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+        s.read_exact(&mut rest).unwrap();
+        let mut out = Vec::new();
+        let payload = "x".repeat(200);
+        for _ in 0..burst {
+            let body_len = 4 + 4 + "changes\0".len() + payload.len() + 1;
+            out.push(b'A');
+            out.extend_from_slice(&(body_len as u32).to_be_bytes());
+            out.extend_from_slice(&7u32.to_be_bytes());
+            out.extend_from_slice(b"changes\0");
+            out.extend_from_slice(payload.as_bytes());
+            out.push(0);
+        }
+        for _ in 0..2 {
+            out.push(b'C');
+            out.extend_from_slice(&(4 + 7u32).to_be_bytes());
+            out.extend_from_slice(b"LISTEN\0");
+        }
+        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
+        s.write_all(&out).unwrap();
+        // Then the server goes away.
+    });
+    addr
+}
+
+/// Notifications that fill the stream before LISTEN's reply is read must not stop the
+/// reply (and then the connection's end) from being read: the listener reports that it
+/// listens, then that the connection was lost.
+#[test]
+fn notifications_ahead_of_the_listen_reply_cannot_stall_the_listener() {
+    let addr = chatty_server(200);
+    run(async {
+        let mut listener = Listener::start(
+            config(&format!("postgres://u@{addr}/d?sslmode=disable")),
+            ConnectOptions {
+                notify_queue: 4,
+                ..ConnectOptions::default()
+            },
+            &fast_pool_options(1),
+            vec!["changes".into(), "schema".into()],
+        );
+        let first = within(LIMIT, "the listener's first event", listener.next()).await;
+        assert_eq!(first, Some(ListenerEvent::Listening { after_gap: false }));
+        let mut notifications = 0;
+        loop {
+            match within(LIMIT, "the rest", listener.next()).await {
+                Some(ListenerEvent::Notification(_)) => notifications += 1,
+                Some(ListenerEvent::Lost(_)) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(notifications, 200, "none dropped");
+    });
+}

@@ -249,7 +249,13 @@ impl Driver {
 
     /// Reads and dispatches what it can; true when some bytes came in.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        if let Some(tx) = &*self.shared.notifications.borrow()
+        // A full notification stream stops the reading, so PostgreSQL keeps the rest in its
+        // own queue; but not while a request waits for its reply, which may lie behind the
+        // notifications: its caller may be the stream's consumer (the listener waits for
+        // LISTEN's reply before it reads a notification), and would wait forever. Those
+        // few requests' notifications are queued past the capacity.
+        if self.in_flight.is_empty()
+            && let Some(tx) = &*self.shared.notifications.borrow()
             && tx.poll_room(cx).is_pending()
         {
             return Ok(false);

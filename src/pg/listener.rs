@@ -155,6 +155,15 @@ async fn listen(
 ) -> Result<(Client, Notifications), Error> {
     let client = Client::connect(config, connect).await?;
     let notifications = client.notifications();
-    client.batch_execute(listen_sql).await?;
+    // A server that never answers LISTEN must not hold the listener: it tries again.
+    let limit = connect.connect_timeout;
+    futures_lite::future::or(client.batch_execute(listen_sql), async {
+        glommio::timer::sleep(limit).await;
+        Err(Error::closed(
+            format!("LISTEN had no answer within {} ms", limit.as_millis()),
+            None,
+        ))
+    })
+    .await?;
     Ok((client, notifications))
 }
