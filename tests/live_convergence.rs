@@ -1,6 +1,8 @@
 //! Convergence: many subscribers with random filters and nestings, thousands of random
 //! writes, then quiet: every subscriber's last result equals a fresh query of the same
-//! operation. Also with the LISTEN connection killed while the writes go on.
+//! operation. Also with the LISTEN connection killed while the writes go on, and with one
+//! subscription per customer (the same shapes, different values: multiplexed refreshes)
+//! under both triggers.
 
 mod support;
 
@@ -160,4 +162,64 @@ fn every_subscriber_converges_when_the_listen_connection_is_killed_during_writes
     }
     assert_converged(&server, &subs, &ops);
     subs.close();
+}
+
+/// One subscription per customer, the same shapes with different values: their live
+/// queries differ only in parameters, so refreshes that come due together run multiplexed.
+fn per_variable_operations() -> Vec<String> {
+    (1..=12)
+        .flat_map(|n| {
+            [
+                format!(
+                    "subscription {{ orders(filter: {{ customerId: {{ eq: {n} }} }}, \
+                     orderBy: {{ id: ASC }}) {{ id total status customerId }} }}"
+                ),
+                format!(
+                    "subscription {{ customers(filter: {{ id: {{ eq: {n} }} }}) \
+                     {{ id name vip orders(orderBy: {{ id: ASC }}) {{ id total }} }} }}"
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// Per-variable subscribers under bulk statements that move rows between customers.
+fn per_variable_writes_converge(url: &str, server: &Server) {
+    let ops = per_variable_operations();
+    let subs = Subscribers::open(server, SOCKETS, &ops);
+    let mut writer = Writer::new(Rng::from_env("writes"));
+    for _ in 0..WRITES / SCRIPT {
+        psql(url, &writer.script(SCRIPT));
+    }
+    let expected = fresh_results(server, &ops);
+    let wrong = subs.converge(&expected, SETTLE);
+    for (id, op, got, want) in wrong.iter().take(3) {
+        eprintln!("{id}: {op}\n  got:  {got}\n  want: {want}");
+    }
+    assert_eq!(wrong.len(), 0, "of {} subscribers", ops.len());
+    let multiplexed = support::live::metric(server, "postrust_refreshes_multiplexed_total");
+    eprintln!("{multiplexed} refreshes multiplexed");
+    assert!(multiplexed > 0, "refreshes ran multiplexed");
+    subs.close();
+}
+
+#[test]
+fn per_variable_subscribers_converge_with_multiplexed_refreshes_under_both_triggers() {
+    // The docs page's trigger: no old row, so every change to a table marks all its readers.
+    let (url, server, _) = setup(&[]);
+    per_variable_writes_converge(&url, &server);
+    // The project's trigger: old and new rows, so changes find their live queries by value.
+    let url = demo_database(
+        "DROP TRIGGER users_notify ON users; DROP TRIGGER customers_notify ON customers;
+         DROP TRIGGER products_notify ON products; DROP TRIGGER orders_notify ON orders;
+         DROP TRIGGER order_items_notify ON order_items;",
+    );
+    let install = std::process::Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .args(["triggers", "install"])
+        .env("POSTRUST_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{install:?}");
+    let (url, server, _) = setup_on(url, &[]);
+    per_variable_writes_converge(&url, &server);
 }
