@@ -61,6 +61,16 @@ fn every_filter_operator() {
         (r#"{ and: [] }"#, &[1, 2, 3, 4, 5]),
         (r#"{ status: { eq: null } }"#, &[1, 2, 3, 4, 5]),
         (r#"{ customerId: { eq: 2 } }"#, &[3, 5]),
+        // The operand of startsWith and endsWith is literal: no wildcards, no escapes.
+        (r#"{ status: { startsWith: "p" } }"#, &[1, 2, 3]),
+        (r#"{ status: { startsWith: "pa" } }"#, &[2]),
+        (r#"{ status: { startsWith: "" } }"#, &[1, 2, 3, 4, 5]),
+        (r#"{ status: { startsWith: "p%" } }"#, &[]),
+        (r#"{ note: { startsWith: "_" } }"#, &[]),
+        (r#"{ status: { endsWith: "ed" } }"#, &[4, 5]),
+        (r#"{ note: { endsWith: "door" } }"#, &[1]),
+        (r#"{ note: { endsWith: "\\" } }"#, &[]),
+        (r#"{ not: { note: { startsWith: "Leave" } } }"#, &[4]),
     ];
     // The change-event evaluator agrees with PostgreSQL wherever it decides.
     let rows_json = support::gql::psql(
@@ -101,6 +111,17 @@ fn every_filter_operator() {
         None,
         r#"{"customers":[{"name":"Acme Corp"}],"products":[{"name":"Widget"},{"name":"Gadget"}],
             "orderItems":[{"id":"5"},{"id":"6"}]}"#,
+    );
+    // JSON: containment and top-level keys.
+    assert_data(
+        &e,
+        &url,
+        r#"{ red: products(filter: { attributes: { contains: { color: "red" } } }) { name }
+             withBattery: products(filter: { attributes: { hasKey: "battery" } }) { name }
+             both: products(filter: { attributes: { contains: { color: "black", battery: true } } }) { name }
+             none: products(filter: { attributes: { contains: { color: "blue" } } }) { name } }"#,
+        None,
+        r#"{"red":[{"name":"Widget"}],"withBattery":[{"name":"Gadget"}],"both":[{"name":"Gadget"}],"none":[]}"#,
     );
 }
 

@@ -44,18 +44,30 @@ pub const SCALARS: &[(&str, Scalar, Option<&str>)] = &[
     ),
 ];
 
-/// Operators a filter offers for a scalar: comparisons for ordered types, `like`/`ilike` for
-/// strings, only `isNull` for JSON.
+/// Operators a filter offers for a scalar: comparisons for ordered types, `like`/`ilike`
+/// and `startsWith`/`endsWith` for strings, `contains`/`hasKey` for JSON.
 pub fn operators(scalar: Scalar) -> &'static [&'static str] {
     const ORDERED: &[&str] = &[
         "eq", "neq", "gt", "gte", "lt", "lte", "in", "notIn", "isNull",
     ];
     match scalar {
         Scalar::String => &[
-            "eq", "neq", "gt", "gte", "lt", "lte", "in", "notIn", "like", "ilike", "isNull",
+            "eq",
+            "neq",
+            "gt",
+            "gte",
+            "lt",
+            "lte",
+            "in",
+            "notIn",
+            "like",
+            "ilike",
+            "startsWith",
+            "endsWith",
+            "isNull",
         ],
         Scalar::Boolean => &["eq", "neq", "isNull"],
-        Scalar::Json => &["isNull"],
+        Scalar::Json => &["contains", "hasKey", "isNull"],
         _ => ORDERED,
     }
 }
@@ -70,7 +82,9 @@ pub(crate) fn operator_fields(t: &TypeTable, value: TypeRef, ops: &[&str]) -> Ve
             let ty = match *op {
                 "in" | "notIn" => value.clone().non_null().list(),
                 "isNull" => TypeRef::Named(t.id("Boolean")),
-                "like" | "ilike" => TypeRef::Named(t.id("String")),
+                "like" | "ilike" | "startsWith" | "endsWith" | "hasKey" => {
+                    TypeRef::Named(t.id("String"))
+                }
                 _ => value.clone(),
             };
             input(op, ty, None)

@@ -108,8 +108,24 @@ fn demo_schema_roots_types_and_relations() {
     assert_eq!(
         input_names(&s, "StringFilter"),
         [
-            "eq", "neq", "gt", "gte", "lt", "lte", "in", "notIn", "like", "ilike", "isNull"
+            "eq",
+            "neq",
+            "gt",
+            "gte",
+            "lt",
+            "lte",
+            "in",
+            "notIn",
+            "like",
+            "ilike",
+            "startsWith",
+            "endsWith",
+            "isNull"
         ]
+    );
+    assert_eq!(
+        input_names(&s, "JSONFilter"),
+        ["contains", "hasKey", "isNull"]
     );
     assert_eq!(
         input_names(&s, "OrderPriorityFilter"),

@@ -200,6 +200,10 @@ fn compare(family: Family, op: Op, row: &OwnedValue, value: &str) -> Option<bool
                     let p: Vec<char> = value.chars().collect();
                     like(&t, &p)
                 }
+                // LIKE with a literal prefix or suffix: characters compared as they are,
+                // as under the deterministic collations this is decided for.
+                Op::StartsWith if family == Family::Text => Some(s.starts_with(value)),
+                Op::EndsWith if family == Family::Text => Some(s.ends_with(value)),
                 _ => None,
             };
         }
@@ -212,7 +216,10 @@ fn compare(family: Family, op: Op, row: &OwnedValue, value: &str) -> Option<bool
         Op::Gte => o.is_ge(),
         Op::Lt => o.is_lt(),
         Op::Lte => o.is_le(),
-        Op::Like | Op::Ilike => return None,
+        // Not decided in process: the change refreshes.
+        Op::Like | Op::Ilike | Op::StartsWith | Op::EndsWith | Op::Contains | Op::HasKey => {
+            return None;
+        }
     })
 }
 

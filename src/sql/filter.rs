@@ -19,6 +19,14 @@ pub enum Op {
     Lte,
     Like,
     Ilike,
+    /// The text begins with the operand, taken literally (no wildcards).
+    StartsWith,
+    /// The text ends with the operand, taken literally.
+    EndsWith,
+    /// The JSON value contains the operand (`@>`, as jsonb).
+    Contains,
+    /// The JSON object has the operand as a top-level key (`?`, as jsonb).
+    HasKey,
 }
 
 impl Op {
@@ -32,6 +40,10 @@ impl Op {
             "lte" => Op::Lte,
             "like" => Op::Like,
             "ilike" => Op::Ilike,
+            "startsWith" => Op::StartsWith,
+            "endsWith" => Op::EndsWith,
+            "contains" => Op::Contains,
+            "hasKey" => Op::HasKey,
             _ => return None,
         })
     }
@@ -44,8 +56,10 @@ impl Op {
             Op::Gte => ">=",
             Op::Lt => "<",
             Op::Lte => "<=",
-            Op::Like => "LIKE",
+            Op::Like | Op::StartsWith | Op::EndsWith => "LIKE",
             Op::Ilike => "ILIKE",
+            Op::Contains => "@>",
+            Op::HasKey => "?",
         }
     }
 }
@@ -144,9 +158,14 @@ impl Filter {
                                 negated: op.as_str() == "notIn",
                             }),
                             (name, operand) => {
-                                if let (Some(op), Some(value)) =
-                                    (Op::parse(name), text(operand, schema, &op_def.ty))
-                                {
+                                let value = match name {
+                                    // A JSON operand travels as its JSON text.
+                                    "contains" => {
+                                        operand.clone().into_json().ok().map(|v| v.to_string())
+                                    }
+                                    _ => text(operand, schema, &op_def.ty),
+                                };
+                                if let (Some(op), Some(value)) = (Op::parse(name), value) {
                                     all.push(Filter::Compare { column, op, value });
                                 }
                             }
@@ -198,11 +217,26 @@ impl Filter {
             }
             Filter::Compare { column, op, value } => {
                 let p = params.push(value.clone());
-                let rhs = match op {
-                    Op::Like | Op::Ilike => format!("{p}::text"),
-                    _ => format!("{p}::text::{}", cast(column)),
+                // The operand of `startsWith` and `endsWith` is literal text: LIKE's
+                // wildcards and escape character in it are escaped.
+                let literal = || {
+                    format!(
+                        "replace(replace(replace({p}::text, '\\', '\\\\'), '%', '\\%'), \
+                         '_', '\\_')"
+                    )
                 };
-                out.push_str(&format!("({} {} {rhs})", col(column), op.sql()));
+                let (lhs, rhs) = match op {
+                    Op::Like | Op::Ilike => (col(column), format!("{p}::text")),
+                    Op::StartsWith => (col(column), format!("({} || '%')", literal())),
+                    Op::EndsWith => (col(column), format!("('%' || {})", literal())),
+                    Op::Contains => (
+                        format!("{}::jsonb", col(column)),
+                        format!("{p}::text::jsonb"),
+                    ),
+                    Op::HasKey => (format!("{}::jsonb", col(column)), format!("{p}::text")),
+                    _ => (col(column), format!("{p}::text::{}", cast(column))),
+                };
+                out.push_str(&format!("({lhs} {} {rhs})", op.sql()));
             }
             Filter::In {
                 column,
