@@ -340,8 +340,10 @@ impl PgRunner {
             .collect();
         let runnable: Vec<usize> = (0..jobs.len()).filter(|&i| answers[i].is_none()).collect();
         let mut alone = Vec::new();
-        for (units, answer) in self.send(jobs, &group(jobs, &runnable)).await {
-            match (units, answer) {
+        let units = group(jobs, &runnable);
+        let sent = self.send(jobs, &units).await;
+        for (unit, answer) in units.into_iter().zip(sent) {
+            match (unit, answer) {
                 (Unit::One(i), answer) => answers[i] = Some(answer),
                 (Unit::Many(many), Ok(value)) => {
                     let split: Vec<&str> = multiplex::answers(&value).collect();
@@ -384,30 +386,20 @@ impl PgRunner {
             }
         }
         if !alone.is_empty() {
-            let units: Vec<Unit> = alone.into_iter().map(Unit::One).collect();
-            for (unit, answer) in self.send(jobs, &units).await {
-                if let Unit::One(i) = unit {
-                    answers[i] = Some(answer);
-                }
+            let units: Vec<Unit> = alone.iter().copied().map(Unit::One).collect();
+            for (i, answer) in alone.into_iter().zip(self.send(jobs, &units).await) {
+                answers[i] = Some(answer);
             }
         }
         answers
             .into_iter()
-            .map(|answer| {
-                // Every job was refused or sent; were one missing, trying again is the
-                // safe reading.
-                answer.unwrap_or_else(|| {
-                    Err(Failure::Unavailable(GraphQLError::server(
-                        ErrorCode::Unavailable,
-                        "the refresh got no answer",
-                    )))
-                })
-            })
+            // Every job was refused or sent; one missing would be tried again.
+            .map(|answer| answer.unwrap_or_else(|| Err(no_answer())))
             .collect()
     }
 
     /// Sends `units` of `jobs` in one round trip; each unit's answer, in order.
-    async fn send(&self, jobs: &[Job], units: &[Unit]) -> Vec<(Unit, Result<String, Failure>)> {
+    async fn send(&self, jobs: &[Job], units: &[Unit]) -> Vec<Result<String, Failure>> {
         let metrics = &self.all_metrics[self.index];
         // What each unit sends: its SQL and parameters, owned here for the borrow below.
         let prepared: Vec<(std::borrow::Cow<'_, str>, Vec<std::borrow::Cow<'_, str>>)> = units
@@ -491,25 +483,26 @@ impl PgRunner {
             // Every refresh of the batch shares the connection's fate.
             Err(failure) => vec![Err(failure); queries.len()],
         };
+        // One answer per unit; were one missing, it is tried again.
         let mut results = results.into_iter();
         units
             .iter()
-            .map(|unit| {
-                let answer = results.next().unwrap_or_else(|| {
-                    Err(Failure::Unavailable(GraphQLError::server(
-                        ErrorCode::Unavailable,
-                        "the refresh got no answer",
-                    )))
-                });
-                (unit.clone(), answer)
-            })
+            .map(|_| results.next().unwrap_or_else(|| Err(no_answer())))
             .collect()
     }
 }
 
+/// A refresh whose answer never came: trying again is the safe reading.
+fn no_answer() -> Failure {
+    Failure::Unavailable(GraphQLError::server(
+        ErrorCode::Unavailable,
+        "the refresh got no answer",
+    ))
+}
+
 /// What one statement of a batch of refreshes runs: one job, or several of one compiled
 /// statement under one role and claims, multiplexed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 enum Unit {
     One(usize),
     Many(Vec<usize>),
