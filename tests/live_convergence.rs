@@ -30,6 +30,23 @@ fn setup_on(url: String, env: &[(&str, &str)]) -> (String, Server, Rng) {
     (url, server, Rng::from_env("live convergence"))
 }
 
+/// A demo database whose tables notify through the project's trigger instead of the docs
+/// page's (`postrust triggers install`).
+fn project_trigger_database() -> String {
+    let url = demo_database(
+        "DROP TRIGGER users_notify ON users; DROP TRIGGER customers_notify ON customers;
+         DROP TRIGGER products_notify ON products; DROP TRIGGER orders_notify ON orders;
+         DROP TRIGGER order_items_notify ON order_items;",
+    );
+    let install = std::process::Command::new(env!("CARGO_BIN_EXE_postrust"))
+        .args(["triggers", "install"])
+        .env("POSTRUST_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "{install:?}");
+    url
+}
+
 fn operations(rng: &mut Rng) -> Vec<String> {
     let mut ops: Vec<String> = (0..SUBSCRIBERS).map(|_| random_operation(rng)).collect();
     // Some identical subscriptions share a live query, on the same socket or not.
@@ -39,13 +56,18 @@ fn operations(rng: &mut Rng) -> Vec<String> {
     ops
 }
 
-fn assert_converged(server: &Server, subs: &Subscribers, ops: &[String]) {
+/// Every subscriber's last result equals a fresh query of its operation.
+fn assert_same_as_fresh(server: &Server, subs: &Subscribers, ops: &[String]) {
     let expected = fresh_results(server, ops);
     let wrong = subs.converge(&expected, SETTLE);
     for (id, op, got, want) in wrong.iter().take(3) {
         eprintln!("{id}: {op}\n  got:  {got}\n  want: {want}");
     }
     assert_eq!(wrong.len(), 0, "of {} subscribers", ops.len());
+}
+
+fn assert_converged(server: &Server, subs: &Subscribers, ops: &[String]) {
+    assert_same_as_fresh(server, subs, ops);
     // Guards against a vacuous pass: the writes did move most results.
     let changed = subs.changed();
     eprintln!(
@@ -65,17 +87,7 @@ fn every_subscriber_converges_after_random_writes() {
 /// filter are skipped too: the skip rule at work on every kind of write.
 #[test]
 fn every_subscriber_converges_with_the_project_trigger_skipping_refreshes() {
-    let url = demo_database(
-        "DROP TRIGGER users_notify ON users; DROP TRIGGER customers_notify ON customers;
-         DROP TRIGGER products_notify ON products; DROP TRIGGER orders_notify ON orders;
-         DROP TRIGGER order_items_notify ON order_items;",
-    );
-    let install = std::process::Command::new(env!("CARGO_BIN_EXE_postrust"))
-        .args(["triggers", "install"])
-        .env("POSTRUST_DATABASE_URL", &url)
-        .output()
-        .unwrap();
-    assert!(install.status.success(), "{install:?}");
+    let url = project_trigger_database();
     let (url, server, rng) = setup_on(url, &[]);
     random_writes_converge(&url, &server, rng);
     let skipped = support::live::metric(&server, "postrust_refreshes_skipped_total");
@@ -191,12 +203,7 @@ fn per_variable_writes_converge(url: &str, server: &Server) {
     for _ in 0..WRITES / SCRIPT {
         psql(url, &writer.script(SCRIPT));
     }
-    let expected = fresh_results(server, &ops);
-    let wrong = subs.converge(&expected, SETTLE);
-    for (id, op, got, want) in wrong.iter().take(3) {
-        eprintln!("{id}: {op}\n  got:  {got}\n  want: {want}");
-    }
-    assert_eq!(wrong.len(), 0, "of {} subscribers", ops.len());
+    assert_same_as_fresh(server, &subs, &ops);
     let multiplexed = support::live::metric(server, "postrust_refreshes_multiplexed_total");
     eprintln!("{multiplexed} refreshes multiplexed");
     assert!(multiplexed > 0, "refreshes ran multiplexed");
@@ -209,17 +216,7 @@ fn per_variable_subscribers_converge_with_multiplexed_refreshes_under_both_trigg
     let (url, server, _) = setup(&[]);
     per_variable_writes_converge(&url, &server);
     // The project's trigger: old and new rows, so changes find their live queries by value.
-    let url = demo_database(
-        "DROP TRIGGER users_notify ON users; DROP TRIGGER customers_notify ON customers;
-         DROP TRIGGER products_notify ON products; DROP TRIGGER orders_notify ON orders;
-         DROP TRIGGER order_items_notify ON order_items;",
-    );
-    let install = std::process::Command::new(env!("CARGO_BIN_EXE_postrust"))
-        .args(["triggers", "install"])
-        .env("POSTRUST_DATABASE_URL", &url)
-        .output()
-        .unwrap();
-    assert!(install.status.success(), "{install:?}");
+    let url = project_trigger_database();
     let (url, server, _) = setup_on(url, &[]);
     per_variable_writes_converge(&url, &server);
 }

@@ -119,18 +119,7 @@ fn an_idle_websocket_holds_less_than_two_kilobytes_of_heap() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = support::pg::cluster();
     let url = cluster.fresh_database("memory");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let config = postrust::config::Config::from_lookup(|name| match name {
-        "POSTRUST_DATABASE_URL" => Some(url.clone()),
-        "POSTRUST_LISTEN" => Some(listen.clone()),
-        "POSTRUST_SHARDS" => Some("1".into()),
-        _ => None,
-    })
-    .unwrap();
-    // The server runs until the test process exits.
-    std::thread::spawn(move || postrust::shard::run(config));
-    support::server::wait_for_health(port);
+    let port = serve_here(&url, &[]);
 
     let connections = 2000;
     // Warm up: the first connections grow the shard's tables and buffers once.
@@ -149,24 +138,50 @@ fn an_idle_websocket_holds_less_than_two_kilobytes_of_heap() {
     drop(held);
 
     let per_connection = (after - before) / connections as i64;
-    let mut grown: Vec<(usize, i64)> = sizes_before
-        .iter()
-        .zip(&sizes_after)
-        .enumerate()
-        .map(|(size, (b, a))| (size, a - b))
-        .filter(|(_, d)| *d >= connections as i64 / 2)
-        .collect();
-    grown.sort_by_key(|(size, d)| -(*size as i64 * d));
-    let table: String = grown
-        .iter()
-        .map(|(size, d)| format!("  {d} allocations of {size} B\n"))
-        .collect();
+    let table = grown(&sizes_before, &sizes_after, connections);
     eprintln!("heap per idle connection: {per_connection} B\n{table}");
     assert!(
         per_connection < BUDGET_PER_CONNECTION,
         "an idle connection holds {per_connection} B of heap; the budget is \
          {BUDGET_PER_CONNECTION} B. Live allocations that grew with the connections:\n{table}"
     );
+}
+
+/// Starts the server in this process, on one shard, on the database at `url` with the
+/// settings `extra`; it runs until the test process exits. Returns its port.
+fn serve_here(url: &str, extra: &[(&str, &str)]) -> u16 {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = postrust::config::Config::from_lookup(|name| match name {
+        "POSTRUST_DATABASE_URL" => Some(url.to_owned()),
+        "POSTRUST_LISTEN" => Some(listen.clone()),
+        "POSTRUST_SHARDS" => Some("1".into()),
+        _ => extra
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string()),
+    })
+    .unwrap();
+    std::thread::spawn(move || postrust::shard::run(config));
+    support::server::wait_for_health(port);
+    port
+}
+
+/// The allocation sizes whose live count grew by at least half of `n` between two counts,
+/// largest total first, one line each.
+fn grown(before: &[i64], after: &[i64], n: usize) -> String {
+    let mut grown: Vec<(usize, i64)> = before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .map(|(size, (b, a))| (size, a - b))
+        .filter(|(_, d)| *d >= n as i64 / 2)
+        .collect();
+    grown.sort_by_key(|(size, d)| -(*size as i64 * d));
+    grown
+        .iter()
+        .map(|(size, d)| format!("  {d} allocations of {size} B\n"))
+        .collect()
 }
 
 /// Waits until the server has closed every connection but the one asking.
@@ -235,19 +250,13 @@ fn a_live_query_of_its_own_holds_less_than_one_and_a_half_kilobytes_of_heap() {
     let url = cluster.fresh_database("memory_live");
     let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("loadtest/schema.sql");
     support::gql::psql(&url, &std::fs::read_to_string(schema).unwrap());
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let config = postrust::config::Config::from_lookup(|name| match name {
-        "POSTRUST_DATABASE_URL" => Some(url.clone()),
-        "POSTRUST_LISTEN" => Some(listen.clone()),
-        "POSTRUST_SHARDS" => Some("1".into()),
-        "POSTRUST_JWT_SECRET" => Some(JWT_SECRET.into()),
-        "POSTRUST_SUBSCRIBE_RATE" => Some("0".into()),
-        _ => None,
-    })
-    .unwrap();
-    std::thread::spawn(move || postrust::shard::run(config));
-    support::server::wait_for_health(port);
+    let port = serve_here(
+        &url,
+        &[
+            ("POSTRUST_JWT_SECRET", JWT_SECRET),
+            ("POSTRUST_SUBSCRIBE_RATE", "0"),
+        ],
+    );
 
     let sockets = 2000;
     // Warm up both shapes: tables, buffers and the compiled subscription grow once.
@@ -270,18 +279,7 @@ fn a_live_query_of_its_own_holds_less_than_one_and_a_half_kilobytes_of_heap() {
     drop(per_user);
 
     let per_live_query = (per_user_bytes - shared_bytes) / (sockets as i64 - 1);
-    let mut grown: Vec<(usize, i64)> = sizes_before
-        .iter()
-        .zip(&sizes_after)
-        .enumerate()
-        .map(|(size, (b, a))| (size, a - b))
-        .filter(|(_, d)| *d >= sockets as i64 / 2)
-        .collect();
-    grown.sort_by_key(|(size, d)| -(*size as i64 * d));
-    let table: String = grown
-        .iter()
-        .map(|(size, d)| format!("  {d} allocations of {size} B\n"))
-        .collect();
+    let table = grown(&sizes_before, &sizes_after, sockets);
     eprintln!(
         "heap for {sockets} subscribers: shared {shared_bytes} B, per-user {per_user_bytes} B; \
          per extra live query {per_live_query} B\n{table}"

@@ -181,35 +181,22 @@ fn the_unix_socket_directory_from_the_url_is_used() {
 /// A server that asks for SCRAM, then accepts whatever the client sends without ever
 /// proving it knows the password, as a man in the middle would.
 fn impostor() -> std::net::SocketAddr {
-    use std::io::{Read, Write};
+    use support::fake_pg::{STARTUP_DONE, message, read_message, read_startup, send};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut len = [0u8; 4];
-        // The startup message: a length, then the rest.
-        s.read_exact(&mut len).unwrap();
-        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
-        s.read_exact(&mut rest).unwrap();
-        let mechanisms = b"SCRAM-SHA-256\0\0";
-        let mut out = vec![b'R'];
-        out.extend_from_slice(&(8 + mechanisms.len() as u32).to_be_bytes());
-        out.extend_from_slice(&10u32.to_be_bytes());
-        out.extend_from_slice(mechanisms);
-        s.write_all(&out).unwrap();
-        // The client's first SCRAM message: a type byte, a length, the rest.
-        let mut kind = [0u8; 1];
-        s.read_exact(&mut kind).unwrap();
-        s.read_exact(&mut len).unwrap();
-        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
-        s.read_exact(&mut rest).unwrap();
-        // AuthenticationOk, BackendKeyData, ReadyForQuery: no SASL continue, no final.
-        let mut out = vec![b'R', 0, 0, 0, 8, 0, 0, 0, 0];
-        out.extend_from_slice(&[b'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2]);
-        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
-        s.write_all(&out).unwrap();
+        read_startup(&mut s);
+        // AuthenticationSASL offering SCRAM-SHA-256.
+        let mut out = Vec::new();
+        message(&mut out, b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0");
+        send(&mut s, &out);
+        // The client's first SCRAM message; then no SASL continue, no final: straight to
+        // AuthenticationOk.
+        read_message(&mut s);
+        send(&mut s, STARTUP_DONE);
         // Hold the socket open until the client gives up on it.
-        let _ = s.read(&mut [0u8; 64]);
+        let _ = std::io::Read::read(&mut s, &mut [0u8; 64]);
     });
     addr
 }

@@ -107,44 +107,27 @@ fn the_listener_recovers_from_a_terminated_backend_and_reports_the_gap() {
 /// A server that answers startup, then answers the first query (the listener's LISTEN) with
 /// `burst` notifications ahead of its replies, then closes the connection.
 fn chatty_server(burst: usize) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
+    use support::fake_pg::{STARTUP_DONE, message, read_message, read_startup, send};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).unwrap();
-        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
-        s.read_exact(&mut rest).unwrap();
-        // AuthenticationOk, BackendKeyData, ReadyForQuery.
-        let mut out = vec![b'R', 0, 0, 0, 8, 0, 0, 0, 0];
-        out.extend_from_slice(&[b'K', 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2]);
-        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
-        s.write_all(&out).unwrap();
-        // The LISTEN query: a type byte, a length, the rest.
-        let mut kind = [0u8; 1];
-        s.read_exact(&mut kind).unwrap();
-        s.read_exact(&mut len).unwrap();
-        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize - 4];
-        s.read_exact(&mut rest).unwrap();
+        read_startup(&mut s);
+        send(&mut s, STARTUP_DONE);
+        read_message(&mut s);
         let mut out = Vec::new();
-        let payload = "x".repeat(200);
+        let mut notification = 7u32.to_be_bytes().to_vec();
+        notification.extend_from_slice(b"changes\0");
+        notification.extend_from_slice("x".repeat(200).as_bytes());
+        notification.push(0);
         for _ in 0..burst {
-            let body_len = 4 + 4 + "changes\0".len() + payload.len() + 1;
-            out.push(b'A');
-            out.extend_from_slice(&(body_len as u32).to_be_bytes());
-            out.extend_from_slice(&7u32.to_be_bytes());
-            out.extend_from_slice(b"changes\0");
-            out.extend_from_slice(payload.as_bytes());
-            out.push(0);
+            message(&mut out, b'A', &notification);
         }
         for _ in 0..2 {
-            out.push(b'C');
-            out.extend_from_slice(&(4 + 7u32).to_be_bytes());
-            out.extend_from_slice(b"LISTEN\0");
+            message(&mut out, b'C', b"LISTEN\0");
         }
-        out.extend_from_slice(&[b'Z', 0, 0, 0, 5, b'I']);
-        s.write_all(&out).unwrap();
+        message(&mut out, b'Z', b"I");
+        send(&mut s, &out);
         // Then the server goes away.
     });
     addr
@@ -177,5 +160,43 @@ fn notifications_ahead_of_the_listen_reply_cannot_stall_the_listener() {
             }
         }
         assert_eq!(notifications, 200, "none dropped");
+    });
+}
+
+/// A server that never answers LISTEN holds the listener no longer than the connect
+/// timeout: it connects again.
+#[test]
+fn a_listen_that_gets_no_answer_is_tried_again() {
+    use support::fake_pg::{STARTUP_DONE, read_message, read_startup, send};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let (again_tx, again_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut silent, _) = server.accept().unwrap();
+        read_startup(&mut silent);
+        send(&mut silent, STARTUP_DONE);
+        read_message(&mut silent);
+        // No answer; the socket stays open. The next connection is the listener's retry.
+        let (_again, _) = server.accept().unwrap();
+        let _ = again_tx.send(());
+        let _keep = silent;
+        std::thread::sleep(LIMIT);
+    });
+    run(async {
+        let _listener = Listener::start(
+            config(&format!("postgres://u@{addr}/d?sslmode=disable")),
+            ConnectOptions {
+                connect_timeout: std::time::Duration::from_millis(300),
+                ..ConnectOptions::default()
+            },
+            &fast_pool_options(1),
+            vec!["changes".into()],
+        );
+        within(LIMIT, "the listener's second connection", async {
+            while again_rx.try_recv().is_err() {
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
     });
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod docs;
+pub mod fake_pg;
 pub mod gql;
 pub mod live;
 pub mod logs;
