@@ -20,29 +20,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked --bins >&2
-eval "$(scripts/pg-private start)"
-server=
-cleanup() {
-  [ -n "$server" ] && kill -TERM "$server" 2>/dev/null && wait "$server" 2>/dev/null || true
-  scripts/pg-private stop "$POSTRUST_PG_DIR"
-}
-trap cleanup EXIT
-export POSTRUST_DATABASE_URL
-PGOPTIONS=--client-min-messages=warning \
-  psql -X -q -v ON_ERROR_STOP=1 "$POSTRUST_DATABASE_URL" -f loadtest/schema.sql
-
 extra=("$@")
 secret=loadtest-secret-of-at-least-32-bytes-0123456789
-port=$(python3 -c 'import random; print(random.randint(20000, 32000))')
-POSTRUST_LISTEN="127.0.0.1:$port" POSTRUST_LOG=warn POSTRUST_JWT_SECRET=$secret \
-  POSTRUST_SUBSCRIBE_RATE=0 POSTRUST_MAX_SUBSCRIPTIONS_PER_CONNECTION=0 \
-  ./target/release/postrust &
-server=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-  sleep 0.1
-done
+. loadtest/serve.sh
+serve POSTRUST_JWT_SECRET="$secret"
 
 results=()
 # run LABEL HARNESS-ARGS…: one run against the server; its JSON line joins the results.
