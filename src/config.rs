@@ -184,6 +184,32 @@ impl SettingValue for LogFormat {
     }
 }
 
+/// Where committed changes are heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeSource {
+    /// `NOTIFY` from triggers on `POSTRUST_NOTIFY_CHANNEL`.
+    Notify,
+    /// Logical replication: `pgoutput` on `POSTRUST_PUBLICATION`, from a temporary slot.
+    Logical,
+}
+
+impl SettingValue for ChangeSource {
+    const FORM: &'static str = "notify or logical";
+    fn parse_setting(raw: &str) -> Option<Self> {
+        match raw.to_ascii_lowercase().as_str() {
+            "notify" => Some(ChangeSource::Notify),
+            "logical" => Some(ChangeSource::Logical),
+            _ => None,
+        }
+    }
+    fn show(&self) -> String {
+        match self {
+            ChangeSource::Notify => "notify".to_owned(),
+            ChangeSource::Logical => "logical".to_owned(),
+        }
+    }
+}
+
 /// A comma-separated list of names (PostgreSQL schemas), at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameList(pub Vec<String>);
@@ -285,6 +311,10 @@ settings! {
     log_level: LogLevel = "POSTRUST_LOG", "info";
     /// How log lines are written: text for people, json (one object per line) for log collectors.
     log_format: LogFormat = "POSTRUST_LOG_FORMAT", "text";
+    /// Where committed changes are heard from: notify (triggers' NOTIFY on POSTRUST_NOTIFY_CHANNEL) or logical (logical replication of POSTRUST_PUBLICATION from a temporary slot; needs wal_level = logical and a role with REPLICATION).
+    change_source: ChangeSource = "POSTRUST_CHANGE_SOURCE", "notify";
+    /// The publication whose tables' changes are streamed when POSTRUST_CHANGE_SOURCE is logical; subscriptions reading a table outside it are refused with NO_CHANGE_TRIGGER.
+    publication: String = "POSTRUST_PUBLICATION", "postrust";
     /// Channel the change triggers notify on and the server listens to.
     notify_channel: String = "POSTRUST_NOTIFY_CHANNEL", "table_change";
     /// Accept subscriptions to tables with no change trigger, for a database that notifies POSTRUST_NOTIFY_CHANNEL some other way; otherwise such a subscription is refused with NO_CHANGE_TRIGGER, since it would never update.
@@ -297,7 +327,7 @@ settings! {
     refresh_batch: Count = "POSTRUST_REFRESH_BATCH", "16";
     /// Pause before a refresh that found the database unreachable is tried again.
     refresh_retry: Millis = "POSTRUST_REFRESH_RETRY_MS", "500";
-    /// Change events that may wait for one shard before the leader coalesces them per table.
+    /// Change events that may wait for one shard before the leader coalesces them per table; with logical replication also the changes of one transaction held until its commit, past which its tables are refreshed whole.
     change_queue: Count = "POSTRUST_CHANGE_QUEUE", "1024";
     /// Bytes each shard keeps of recently compiled subscriptions, so identical subscribes skip parsing, validation and compilation; 0 turns the cache off.
     operation_cache_bytes: usize = "POSTRUST_OPERATION_CACHE_BYTES", "4194304";

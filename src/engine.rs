@@ -75,6 +75,8 @@ pub struct Engine {
     /// would never update, so it is refused. Empty with
     /// `POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS`.
     silent: BTreeSet<QualifiedName>,
+    /// Why those tables notify nobody, and what to do about it, for the refusal's message.
+    silent_why: (&'static str, &'static str),
 }
 
 /// The value of `$1` for [`crate::catalog::INTROSPECTION_SQL`]: a PostgreSQL array literal.
@@ -98,8 +100,19 @@ impl Engine {
                 .map(|r| r.name.clone())
                 .collect()
         };
+        let silent_why = match &catalog.publication {
+            Some(_) => (
+                "the publication does not stream the changes",
+                "Add the table with ALTER PUBLICATION",
+            ),
+            None => (
+                "no change trigger notifies the changes",
+                "Run `postrust triggers install`",
+            ),
+        };
         Engine {
             silent,
+            silent_why,
             schema: build::build(catalog),
             limits: graphql::Limits {
                 max_depth: config.max_query_depth.0,
@@ -180,9 +193,11 @@ impl Engine {
                 return Err(vec![GraphQLError::new(
                     ErrorCode::NoChangeTrigger,
                     format!(
-                        "This subscription would never update: no change trigger notifies the \
-                         changes of {}. Run `postrust triggers install`, or send a query instead.",
-                        silent.join(", ")
+                        "This subscription would never update: {} of {}. {}, or send a query \
+                         instead.",
+                        self.silent_why.0,
+                        silent.join(", "),
+                        self.silent_why.1
                     ),
                     &[],
                 )]);

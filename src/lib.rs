@@ -30,7 +30,10 @@
 //!
 //! ```text
 //! NOTIFY ─▶ leader     the one LISTEN connection (shard 0); also reloads the catalog
-//!        ─▶ change     the payload decoded once (docs page's trigger or the project's)
+//!        ─▶ change     the payload decoded once (docs page's trigger or the project's);
+//!                      or, with POSTRUST_CHANGE_SOURCE=logical, `logical` decodes
+//!                      pgoutput from a temporary replication slot into the same events,
+//!                      each held until the primary's snapshots see its transaction
 //!        ─▶ broadcast  to every shard over bounded channels, coalesced per table if one lags
 //!        ─▶ live       the shard's live queries reading that table are marked dirty (or
 //!                      skipped when their root filter provably excludes the rows; those
@@ -63,6 +66,7 @@
 //!   the shared port (SO_REUSEPORT) and owning its connections; shutdown on SIGINT/SIGTERM.
 //! - [`logging`]: one line per event on standard error.
 //! - [`change`]: what a `NOTIFY` payload says about a committed write.
+//! - [`logical`]: the same from logical replication (`pgoutput` on a publication).
 //! - [`outbox`]: a subscriber's slots for its live queries' latest results, written by
 //!   `live` and drained by the subscriber's connection as its socket allows.
 //! - [`broadcast`]: the leader's fan-out of change events to the shards, coalescing per
@@ -70,8 +74,9 @@
 //! - [`triggers`]: the project's own change trigger (`postrust triggers sql`).
 //! - [`pg`]: our PostgreSQL client on glommio sockets: connect (TLS with libpq's `sslmode`)
 //!   and authenticate, pipelined
-//!   parameterized queries run under a subscriber's role and claims, the per-shard pool and
-//!   the LISTEN connection that feeds the change stream.
+//!   parameterized queries run under a subscriber's role and claims, the per-shard pool,
+//!   the LISTEN connection that feeds the change stream, and the logical replication
+//!   stream that can replace it.
 //! - [`execute`]: runs a compiled statement (or a mutation's statements) as a client (role,
 //!   claims, statement timeout) and maps failures to what the client sees (final or
 //!   retried; `docs/graphql-errors.md`).
@@ -101,6 +106,7 @@ pub mod introspection;
 pub mod leader;
 pub mod live;
 pub mod logging;
+pub mod logical;
 pub mod metrics;
 pub mod nesting;
 pub mod outbox;

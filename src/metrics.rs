@@ -197,7 +197,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
     one(
         "postrust_notifications_total",
         "counter",
-        "Change notifications received.",
+        "Change notifications received (with POSTRUST_CHANGE_SOURCE=logical, changes decoded from the stream).",
         total(shards, |s| &s.notifications),
     );
     one(
@@ -209,7 +209,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
     one(
         "postrust_listen_reconnects_total",
         "counter",
-        "Reconnects of the LISTEN connection.",
+        "Reconnects of the change source: the LISTEN connection, or the replication stream.",
         total(shards, |s| &s.listen_reconnects),
     );
     one(

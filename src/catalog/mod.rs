@@ -10,6 +10,7 @@ mod report;
 
 pub use report::Report;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use simd_json::OwnedValue;
@@ -199,6 +200,10 @@ pub struct Catalog {
     pub relations: Vec<Relation>,
     pub composites: Vec<Composite>,
     pub enums: Vec<Enum>,
+    /// When changes come from logical replication: the publication they are read from, set
+    /// by [`Catalog::follow_publication`]. A relation's `notifies` then says whether its
+    /// changes are in it.
+    pub publication: Option<String>,
 }
 
 /// The catalog document does not have the shape [`INTROSPECTION_SQL`] produces.
@@ -309,7 +314,20 @@ impl Catalog {
             relations,
             composites,
             enums,
+            publication: None,
         })
+    }
+
+    /// Changes are heard from `publication`, which publishes the tables `published`: a
+    /// table notifies when it is one of them. Views still notify through their tables, and
+    /// materialized views never do.
+    pub fn follow_publication(&mut self, publication: &str, published: &BTreeSet<QualifiedName>) {
+        for r in &mut self.relations {
+            if matches!(r.kind, RelationKind::Table | RelationKind::ForeignTable) {
+                r.notifies = published.contains(&r.name);
+            }
+        }
+        self.publication = Some(publication.to_owned());
     }
 
     pub fn relation(&self, name: &QualifiedName) -> Option<&Relation> {

@@ -53,18 +53,30 @@ impl Catalog {
         }
         for r in &self.relations {
             if !r.notifies {
-                let why = match r.kind {
-                    RelationKind::MaterializedView => {
-                        "a materialized view changes only when refreshed, which notifies nobody"
-                    }
-                    _ => "no enabled trigger of it notifies",
+                let warning = match (&self.publication, r.kind) {
+                    (_, RelationKind::MaterializedView) => format!(
+                        "{} has no change trigger (a materialized view changes only when \
+                         refreshed, which notifies nobody): subscriptions reading it are \
+                         refused with NO_CHANGE_TRIGGER (unless \
+                         POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS)",
+                        r.name
+                    ),
+                    (Some(publication), _) => format!(
+                        "{} is not in publication \"{publication}\" (or only with a row \
+                         filter): its changes reach no subscriber, so subscriptions reading it \
+                         are refused with NO_CHANGE_TRIGGER (unless \
+                         POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS); add it with ALTER PUBLICATION",
+                        r.name
+                    ),
+                    (None, _) => format!(
+                        "{} has no change trigger (no enabled trigger of it notifies): its \
+                         changes reach no subscriber, so subscriptions reading it are refused \
+                         with NO_CHANGE_TRIGGER (unless POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS); \
+                         run `postrust triggers install`",
+                        r.name
+                    ),
                 };
-                report.warnings.push(format!(
-                    "{} has no change trigger ({why}): its changes reach no subscriber, so \
-                     subscriptions reading it are refused with NO_CHANGE_TRIGGER (unless \
-                     POSTRUST_SUBSCRIBE_WITHOUT_TRIGGERS); run `postrust triggers install`",
-                    r.name
-                ));
+                report.warnings.push(warning);
             }
             if r.opaque {
                 report.warnings.push(format!(
@@ -91,6 +103,8 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::QualifiedName;
+    use std::collections::BTreeSet;
 
     fn demo() -> Catalog {
         Catalog::from_json(include_str!("../../tests/fixtures/demo-catalog.json")).unwrap()
@@ -127,5 +141,31 @@ mod tests {
         assert!(all.contains("schema \"nosuch\" serves nothing"));
         assert!(all.contains("public.orders has no change trigger"));
         assert!(all.contains("view public.sales_dashboard reads a table with row-level security"));
+    }
+
+    #[test]
+    fn with_a_publication_the_tables_outside_it_are_warned_about() {
+        let mut catalog = demo();
+        let published: BTreeSet<QualifiedName> = catalog
+            .relations
+            .iter()
+            .filter(|r| r.name.name != "orders")
+            .map(|r| r.name.clone())
+            .collect();
+        catalog.follow_publication("live", &published);
+        let report = catalog.report(&["public".to_owned()]);
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(
+            report.warnings[0].starts_with("public.orders is not in publication \"live\""),
+            "{}",
+            report.warnings[0]
+        );
+        // Views notify through their tables whatever the publication lists.
+        assert!(
+            catalog
+                .relations
+                .iter()
+                .all(|r| r.notifies || r.name.name == "orders")
+        );
     }
 }

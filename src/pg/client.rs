@@ -76,10 +76,23 @@ impl Client {
 
     /// Hands encoded messages with `syncs` `Sync`/`Query` messages to the driver.
     pub(crate) fn send(&self, bytes: BytesMut, syncs: usize) -> Result<Responses<'_>, Error> {
+        let rx = self.send_bounded(bytes, syncs, None)?;
+        Ok(Responses { client: self, rx })
+    }
+
+    /// [`send`](Self::send) with the answer's queue bounded by `capacity`: while it is full
+    /// the driver stops reading the socket. For an answer that never ends on its own (a
+    /// replication stream); a bounded answer must be read, or the connection stalls.
+    pub(crate) fn send_bounded(
+        &self,
+        bytes: BytesMut,
+        syncs: usize,
+        capacity: Option<usize>,
+    ) -> Result<Receiver<Message>, Error> {
         if self.shared.state.get() != ConnState::Open {
             return Err(self.shared.closed_error());
         }
-        let (tx, rx) = mailbox::channel(None);
+        let (tx, rx) = mailbox::channel(capacity);
         let request = Request::Messages {
             bytes,
             syncs,
@@ -91,7 +104,7 @@ impl Client {
         if syncs > 0 {
             self.shared.pending.set(self.shared.pending.get() + 1);
         }
-        Ok(Responses { client: self, rx })
+        Ok(rx)
     }
 
     /// Answers a `CopyInResponse` to a simple query with `CopyFail`: the server would

@@ -174,7 +174,8 @@ async fn start_once(
         // Rows are handed out as &str: ask for UTF-8 whatever the database encoding.
         ("client_encoding", "UTF8"),
     ];
-    frontend::startup_message(params.iter().copied(), &mut out)
+    let replication = config.replication.then_some(("replication", "database"));
+    frontend::startup_message(params.iter().copied().chain(replication), &mut out)
         .map_err(|e| Error::config(format!("startup parameters: {e}")))?;
     send(&mut socket, &mut out).await?;
 

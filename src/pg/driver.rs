@@ -102,6 +102,9 @@ struct InFlight {
     syncs_left: usize,
 }
 
+const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
+const COPY_OUT_RESPONSE_TAG: u8 = postgres_protocol::message::backend::COPY_OUT_RESPONSE_TAG;
+
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Rounds of read-and-dispatch before the driver yields to other tasks of the shard, so a
@@ -260,6 +263,13 @@ impl Driver {
         {
             return Ok(false);
         }
+        // A bounded answer (a replication stream, which never ends on its own) whose reader
+        // is behind stops the reading the same way: the server holds the rest.
+        if let Some(front) = self.in_flight.front()
+            && front.responses.poll_room(cx).is_pending()
+        {
+            return Ok(false);
+        }
         let n = match Pin::new(&mut self.socket).poll_read(cx, &mut self.scratch[..]) {
             Poll::Ready(Ok(0)) => return Err(self.lost("the server closed the connection")),
             Poll::Ready(Ok(n)) => n,
@@ -267,9 +277,18 @@ impl Driver {
             Poll::Pending => return Ok(false),
         };
         self.input.extend_from_slice(&self.scratch[..n]);
-        while let Some(message) = Message::parse(&mut self.input)
-            .map_err(|e| Error::protocol(format!("malformed message from the server: {e}")))?
-        {
+        loop {
+            // `CopyBothResponse` (the start of a replication stream) is laid out exactly as
+            // `CopyOutResponse`, whose tag postgres-protocol knows and this one it does not:
+            // it is read as that, and callers treat the two alike.
+            if self.input.first() == Some(&COPY_BOTH_RESPONSE_TAG) {
+                self.input[0] = COPY_OUT_RESPONSE_TAG;
+            }
+            let Some(message) = Message::parse(&mut self.input)
+                .map_err(|e| Error::protocol(format!("malformed message from the server: {e}")))?
+            else {
+                break;
+            };
             self.dispatch(message)?;
         }
         Ok(true)

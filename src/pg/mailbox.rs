@@ -78,6 +78,12 @@ impl<T> Sender<T> {
     pub(crate) fn is_closed(&self) -> bool {
         !self.0.borrow().receiver_alive
     }
+
+    /// True when a push now would go past the capacity.
+    pub(crate) fn is_full(&self) -> bool {
+        let inner = self.0.borrow();
+        inner.capacity.is_some_and(|cap| inner.queue.len() >= cap)
+    }
 }
 
 impl<T> Clone for Sender<T> {

@@ -11,6 +11,8 @@
 //! pool                                per-shard connections, reconnect with backoff;
 //!                                     a statement nobody waits for is cancelled (cancel)
 //! listener                            the LISTEN connection and its gap events
+//! replication                         a logical replication stream from a temporary slot,
+//!                                     and its gap events
 //! ```
 //!
 //! Everything is shard-local: `Rc` and `RefCell`, no locks, nothing `Send`. A connection
@@ -23,7 +25,8 @@
 //!   text), or [`Pool::get`] and then [`Client::query_as`], [`Client::query`],
 //!   [`Client::pipeline`], [`Client::simple_query`];
 //! - [`Listener`], a stream of [`ListenerEvent`]s: notifications, `Lost`, and
-//!   `Listening { after_gap: true }` after a reconnect, when everything must be refreshed.
+//!   `Listening { after_gap: true }` after a reconnect, when everything must be refreshed;
+//! - [`ReplicationStream`], the same for an output plugin's bytes from a logical slot.
 //!
 //! Errors: [`Error::is_closed`] means drop the connection (the pool does) and retry on
 //! another; [`Error::code`] is the SQLSTATE, named in [`sqlstate`]; [`ErrorKind::code`] a
@@ -40,6 +43,7 @@ mod mailbox;
 mod pipeline;
 mod pool;
 mod query;
+mod replication;
 mod row;
 mod simple_query;
 mod socket;
@@ -57,6 +61,7 @@ pub use listener::{Listener, ListenerEvent};
 pub use pipeline::AsClient;
 pub use pool::{Pool, PoolOptions, PooledClient};
 pub use query::{Statement, SyncMode};
+pub use replication::{ReplicationEvent, ReplicationOptions, ReplicationStream};
 pub use row::{Row, Rows};
 pub use url::{ConnectConfig, Host};
 
@@ -148,6 +153,16 @@ impl Settings {
             self.connect.clone(),
             &self.pool,
             channels,
+        )
+    }
+
+    /// A logical replication stream from the primary, reconnecting as the pool does.
+    pub fn replication_stream(&self, options: ReplicationOptions) -> ReplicationStream {
+        ReplicationStream::start(
+            self.connect_config.clone(),
+            self.connect.clone(),
+            &self.pool,
+            options,
         )
     }
 }

@@ -35,6 +35,10 @@ pub struct ConnectConfig {
     pub dbname: String,
     pub application_name: String,
     pub tls: TlsOptions,
+    /// Open a logical replication connection (`replication=database` at startup), which
+    /// takes replication commands such as `START_REPLICATION` besides SQL. Not read from
+    /// the URL: the change stream sets it on its own copy.
+    pub replication: bool,
 }
 
 const DEFAULT_PORT: u16 = 5432;
@@ -147,6 +151,7 @@ impl ConnectConfig {
             application_name: application_name
                 .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_owned()),
             tls,
+            replication: false,
         })
     }
 

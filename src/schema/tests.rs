@@ -214,6 +214,7 @@ fn clashes_resolve_as_documented() {
         ],
         composites: Vec::new(),
         enums: Vec::new(),
+        publication: None,
     };
     let s = build(catalog);
     assert_eq!(
