@@ -41,18 +41,7 @@ sql -c "ALTER SYSTEM SET wal_level = logical" -c "ALTER SYSTEM SET fsync = on" \
 scripts/pg-private halt "$POSTRUST_PG_DIR"
 scripts/pg-private start "$POSTRUST_PG_DIR" >/dev/null
 
-sql -f src/triggers/notify.sql >/dev/null
-sql >/dev/null <<'SQL'
-CREATE TABLE bench_orders (
-  id int PRIMARY KEY,
-  customer_id int NOT NULL,
-  status text NOT NULL,
-  total numeric(10, 2) NOT NULL,
-  note text
-);
-INSERT INTO bench_orders SELECT i, i % 1000, 'pending', 10, NULL FROM generate_series(1, 10000) i;
-VACUUM ANALYZE bench_orders;
-SQL
+sql -f src/triggers/notify.sql -f bench/orders.sql >/dev/null
 
 script=$(mktemp)
 trap 'rm -f "$script"; stop_server; scripts/pg-private stop "$POSTRUST_PG_DIR"' EXIT

@@ -49,18 +49,8 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;
 
-DROP TABLE IF EXISTS bench_orders;
-CREATE TABLE bench_orders (
-  id int PRIMARY KEY,
-  customer_id int NOT NULL,
-  status text NOT NULL,
-  total numeric(10, 2) NOT NULL,
-  note text
-);
-INSERT INTO bench_orders
-SELECT i, i % 1000, 'pending', 10, NULL FROM generate_series(1, 10000) i;
-VACUUM ANALYZE bench_orders;
 SQL
+sql -f bench/orders.sql >/dev/null
 
 script=$(mktemp)
 cat >"$script" <<'PGBENCH'

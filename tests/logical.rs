@@ -42,6 +42,19 @@ CREATE TABLE picked (id int PRIMARY KEY);
 CREATE PUBLICATION postrust FOR TABLE items, tags, picked WHERE (id > 10);
 ";
 
+/// A logical cluster, a database on it with [`SCHEMA`], and the server on that database.
+/// The cluster is returned to keep it running.
+fn started(prefix: &str) -> (Cluster, String, Server) {
+    let cluster = logical_cluster();
+    let url = cluster.fresh_database(prefix);
+    psql(&url, SCHEMA);
+    let server = start(&url);
+    (cluster, url, server)
+}
+
+/// The subscription most tests watch: item 1.
+const ITEM_ONE: &str = "subscription { items(filter: { id: { eq: 1 } }) { id name } }";
+
 fn start(url: &str) -> Server {
     Server::start_on(
         url,
@@ -102,15 +115,8 @@ impl Subscriber {
 
 #[test]
 fn subscribers_converge_on_changes_streamed_without_triggers() {
-    let cluster = logical_cluster();
-    let url = cluster.fresh_database("logical");
-    psql(&url, SCHEMA);
-    let server = start(&url);
-
-    let mut one = Subscriber::open(
-        &server,
-        "subscription { items(filter: { id: { eq: 1 } }) { id name } }",
-    );
+    let (_cluster, url, server) = started("logical");
+    let mut one = Subscriber::open(&server, ITEM_ONE);
     let mut bulk = Subscriber::open(
         &server,
         "subscription { items(filter: { id: { gt: 1000 } }, orderBy: { id: ASC }) { id } }",
@@ -203,14 +209,8 @@ fn wait_for(url: &str, sql: &str, what: &str) {
 
 #[test]
 fn a_commit_is_delivered_once_other_sessions_see_it() {
-    let cluster = logical_cluster();
-    let url = cluster.fresh_database("logical_visible");
-    psql(&url, SCHEMA);
-    let server = start(&url);
-    let mut one = Subscriber::open(
-        &server,
-        "subscription { items(filter: { id: { eq: 1 } }) { id name } }",
-    );
+    let (_cluster, url, server) = started("logical_visible");
+    let mut one = Subscriber::open(&server, ITEM_ONE);
 
     // A synchronous standby that never answers: a commit is flushed (and streamed to the
     // slot) but stays invisible to other sessions until its wait is cancelled.
