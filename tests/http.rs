@@ -382,13 +382,13 @@ fn a_single_row_view_is_one_object_null_when_empty_and_an_error_when_not_single(
         body(server.post_graphql(None, "{ currentSettings { theme } }")),
         r#"{"data":{"currentSettings":{"theme":"dark"}}}"#
     );
-    // The type says so: a nullable object, no list, no arguments.
+    // The type says so: a nullable object, no list, no arguments, no aggregate.
     assert_eq!(
         body(server.post_graphql(
             None,
             r#"{ __type(name: "Query") { fields { name args { name } type { kind name } } } }"#
         )),
-        r#"{"data":{"__type":{"fields":[{"name":"currentSettings","args":[],"type":{"kind":"OBJECT","name":"CurrentSettings"}},{"name":"settings","args":[{"name":"filter"},{"name":"orderBy"},{"name":"limit"},{"name":"offset"}],"type":{"kind":"NON_NULL","name":null}}]}}}"#
+        r#"{"data":{"__type":{"fields":[{"name":"currentSettings","args":[],"type":{"kind":"OBJECT","name":"CurrentSettings"}},{"name":"settings","args":[{"name":"filter"},{"name":"orderBy"},{"name":"limit"},{"name":"offset"}],"type":{"kind":"NON_NULL","name":null}},{"name":"settingsAggregate","args":[{"name":"filter"}],"type":{"kind":"NON_NULL","name":null}}]}}}"#
     );
     cluster.psql(&db, "DELETE FROM settings");
     assert_eq!(

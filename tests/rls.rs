@@ -198,6 +198,45 @@ fn two_users_on_the_same_operation_see_only_their_own_rows_as_they_change() {
     await_bodies(&mut bob, "bob", &["bob 1 edited", "alice 3"]);
 }
 
+/// The `count` a `next` message carries for `notesAggregate`.
+fn note_count(m: &Value) -> i64 {
+    assert_eq!(m["type"], "next", "{m}");
+    m["payload"]["data"]["notesAggregate"]["count"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no count in {m}"))
+}
+
+#[test]
+fn aggregates_count_only_the_rows_the_role_may_read() {
+    let (admin, url) = rls_database();
+    let server = start(&url, &[]);
+    let mut alice = connect(&server, &token("rls_user", "alice"));
+    let mut bob = connect(&server, &token("rls_user", "bob"));
+    let count = "subscription { notesAggregate { count } }";
+    subscribe(&mut alice, "c", count, None);
+    subscribe(&mut bob, "c", count, None);
+    assert_eq!(note_count(&recv(&mut alice)), 2);
+    assert_eq!(note_count(&recv(&mut bob)), 1);
+    psql(
+        &admin,
+        "INSERT INTO notes (owner, body) VALUES ('alice', 'alice 3'), ('carol', 'carol 1')",
+    );
+    assert_eq!(note_count(&recv(&mut alice)), 3);
+    psql(
+        &admin,
+        "INSERT INTO notes (owner, body) VALUES ('bob', 'bob 2')",
+    );
+    assert_eq!(note_count(&recv(&mut bob)), 2);
+    // A filter cannot reach past the policy either.
+    let filtered = query(
+        &mut bob,
+        "q",
+        r#"{ notesAggregate(filter: { owner: { neq: "bob" } }) { count } }"#,
+        None,
+    );
+    assert_eq!(filtered["notesAggregate"]["count"], 0, "{filtered}");
+}
+
 #[test]
 fn a_role_without_select_gets_a_forbidden_error_and_keeps_its_socket() {
     let (_admin, url) = rls_database();

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use super::meta::{self, ENUM_OPERATORS, SORT_DIRECTION};
 use super::naming::{Namespace, by_columns, lower_camel, to_one_name, upper_camel};
 use super::{
-    EnumValue, Field, InputOrigin, InputValue, Kind, ObjectOrigin, Scalar, Schema, Source, TypeDef,
-    TypeId, TypeRef, TypeTable,
+    AggregateFn, EnumValue, Field, InputOrigin, InputValue, Kind, ObjectOrigin, Scalar, Schema,
+    Source, TypeDef, TypeId, TypeRef, TypeTable,
 };
 use crate::catalog::{Catalog, PgType, QualifiedName, Relation, TypeKind};
 
@@ -43,6 +43,8 @@ struct Builder<'c> {
     enum_filters: HashMap<TypeId, TypeId>,
     /// Per relation: its filter and order-by input types.
     inputs: Vec<(TypeId, TypeId)>,
+    /// Per relation: its `<Relation>Aggregate` type (none for a single-row relation).
+    aggregates: Vec<Option<TypeId>>,
 }
 
 impl Builder<'_> {
@@ -95,6 +97,116 @@ impl Builder<'_> {
             Kind::Enum { .. } => self.enum_filters.get(&named).copied(),
             _ => None,
         }
+    }
+
+    /// The type of column `pg` under aggregate function `f`, nullable (no rows, or only
+    /// nulls, give null); `None` when the function does not apply to it.
+    fn aggregate_type(&self, f: AggregateFn, pg: &PgType) -> Option<TypeRef> {
+        if pg.array {
+            return None;
+        }
+        let builtin = if pg.schema == "pg_catalog" {
+            pg.name.as_str()
+        } else {
+            ""
+        };
+        let scalar = |name: &str| Some(TypeRef::Named(self.t.id(name)));
+        match (f, builtin) {
+            // PostgreSQL's own result types: sum(int4) is bigint, sum(int8) numeric, avg of
+            // integers numeric.
+            (AggregateFn::Sum, "int2" | "int4") => scalar("BigInt"),
+            (AggregateFn::Sum | AggregateFn::Avg, "int2" | "int4" | "int8" | "numeric") => {
+                scalar("BigFloat")
+            }
+            (AggregateFn::Sum | AggregateFn::Avg, "float4" | "float8") => scalar("Float"),
+            (AggregateFn::Sum | AggregateFn::Avg, _) => None,
+            (
+                AggregateFn::Min | AggregateFn::Max,
+                "int2" | "int4" | "int8" | "numeric" | "float4" | "float8" | "text" | "varchar"
+                | "bpchar" | "date" | "timestamp" | "timestamptz",
+            ) => Some(self.column_type(pg)),
+            (AggregateFn::Min | AggregateFn::Max, _) if pg.kind == TypeKind::Enum => {
+                Some(self.column_type(pg))
+            }
+            (AggregateFn::Min | AggregateFn::Max, _) => None,
+        }
+    }
+
+    /// `<Relation>Aggregate` for relation `rel`: `count`, and `sum`, `avg`, `min`, `max`
+    /// objects of the columns each applies to (left out when it applies to none).
+    fn aggregate_object(&mut self, rel: usize) -> TypeId {
+        let r = &self.catalog.relations[rel];
+        let object = self.t.types[self.objects[rel]].name.clone();
+        let name = self.names.claim(format!("{object}Aggregate"));
+        let id = self.t.add(object_type(
+            name,
+            Some(format!("Aggregates over rows of `{}`.", r.name)),
+            ObjectOrigin::Aggregate(rel),
+        ));
+        let names = column_names(r.columns.iter().map(|c| c.name.as_str()));
+        let mut fields = vec![Field {
+            name: "count".into(),
+            description: Some("The number of rows.".into()),
+            args: Vec::new(),
+            ty: TypeRef::Named(self.t.id("Int")).non_null(),
+            source: Source::Count,
+        }];
+        for f in AggregateFn::ALL {
+            let columns: Vec<Field> = r
+                .columns
+                .iter()
+                .enumerate()
+                .filter_map(|(ci, c)| {
+                    Some(Field {
+                        name: names[ci].clone(),
+                        description: None,
+                        args: Vec::new(),
+                        ty: self.aggregate_type(f, &c.ty)?,
+                        source: Source::Column(ci),
+                    })
+                })
+                .collect();
+            if columns.is_empty() {
+                continue;
+            }
+            let sub_name = self
+                .names
+                .claim(format!("{object}{}", upper_camel(f.name())));
+            let sub = self.t.add(TypeDef {
+                name: sub_name,
+                description: Some(format!(
+                    "`{}` of each column of `{}` it applies to, over the rows; null without \
+                     any.",
+                    f.name(),
+                    r.name
+                )),
+                kind: Kind::Object {
+                    fields: columns,
+                    origin: ObjectOrigin::Aggregate(rel),
+                },
+            });
+            fields.push(Field {
+                name: f.name().into(),
+                description: None,
+                args: Vec::new(),
+                ty: TypeRef::Named(sub),
+                source: Source::Aggregate(f),
+            });
+        }
+        self.t.types[id].kind = Kind::Object {
+            fields,
+            origin: ObjectOrigin::Aggregate(rel),
+        };
+        id
+    }
+
+    /// The arguments of an aggregate field: the relation's filter.
+    fn aggregate_args(&self, rel: usize) -> Vec<InputValue> {
+        vec![meta::input(
+            "filter",
+            TypeRef::Named(self.inputs[rel].0),
+            Some("Only rows matching all of these conditions."),
+        )]
     }
 
     fn list_args(&self, rel: usize) -> Vec<InputValue> {
@@ -210,6 +322,29 @@ impl Builder<'_> {
             field.name = names.claim(name);
             fields.push(field);
         }
+        // Each one-to-many field has its aggregate beside it: `orders`, `ordersAggregate`.
+        let to_many: Vec<(String, usize, usize)> = fields
+            .iter()
+            .filter_map(|f| match f.source {
+                Source::ToMany { rel, fk } => Some((f.name.clone(), rel, fk)),
+                _ => None,
+            })
+            .collect();
+        for (name, rel, fk) in to_many {
+            let Some(aggregate) = self.aggregates[rel] else {
+                continue;
+            };
+            fields.push(Field {
+                name: names.claim(format!("{name}Aggregate")),
+                description: Some(format!(
+                    "Aggregates over the rows of `{}` that point at this row.",
+                    self.catalog.relations[rel].name
+                )),
+                args: self.aggregate_args(rel),
+                ty: TypeRef::Named(aggregate).non_null(),
+                source: Source::ToManyAggregate { rel, fk },
+            });
+        }
         fields
     }
 }
@@ -235,7 +370,7 @@ fn exposed_target(catalog: &Catalog, rel: &Relation, fk: usize) -> Option<usize>
     all.then_some(target)
 }
 
-fn object(name: String, description: Option<String>, origin: ObjectOrigin) -> TypeDef {
+fn object_type(name: String, description: Option<String>, origin: ObjectOrigin) -> TypeDef {
     TypeDef {
         name,
         description,
@@ -254,7 +389,7 @@ fn mutations(b: &mut Builder<'_>) -> Option<TypeId> {
     if !catalog.relations.iter().any(|r| r.writes.any()) {
         return None;
     }
-    let root = b.t.add(object(
+    let root = b.t.add(object_type(
         "Mutation".into(),
         Some(
             "Each operation is one transaction: its fields run in order, as the client's \
@@ -510,10 +645,12 @@ pub fn build(catalog: Catalog) -> Schema {
         composites: HashMap::new(),
         objects: Vec::new(),
         inputs: Vec::new(),
+        aggregates: Vec::new(),
         enum_filters: HashMap::new(),
     };
-    let query = b.t.add(object("Query".into(), None, ObjectOrigin::Query));
-    let subscription = b.t.add(object(
+    let query =
+        b.t.add(object_type("Query".into(), None, ObjectOrigin::Query));
+    let subscription = b.t.add(object_type(
         "Subscription".into(),
         Some("Each field sends the current result, then a new one whenever it changes.".into()),
         ObjectOrigin::Subscription,
@@ -554,14 +691,20 @@ pub fn build(catalog: Catalog) -> Schema {
     }
     for (i, c) in catalog.composites.iter().enumerate() {
         let name = b.type_name(&c.name);
-        let id =
-            b.t.add(object(name, c.comment.clone(), ObjectOrigin::Composite(i)));
+        let id = b.t.add(object_type(
+            name,
+            c.comment.clone(),
+            ObjectOrigin::Composite(i),
+        ));
         b.composites.insert(c.name.clone(), id);
     }
     for (i, r) in catalog.relations.iter().enumerate() {
         let name = b.type_name(&r.name);
-        let id =
-            b.t.add(object(name, r.comment.clone(), ObjectOrigin::Relation(i)));
+        let id = b.t.add(object_type(
+            name,
+            r.comment.clone(),
+            ObjectOrigin::Relation(i),
+        ));
         b.objects.push(id);
     }
     // Inputs before fields: relation fields take them as arguments.
@@ -661,6 +804,11 @@ pub fn build(catalog: Catalog) -> Schema {
             origin: ObjectOrigin::Composite(i),
         };
     }
+    // Aggregates before fields: relation fields have them beside their lists.
+    for (i, r) in catalog.relations.iter().enumerate() {
+        let aggregate = (!r.single_row).then(|| b.aggregate_object(i));
+        b.aggregates.push(aggregate);
+    }
     let mut roots = Namespace::default();
     let mut root_fields = Vec::new();
     for (i, r) in catalog.relations.iter().enumerate() {
@@ -689,6 +837,26 @@ pub fn build(catalog: Catalog) -> Schema {
             fields,
             origin: ObjectOrigin::Relation(i),
         };
+    }
+    // Root aggregates after every relation's own root field, so that adding them renamed
+    // none: `ordersAggregate` beside `orders`.
+    for (i, aggregate) in b.aggregates.clone().into_iter().enumerate() {
+        let Some(aggregate) = aggregate else {
+            continue;
+        };
+        let rows = &root_fields[i];
+        let description = format!(
+            "Aggregates over the rows of `{}`.",
+            catalog.relations[i].name
+        );
+        let name = roots.claim(format!("{}Aggregate", rows.name));
+        root_fields.push(Field {
+            name,
+            description: Some(description),
+            args: b.aggregate_args(i),
+            ty: TypeRef::Named(aggregate).non_null(),
+            source: Source::RootAggregate(i),
+        });
     }
     b.t.types[query].kind = Kind::Object {
         fields: root_fields.clone(),

@@ -68,6 +68,9 @@ pub enum ObjectOrigin {
     Relation(usize),
     /// Index into `catalog.composites`.
     Composite(usize),
+    /// `<Relation>Aggregate`, or one of its per-function objects (`<Relation>Sum`, …), over
+    /// `catalog.relations[_]`.
+    Aggregate(usize),
     /// An introspection type, answered in Rust.
     Meta,
 }
@@ -136,6 +139,46 @@ pub enum Source {
     Insert(usize),
     Update(usize),
     Delete(usize),
+    /// A root aggregate over the rows of `catalog.relations[_]`.
+    RootAggregate(usize),
+    /// An aggregate over the rows of relation `rel` whose foreign key `fk` points at the
+    /// parent.
+    ToManyAggregate {
+        rel: usize,
+        fk: usize,
+    },
+    /// `count` of an aggregate: the number of rows.
+    Count,
+    /// `sum`, `avg`, `min` or `max` of an aggregate: an object of one field per column.
+    Aggregate(AggregateFn),
+}
+
+/// The aggregate functions an aggregate offers per column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFn {
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+impl AggregateFn {
+    pub const ALL: [AggregateFn; 4] = [
+        AggregateFn::Sum,
+        AggregateFn::Avg,
+        AggregateFn::Min,
+        AggregateFn::Max,
+    ];
+
+    /// The field's name, and PostgreSQL's function.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggregateFn::Sum => "sum",
+            AggregateFn::Avg => "avg",
+            AggregateFn::Min => "min",
+            AggregateFn::Max => "max",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@ fn input_names(s: &Schema, type_name: &str) -> Vec<String> {
 #[test]
 fn demo_schema_roots_types_and_relations() {
     let s = demo();
+    // Each relation's rows, then the aggregates of those that are lists, which come after
+    // every relation's own field so that they never rename one.
     let roots = [
         "customers",
         "orderItems",
@@ -35,6 +37,12 @@ fn demo_schema_roots_types_and_relations() {
         "salesDashboard",
         "salesHeadline",
         "users",
+        "customersAggregate",
+        "orderItemsAggregate",
+        "ordersAggregate",
+        "productsAggregate",
+        "salesHeadlineAggregate",
+        "usersAggregate",
     ];
     assert_eq!(field_names(&s, "Query"), roots);
     assert_eq!(field_names(&s, "Subscription"), roots);
@@ -50,10 +58,18 @@ fn demo_schema_roots_types_and_relations() {
             "createdAt",
             "updatedAt",
             "customer",
-            "orderItems"
+            "orderItems",
+            "orderItemsAggregate"
         ]
     );
-    assert_eq!(field_names(&s, "Customers").last().unwrap(), "orders");
+    assert_eq!(
+        field_names(&s, "Customers").last().unwrap(),
+        "ordersAggregate"
+    );
+    assert_eq!(
+        s.display(&s.field(s.query, "ordersAggregate").unwrap().1.ty),
+        "OrdersAggregate!"
+    );
     assert_eq!(field_names(&s, "ProductSales"), ["name", "salesCount"]);
     let orders = s.field(s.query, "orders").unwrap().1;
     assert_eq!(s.display(&orders.ty), "[Orders!]!");
@@ -211,15 +227,35 @@ fn clashes_resolve_as_documented() {
             table("public", "query", &["id"], &[]),
             table("public", "people_filter", &["id"], &[]),
             table("app", "people", &["id"], &[]),
+            table("public", "people_aggregate", &["id"], &[]),
         ],
         composites: Vec::new(),
         enums: Vec::new(),
         publication: None,
     };
     let s = build(catalog);
+    // A table's own root field and type keep their names; the generated aggregate of
+    // `people` yields to the table `people_aggregate`.
     assert_eq!(
         field_names(&s, "Query"),
-        ["people", "invoices", "query", "peopleFilter", "appPeople"]
+        [
+            "people",
+            "invoices",
+            "query",
+            "peopleFilter",
+            "appPeople",
+            "peopleAggregate",
+            "peopleAggregate2",
+            "invoicesAggregate",
+            "queryAggregate",
+            "peopleFilterAggregate",
+            "appPeopleAggregate",
+            "peopleAggregateAggregate"
+        ]
+    );
+    assert_eq!(
+        s.display(&s.field(s.query, "peopleAggregate2").unwrap().1.ty),
+        "PeopleAggregate2!"
     );
     assert_eq!(
         field_names(&s, "People"),
@@ -230,7 +266,10 @@ fn clashes_resolve_as_documented() {
             "and",
             "invoicesByBillingId",
             "invoicesByShippingId",
-            "invoicesByPeople"
+            "invoicesByPeople",
+            "invoicesByBillingIdAggregate",
+            "invoicesByShippingIdAggregate",
+            "invoicesByPeopleAggregate"
         ]
     );
     assert_eq!(

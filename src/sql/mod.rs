@@ -18,7 +18,7 @@ use async_graphql_value::ConstValue;
 
 use crate::catalog::{PgType, QualifiedName, Relation, TypeKind};
 use crate::graphql::{ErrorCode, FieldRef, GraphQLError, Operation, PathSegment, Selected};
-use crate::schema::{Field, Kind, Scalar, Schema, Source, TypeId};
+use crate::schema::{AggregateFn, Field, Kind, Scalar, Schema, Source, TypeId};
 pub use filter::{Filter, Op};
 use quote::{ident, literal};
 
@@ -133,11 +133,13 @@ impl<'s> Compiler<'s> {
                 }
                 FieldRef::Field(i) => {
                     let field = &self.schema.fields(op.root)[i];
-                    let Source::Root(rel) = field.source else {
+                    let (Source::Root(rel) | Source::RootAggregate(rel)) = field.source else {
                         continue;
                     };
                     self.path.push(PathSegment::Key(sel.key.clone()));
-                    let (sql, filter) = if self.schema.catalog.relations[rel].single_row {
+                    let (sql, filter) = if field.source == Source::RootAggregate(rel) {
+                        self.aggregate(sel, field, rel, None)?
+                    } else if self.schema.catalog.relations[rel].single_row {
                         (self.single_row(sel, field, rel)?, Filter::All(Vec::new()))
                     } else {
                         self.rows(sel, field, rel, None)?
@@ -165,7 +167,6 @@ impl<'s> Compiler<'s> {
         rel: usize,
         link: Option<(&[String], &[String], &str)>,
     ) -> Result<(String, Filter), GraphQLError> {
-        let schema = self.schema;
         let Scope {
             relation,
             outer,
@@ -173,25 +174,12 @@ impl<'s> Compiler<'s> {
             object,
             mut columns,
         } = self.scope(sel, field, rel, link.is_none())?;
-        let filter = match (sel.arg("filter"), filter::filter_type(schema, &field.args)) {
-            (Some(v), Some(ty)) => Filter::from_value(schema, relation, ty, v),
-            _ => Filter::All(Vec::new()),
-        };
+        let filter = self.filter(sel, field, relation);
         let mut order = self.order(sel, relation);
         if order.is_empty() {
             order = default_order(relation);
         }
-        let mut conditions = Vec::new();
-        if let Some((here, there, parent)) = link {
-            for (a, b) in here.iter().zip(there) {
-                conditions.push(format!("{inner}.{} = {parent}.{}", ident(a), ident(b)));
-            }
-        }
-        if !filter.is_empty() {
-            let mut f = String::new();
-            filter.sql(relation, &inner, &mut self.params, &mut f);
-            conditions.push(f);
-        }
+        let conditions = self.conditions(relation, &inner, link, &filter);
         let limit = self.count(sel, "limit")?;
         let offset = self.count(sel, "offset")?;
         for (c, _) in &order {
@@ -234,6 +222,128 @@ impl<'s> Compiler<'s> {
             ),
             filter,
         ))
+    }
+
+    /// The `WHERE` conditions on rows of `relation` aliased `inner`: the link to a parent
+    /// row (see [`rows`](Self::rows)) and the filter.
+    fn conditions(
+        &mut self,
+        relation: &Relation,
+        inner: &str,
+        link: Option<(&[String], &[String], &str)>,
+        filter: &Filter,
+    ) -> Vec<String> {
+        let mut conditions = Vec::new();
+        if let Some((here, there, parent)) = link {
+            for (a, b) in here.iter().zip(there) {
+                conditions.push(format!("{inner}.{} = {parent}.{}", ident(a), ident(b)));
+            }
+        }
+        if !filter.is_empty() {
+            let mut f = String::new();
+            filter.sql(relation, inner, &mut self.params, &mut f);
+            conditions.push(f);
+        }
+        conditions
+    }
+
+    /// A field's `filter` argument.
+    fn filter(&self, sel: &Selected, field: &Field, relation: &Relation) -> Filter {
+        match (
+            sel.arg("filter"),
+            filter::filter_type(self.schema, &field.args),
+        ) {
+            (Some(v), Some(ty)) => Filter::from_value(self.schema, relation, ty, v),
+            _ => Filter::All(Vec::new()),
+        }
+    }
+
+    /// An aggregate over the rows of relation `rel` (correlated with a parent row by `link`,
+    /// as in [`rows`](Self::rows)) as a JSON object: `count`, and for `sum`, `avg`, `min`
+    /// and `max` an object of the function over each selected column.
+    fn aggregate(
+        &mut self,
+        sel: &Selected,
+        field: &Field,
+        rel: usize,
+        link: Option<(&[String], &[String], &str)>,
+    ) -> Result<(String, Filter), GraphQLError> {
+        let schema = self.schema;
+        let relation = &schema.catalog.relations[rel];
+        self.reads(relation, link.is_none());
+        let filter = self.filter(sel, field, relation);
+        let inner = format!("s{}", self.alias());
+        let conditions = self.conditions(relation, &inner, link, &filter);
+        let aggregate_type = field.ty.named();
+        let mut pairs = Vec::new();
+        for child in &sel.children {
+            let expr = match child.field {
+                FieldRef::Field(i) => {
+                    let f = &schema.fields(aggregate_type)[i];
+                    match f.source {
+                        Source::Count => "count(*)".to_owned(),
+                        Source::Aggregate(function) => {
+                            self.aggregate_columns(child, f, function, relation, &inner)
+                        }
+                        _ => continue,
+                    }
+                }
+                _ => literal(schema.name(aggregate_type)),
+            };
+            pairs.push((child.key.clone(), expr));
+        }
+        let mut sql = format!(
+            "(SELECT {} FROM {}.{} {inner}",
+            json_object(&pairs),
+            ident(&relation.name.schema),
+            ident(&relation.name.name)
+        );
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push(')');
+        Ok((sql, filter))
+    }
+
+    /// The object of `function` over the columns `sel` selects, of rows aliased `alias`.
+    fn aggregate_columns(
+        &mut self,
+        sel: &Selected,
+        field: &Field,
+        function: AggregateFn,
+        relation: &Relation,
+        alias: &str,
+    ) -> String {
+        let schema = self.schema;
+        let object = field.ty.named();
+        let mut pairs = Vec::new();
+        for child in &sel.children {
+            let expr = match child.field {
+                FieldRef::Field(i) => {
+                    let f = &schema.fields(object)[i];
+                    let Source::Column(ci) = f.source else {
+                        continue;
+                    };
+                    let c = &relation.columns[ci];
+                    let value = format!("{}({alias}.{})", function.name(), ident(&c.name));
+                    match function {
+                        // The column's own type: rendered as the column is.
+                        AggregateFn::Min | AggregateFn::Max => self.value(&value, &c.ty, child),
+                        // BigInt and BigFloat travel as text, as everywhere.
+                        AggregateFn::Sum | AggregateFn::Avg => match schema.ty(f.ty.named()).kind {
+                            Kind::Scalar(Scalar::BigInt | Scalar::BigFloat) => {
+                                format!("({value})::text")
+                            }
+                            _ => value,
+                        },
+                    }
+                }
+                _ => literal(schema.name(object)),
+            };
+            pairs.push((child.key.clone(), expr));
+        }
+        json_object(&pairs)
     }
 
     /// The one row of a single-row relation, or null. A scalar subquery: a relation that
@@ -299,6 +409,22 @@ impl<'s> Compiler<'s> {
         at_root: bool,
     ) -> Result<Scope<'s>, GraphQLError> {
         let relation = &self.schema.catalog.relations[rel];
+        self.reads(relation, at_root);
+        let n = self.alias();
+        let (outer, inner) = (format!("t{n}"), format!("s{n}"));
+        let mut columns = BTreeSet::new();
+        let object = self.object(sel, field.ty.named(), relation, &outer, &mut columns)?;
+        Ok(Scope {
+            relation,
+            outer,
+            inner,
+            object,
+            columns,
+        })
+    }
+
+    /// Records the tables reading `relation` (as a root field when `at_root`) depends on.
+    fn reads(&mut self, relation: &Relation, at_root: bool) {
         let base = relation.base_tables();
         if !at_root || base != [relation.name.clone()] {
             self.nested_tables.extend(base.iter().cloned());
@@ -315,17 +441,6 @@ impl<'s> Compiler<'s> {
             self.nested_tables.insert(t.clone());
             self.dependencies.insert(t);
         }
-        let n = self.alias();
-        let (outer, inner) = (format!("t{n}"), format!("s{n}"));
-        let mut columns = BTreeSet::new();
-        let object = self.object(sel, field.ty.named(), relation, &outer, &mut columns)?;
-        Ok(Scope {
-            relation,
-            outer,
-            inner,
-            object,
-            columns,
-        })
     }
 
     /// The JSON object of one row of `relation` (alias `alias`) for `sel`'s sub-selection.
@@ -375,7 +490,19 @@ impl<'s> Compiler<'s> {
                             self.path.pop();
                             rows
                         }
+                        Source::ToManyAggregate { rel, fk } => {
+                            let fk = &schema.catalog.relations[rel].foreign_keys[fk];
+                            columns.extend(fk.ref_columns.iter().cloned());
+                            let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
+                            self.path.push(PathSegment::Key(child.key.clone()));
+                            let aggregate = self.aggregate(child, field, rel, Some(link))?.0;
+                            self.path.pop();
+                            aggregate
+                        }
                         Source::Root(_)
+                        | Source::RootAggregate(_)
+                        | Source::Count
+                        | Source::Aggregate(_)
                         | Source::Meta
                         | Source::Insert(_)
                         | Source::Update(_)
