@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::gql::{demo_database, engine, psql, run};
-use support::live::{INIT, subscribe_message};
+use support::live::{open_socket, subscribe_message};
 use support::server::Server;
 use support::ws::Client;
 
@@ -150,9 +150,7 @@ fn until(c: &mut Client, last: &mut Value, want: &Value) {
 fn subscribed_aggregates_follow_the_writes() {
     let url = demo_database("");
     let server = Server::start_on(&url, &[]);
-    let (mut c, _) = Client::upgrade(server.connect(), Some("graphql-transport-ws"));
-    c.send_text(INIT);
-    assert_eq!(c.recv_text(), r#"{"type":"connection_ack"}"#);
+    let mut c = open_socket(&server);
     c.send_text(&subscribe_message(
         "a",
         r#"subscription { ordersAggregate(filter: { status: { eq: "pending" } }) { count } }"#,

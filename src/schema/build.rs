@@ -349,6 +349,100 @@ impl Builder<'_> {
     }
 }
 
+/// Adds to each relation's filter a field per relation field of its object, named alike:
+/// a many-to-one field takes the filter of the row pointed at (`customer: CustomersFilter`),
+/// a one-to-many field `some`, `every` and `none` of the rows pointing here
+/// (`orders: OrdersRelationFilter`). Runs once every object has its fields.
+fn relation_filters(b: &mut Builder<'_>) {
+    let mut quantified: HashMap<usize, TypeId> = HashMap::new();
+    for i in 0..b.catalog.relations.len() {
+        let links: Vec<(String, Source)> = b
+            .t
+            .types
+            .get(b.objects[i])
+            .map(|t| match &t.kind {
+                Kind::Object { fields, .. } => fields
+                    .iter()
+                    .filter(|f| matches!(f.source, Source::ToOne { .. } | Source::ToMany { .. }))
+                    .map(|f| (f.name.clone(), f.source))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        let mut added = Vec::new();
+        for (name, source) in links {
+            let ty = match source {
+                Source::ToOne { fk } => {
+                    let rel = &b.catalog.relations[i];
+                    let target = exposed_target(b.catalog, rel, fk).expect("an exposed link");
+                    b.inputs[target].0
+                }
+                Source::ToMany { rel, .. } => match quantified.get(&rel) {
+                    Some(id) => *id,
+                    None => {
+                        let id = quantified_filter(b, rel);
+                        quantified.insert(rel, id);
+                        id
+                    }
+                },
+                _ => continue,
+            };
+            added.push((name, ty, source));
+        }
+        let filter_id = b.inputs[i].0;
+        let Kind::Input { fields, .. } = &mut b.t.types[filter_id].kind else {
+            continue;
+        };
+        let mut taken = Namespace::default();
+        for f in fields.iter() {
+            taken.claim(f.name.clone());
+        }
+        for (name, ty, source) in added {
+            // The combinators keep their names, as against columns.
+            let name = if matches!(name.as_str(), "and" | "or" | "not") {
+                format!("{name}Relation")
+            } else {
+                name
+            };
+            fields.push(InputValue {
+                relation: Some(source),
+                ..meta::input(&taken.claim(name), TypeRef::Named(ty), None)
+            });
+        }
+    }
+}
+
+/// `<Relation>RelationFilter`: `some`, `every`, `none` of the rows of relation `rel` that
+/// point at a row.
+fn quantified_filter(b: &mut Builder<'_>, rel: usize) -> TypeId {
+    let object = b.t.types[b.objects[rel]].name.clone();
+    let filter = TypeRef::Named(b.inputs[rel].0);
+    let name = b.names.claim(format!("{object}RelationFilter"));
+    b.t.add(TypeDef {
+        name,
+        description: Some(format!(
+            "Conditions on the rows of `{}` that point at a row; all given must hold.",
+            b.catalog.relations[rel].name
+        )),
+        kind: Kind::Input {
+            fields: vec![
+                meta::input(
+                    "some",
+                    filter.clone(),
+                    Some("At least one of them matches."),
+                ),
+                meta::input(
+                    "every",
+                    filter.clone(),
+                    Some("Every one of them matches (true when there are none)."),
+                ),
+                meta::input("none", filter, Some("None of them matches.")),
+            ],
+            origin: InputOrigin::RelationFilter(rel),
+        },
+    })
+}
+
 /// The field names of a relation's (or composite's) columns: lowerCamelCase, numbered on
 /// a clash in column order.
 fn column_names<'a>(columns: impl Iterator<Item = &'a str>) -> Vec<String> {
@@ -838,6 +932,7 @@ pub fn build(catalog: Catalog) -> Schema {
             origin: ObjectOrigin::Relation(i),
         };
     }
+    relation_filters(&mut b);
     // Root aggregates after every relation's own root field, so that adding them renamed
     // none: `ordersAggregate` beside `orders`.
     for (i, aggregate) in b.aggregates.clone().into_iter().enumerate() {

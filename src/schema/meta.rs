@@ -99,6 +99,7 @@ pub fn input(name: &str, ty: TypeRef, description: Option<&str>) -> InputValue {
         ty,
         default: None,
         column: None,
+        relation: None,
     }
 }
 

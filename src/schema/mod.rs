@@ -90,6 +90,9 @@ pub enum InputOrigin {
     Set(usize),
     /// `<Relation>OnConflict`: a unique constraint and the columns to update.
     OnConflict(usize),
+    /// `<Relation>RelationFilter`: `some`, `every`, `none` of the rows of relation `_`
+    /// linked to a row.
+    RelationFilter(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +202,9 @@ pub struct InputValue {
     pub default: Option<&'static str>,
     /// A filter, order-by, insert or set field's column index in its relation.
     pub column: Option<usize>,
+    /// A filter field on a relation: [`Source::ToOne`] (the row pointed at matches) or
+    /// [`Source::ToMany`] (`some`, `every` or `none` of the rows pointing here match).
+    pub relation: Option<Source>,
 }
 
 #[derive(Debug, Clone)]

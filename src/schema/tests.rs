@@ -118,8 +118,15 @@ fn demo_schema_roots_types_and_relations() {
             "updatedAt",
             "and",
             "or",
-            "not"
+            "not",
+            "customer",
+            "orderItems"
         ]
+    );
+    // Across relations: the row pointed at, and some/every/none of the rows pointing here.
+    assert_eq!(
+        input_names(&s, "OrderItemsRelationFilter"),
+        ["some", "every", "none"]
     );
     assert_eq!(
         input_names(&s, "StringFilter"),

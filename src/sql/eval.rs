@@ -251,6 +251,8 @@ fn truth(filter: &Filter, relation: &Relation, row: &OwnedValue) -> Truths {
             }
             _ => Truths::ANY,
         },
+        // Other rows decide it, which the change does not show.
+        Filter::Related { .. } => Truths::ANY,
         Filter::In {
             column,
             values,

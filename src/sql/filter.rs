@@ -7,7 +7,7 @@ use super::Params;
 use super::quote::ident;
 use crate::catalog::{PgType, Relation};
 use crate::graphql::json::quote;
-use crate::schema::{InputOrigin, Kind, Schema, TypeId, TypeRef};
+use crate::schema::{InputOrigin, Kind, Schema, Source, TypeId, TypeRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -86,6 +86,25 @@ pub enum Filter {
         column: String,
         is_null: bool,
     },
+    /// A condition on related rows: `relation` (an index into the catalog's relations) is
+    /// linked by equal columns, (its column, this row's column) pairs.
+    Related {
+        quantifier: Quantifier,
+        relation: usize,
+        link: Vec<(String, String)>,
+        filter: Box<Filter>,
+    },
+}
+
+/// How many of the related rows must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantifier {
+    /// At least one (the row a many-to-one field points at, or `some`).
+    Some,
+    /// Every one, none being vacuously every one.
+    Every,
+    /// Not one.
+    None,
 }
 
 /// A scalar or enum constant in PostgreSQL's text form. Enum values map back to their labels.
@@ -130,6 +149,11 @@ impl Filter {
                     all.push(Filter::Any(items.iter().map(nested).collect()))
                 }
                 (None, "not", v) => all.push(Filter::Not(Box::new(nested(v)))),
+                (None, _, v) if def.relation.is_some() => {
+                    if let Some(related) = related(schema, rel, def, v) {
+                        all.extend(related);
+                    }
+                }
                 (Some(ci), _, ConstValue::Object(ops)) => {
                     let column = rel.columns[ci].name.clone();
                     let Kind::Input {
@@ -178,13 +202,40 @@ impl Filter {
         Filter::All(all)
     }
 
+    /// The relations the filter's related-row conditions read, at any depth.
+    pub fn related_relations(&self, out: &mut Vec<usize>) {
+        match self {
+            Filter::All(items) | Filter::Any(items) => {
+                for f in items {
+                    f.related_relations(out);
+                }
+            }
+            Filter::Not(inner) => inner.related_relations(out),
+            Filter::Related {
+                relation, filter, ..
+            } => {
+                out.push(*relation);
+                filter.related_relations(out);
+            }
+            Filter::Compare { .. } | Filter::In { .. } | Filter::IsNull { .. } => {}
+        }
+    }
+
     /// True when the filter holds for every row.
     pub fn is_empty(&self) -> bool {
         matches!(self, Filter::All(items) if items.iter().all(Filter::is_empty))
     }
 
-    /// Renders the condition on rows of `rel` aliased `alias`.
-    pub(super) fn sql(&self, rel: &Relation, alias: &str, params: &mut Params, out: &mut String) {
+    /// Renders the condition on rows of `rel` aliased `alias`; `relations` are the catalog's,
+    /// which related-row conditions name.
+    pub(super) fn sql(
+        &self,
+        relations: &[Relation],
+        rel: &Relation,
+        alias: &str,
+        params: &mut Params,
+        out: &mut String,
+    ) {
         let col = |name: &str| format!("{alias}.{}", ident(name));
         let cast = |name: &str| {
             rel.column(name)
@@ -206,13 +257,13 @@ impl Filter {
                     if i > 0 {
                         out.push_str(joiner);
                     }
-                    f.sql(rel, alias, params, out);
+                    f.sql(relations, rel, alias, params, out);
                 }
                 out.push(')');
             }
             Filter::Not(inner) => {
                 out.push_str("(NOT ");
-                inner.sql(rel, alias, params, out);
+                inner.sql(relations, rel, alias, params, out);
                 out.push(')');
             }
             Filter::Compare { column, op, value } => {
@@ -267,7 +318,113 @@ impl Filter {
                 let not = if *is_null { "" } else { " NOT" };
                 out.push_str(&format!("({} IS{not} NULL)", col(column)));
             }
+            Filter::Related {
+                quantifier,
+                relation,
+                link,
+                filter,
+            } => {
+                let target = &relations[*relation];
+                // Unique along the path of nested subqueries, which is all a name must be.
+                let inner = format!("{alias}r");
+                let mut conditions: Vec<String> = link
+                    .iter()
+                    .map(|(there, here)| format!("{inner}.{} = {}", ident(there), col(here)))
+                    .collect();
+                if !filter.is_empty() {
+                    let mut f = String::new();
+                    filter.sql(relations, target, &inner, params, &mut f);
+                    // `every` looks for a row where the filter is not true (false or null).
+                    if *quantifier == Quantifier::Every {
+                        f = format!("({f} IS NOT TRUE)");
+                    }
+                    conditions.push(f);
+                } else if *quantifier == Quantifier::Every {
+                    conditions.push("false".to_owned());
+                }
+                let exists = format!(
+                    "EXISTS (SELECT FROM {}.{} {inner} WHERE {})",
+                    ident(&target.name.schema),
+                    ident(&target.name.name),
+                    conditions.join(" AND ")
+                );
+                out.push_str(&match quantifier {
+                    Quantifier::Some => format!("({exists})"),
+                    Quantifier::Every | Quantifier::None => format!("(NOT {exists})"),
+                });
+            }
         }
+    }
+}
+
+/// The conditions a relation field of a filter (`customer: {…}`, `orders: { some: {…} }`)
+/// puts on rows of `rel`. Recurses into the related filter: one level of the client's
+/// input per level, bounded like [`Filter::from_value`].
+fn related(
+    schema: &Schema,
+    rel: &Relation,
+    def: &crate::schema::InputValue,
+    value: &ConstValue,
+) -> Option<Vec<Filter>> {
+    let relations = &schema.catalog.relations;
+    let position =
+        |name: &crate::catalog::QualifiedName| relations.iter().position(|r| &r.name == name);
+    match def.relation? {
+        Source::ToOne { fk } => {
+            let fk = &rel.foreign_keys[fk];
+            let target = position(&fk.references)?;
+            let link = fk
+                .ref_columns
+                .iter()
+                .cloned()
+                .zip(fk.columns.iter().cloned())
+                .collect();
+            let filter = Filter::from_value(schema, &relations[target], def.ty.named(), value);
+            Some(vec![Filter::Related {
+                quantifier: Quantifier::Some,
+                relation: target,
+                link,
+                filter: Box::new(filter),
+            }])
+        }
+        Source::ToMany { rel: other, fk } => {
+            let fk = &relations[other].foreign_keys[fk];
+            let link: Vec<(String, String)> = fk
+                .columns
+                .iter()
+                .cloned()
+                .zip(fk.ref_columns.iter().cloned())
+                .collect();
+            let (ConstValue::Object(map), Kind::Input { fields, .. }) =
+                (value, &schema.ty(def.ty.named()).kind)
+            else {
+                return None;
+            };
+            let mut out = Vec::new();
+            for (key, v) in map {
+                let quantifier = match key.as_str() {
+                    "some" => Quantifier::Some,
+                    "every" => Quantifier::Every,
+                    "none" => Quantifier::None,
+                    _ => continue,
+                };
+                let (Some(f), false) = (
+                    fields.iter().find(|f| f.name == key.as_str()),
+                    *v == ConstValue::Null,
+                ) else {
+                    continue;
+                };
+                let filter = Filter::from_value(schema, &relations[other], f.ty.named(), v);
+                out.push(Filter::Related {
+                    quantifier,
+                    relation: other,
+                    link: link.clone(),
+                    filter: Box::new(filter),
+                });
+            }
+            Some(out)
+        }
+        _ => None,
     }
 }
 

@@ -241,21 +241,36 @@ impl<'s> Compiler<'s> {
         }
         if !filter.is_empty() {
             let mut f = String::new();
-            filter.sql(relation, inner, &mut self.params, &mut f);
+            filter.sql(
+                &self.schema.catalog.relations,
+                relation,
+                inner,
+                &mut self.params,
+                &mut f,
+            );
             conditions.push(f);
         }
         conditions
     }
 
     /// A field's `filter` argument.
-    fn filter(&self, sel: &Selected, field: &Field, relation: &Relation) -> Filter {
-        match (
+    fn filter(&mut self, sel: &Selected, field: &Field, relation: &Relation) -> Filter {
+        let filter = match (
             sel.arg("filter"),
             filter::filter_type(self.schema, &field.args),
         ) {
             (Some(v), Some(ty)) => Filter::from_value(self.schema, relation, ty, v),
             _ => Filter::All(Vec::new()),
+        };
+        // The relations its related-row conditions read are read by the statement too,
+        // never as a root field's own rows.
+        let mut related = Vec::new();
+        filter.related_relations(&mut related);
+        let schema = self.schema;
+        for rel in related {
+            self.reads(&schema.catalog.relations[rel], false);
         }
+        filter
     }
 
     /// An aggregate over the rows of relation `rel` (correlated with a parent row by `link`,

@@ -376,7 +376,13 @@ impl Compiler<'_> {
         };
         if !filter.is_empty() {
             dml.push_str(" WHERE ");
-            filter.sql(relation, target, &mut self.params, dml);
+            filter.sql(
+                &schema.catalog.relations,
+                relation,
+                target,
+                &mut self.params,
+                dml,
+            );
         }
         Ok(())
     }

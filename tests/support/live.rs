@@ -61,10 +61,22 @@ fn money(rng: &mut Rng) -> String {
     format!("{}.{:02}", rng.below(200), rng.below(100))
 }
 
-/// A random filter on `orders`: single conditions, several at once, and/or/not.
+/// A random filter on `orders`: single conditions, several at once, and/or/not, and
+/// conditions on related rows.
 pub fn order_filter(rng: &mut Rng, depth: u32) -> String {
     let atom = |rng: &mut Rng| -> String {
-        match rng.below(9) {
+        match rng.below(12) {
+            // Across relations: the customer pointed at, the items pointing here.
+            9 => format!("customer: {{ vip: {{ eq: {} }} }}", rng.chance(50)),
+            10 => format!(
+                "orderItems: {{ some: {{ quantity: {{ gt: {} }} }} }}",
+                rng.below(3)
+            ),
+            11 => format!(
+                "orderItems: {{ {}: {{ quantity: {{ lt: {} }} }} }}",
+                if rng.chance(50) { "every" } else { "none" },
+                1 + rng.below(3)
+            ),
             0 => format!(r#"status: {{ eq: "{}" }}"#, rng.pick(&STATUSES)),
             1 => format!(r#"status: {{ neq: "{}" }}"#, rng.pick(&STATUSES)),
             2 => format!("priority: {{ eq: {} }}", rng.pick(&PRIORITIES)),
@@ -97,9 +109,10 @@ pub fn order_filter(rng: &mut Rng, depth: u32) -> String {
     }
 }
 
-/// One random root field over the demo tables, with or without nested relations.
+/// One random root field over the demo tables, with or without nested relations, or an
+/// aggregate.
 fn root_field(rng: &mut Rng, alias: &str) -> String {
-    match rng.below(6) {
+    match rng.below(8) {
         0 | 1 => {
             let limit = if rng.chance(25) {
                 format!(", limit: {}", 1 + rng.below(5))
@@ -131,6 +144,14 @@ fn root_field(rng: &mut Rng, alias: &str) -> String {
             rng.below(4)
         ),
         4 => format!("{alias}: users(orderBy: {{ id: ASC }}) {{ id name email }}"),
+        6 => format!(
+            "{alias}: ordersAggregate(filter: {}) {{ count sum {{ total }} max {{ total createdAt }} }}",
+            order_filter(rng, 2)
+        ),
+        7 => format!(
+            "{alias}: customers(orderBy: {{ id: ASC }}) {{ id ordersAggregate(filter: {}) {{ count avg {{ total }} }} }}",
+            order_filter(rng, 1)
+        ),
         _ => format!(
             "{alias}: salesDashboard {{ totalRevenue orderCount topProducts {{ name salesCount }} }}"
         ),
@@ -284,6 +305,14 @@ pub struct Subscribers {
 }
 
 pub const INIT: &str = r#"{"type":"connection_init","payload":{}}"#;
+
+/// A graphql-transport-ws socket to `server`, initialised and acknowledged.
+pub fn open_socket(server: &Server) -> Client {
+    let (mut c, _) = Client::upgrade(server.connect(), Some("graphql-transport-ws"));
+    c.send_text(INIT);
+    assert_eq!(c.recv_text(), r#"{"type":"connection_ack"}"#);
+    c
+}
 
 pub fn subscribe_message(id: &str, query: &str) -> String {
     serde_json::json!({"id": id, "type": "subscribe", "payload": {"query": query}}).to_string()
