@@ -71,6 +71,26 @@ fn aggregates_at_the_root_agree_with_sql() {
 }
 
 #[test]
+fn an_aggregate_wider_than_one_json_call_still_counts() {
+    let url = demo_database("");
+    let e = engine(&url, &["public"]);
+    // More keys than one json_build_object call takes: the object is built another way.
+    let keys: Vec<String> = (0..60).map(|i| format!("c{i}: count")).collect();
+    let got = data(
+        &e,
+        &url,
+        &format!(
+            "{{ ordersAggregate {{ {} max {{ total }} }} }}",
+            keys.join(" ")
+        ),
+    );
+    for i in 0..60 {
+        assert_eq!(got["ordersAggregate"][format!("c{i}")], 5, "{got}");
+    }
+    assert_eq!(got["ordersAggregate"]["max"]["total"], "99.00");
+}
+
+#[test]
 fn aggregates_beside_a_relation_agree_with_sql() {
     let url = demo_database("");
     let e = engine(&url, &["public"]);

@@ -457,7 +457,9 @@ fn reference(filter: &Filter, row: &serde_json::Value) -> Truth {
             any
         }
         Filter::Not(inner) => reference(inner, row).map(|b| !b),
-        Filter::Related { .. } => unreachable!("the target builds no related-row condition"),
+        Filter::Related { .. } | Filter::Elements { .. } => {
+            unreachable!("the target builds no related-row or array condition")
+        }
         Filter::IsNull { column, is_null } => Some(row[column].is_null() == *is_null),
         Filter::Compare { column, op, value } => compare(&row[column], *op, value),
         Filter::In {

@@ -125,6 +125,62 @@ fn every_filter_operator() {
     );
 }
 
+/// Array columns: `contains`, `containedBy`, `overlaps` and `isNull` on the elements, as
+/// PostgreSQL's `@>`, `<@` and `&&` decide them (`tags`: Widget {tools,small}, Gadget
+/// {electronics}, Gizmo {}; a fourth product gets NULL tags here).
+#[test]
+fn array_operators() {
+    let url = demo_database(
+        "ALTER TABLE products ALTER COLUMN tags DROP NOT NULL; \
+         INSERT INTO products (sku, name, price, tags) \
+         VALUES ('00000000-0000-4000-8000-000000000004', 'Doohickey', 1, NULL);",
+    );
+    let e = engine(&url, &["public"]);
+    let names = |filter: &str| -> String {
+        let q = format!("{{ products(filter: {filter}, orderBy: {{ name: ASC }}) {{ name }} }}");
+        support::gql::compact(&run(&e, &url, &q, None))
+    };
+    let sql = |condition: &str| -> String {
+        let rows = support::gql::psql(
+            &url,
+            &format!(
+                "SELECT coalesce(json_agg(json_build_object('name', name) ORDER BY name), '[]') \
+                 FROM products WHERE {condition}"
+            ),
+        );
+        format!("{{\"products\":{}}}", support::gql::compact(&rows))
+    };
+    let cases = [
+        (r#"{ tags: { contains: ["tools"] } }"#, "tags @> '{tools}'"),
+        (
+            r#"{ tags: { contains: ["tools", "small"] } }"#,
+            "tags @> '{tools,small}'",
+        ),
+        (r#"{ tags: { contains: [] } }"#, "tags @> '{}'"),
+        (
+            r#"{ tags: { containedBy: ["tools", "small", "electronics"] } }"#,
+            "tags <@ '{tools,small,electronics}'",
+        ),
+        (
+            r#"{ tags: { overlaps: ["small", "electronics"] } }"#,
+            "tags && '{small,electronics}'",
+        ),
+        (r#"{ tags: { overlaps: [] } }"#, "tags && '{}'"),
+        ("{ tags: { isNull: true } }", "tags IS NULL"),
+        (
+            r#"{ not: { tags: { contains: ["tools"] } } }"#,
+            "NOT (tags @> '{tools}')",
+        ),
+    ];
+    for (filter, condition) in cases {
+        assert_eq!(names(filter), sql(condition), "{filter}");
+    }
+    assert_eq!(
+        names(r#"{ tags: { contains: ["electronics"] } }"#),
+        r#"{"products":[{"name":"Gadget"}]}"#
+    );
+}
+
 #[test]
 fn ordering_limit_and_offset() {
     let url = demo_database("");

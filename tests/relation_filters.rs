@@ -182,3 +182,25 @@ fn a_relation_filter_sees_only_the_related_rows_the_role_may_read() {
     assert_eq!(rooms("alice", silent), json!([{ "name": "ops" }]));
     assert_eq!(rooms("bob", silent), json!([]));
 }
+
+#[test]
+fn deeply_nested_relation_filters_keep_their_levels_apart() {
+    // A chain of 90 employees, each managed by the one before.
+    let url = demo_database(
+        "CREATE TABLE employees (id int PRIMARY KEY, manager_id int REFERENCES employees (id)); \
+         INSERT INTO employees SELECT g, nullif(g - 1, 0) FROM generate_series(1, 90) g;",
+    );
+    let config = postrust::config::Config::from_lookup(|k| {
+        (k == "POSTRUST_MAX_INPUT_DEPTH").then(|| "200".to_owned())
+    })
+    .unwrap();
+    let e = postrust::engine::Engine::new(support::gql::catalog(&url, &["public"]), &config);
+    // 80 managers up is employee 1: only employee 81. Were two levels' subqueries to share
+    // a name, a level would compare a row with itself and match others.
+    let mut filter = "{ id: { eq: 1 } }".to_owned();
+    for _ in 0..80 {
+        filter = format!("{{ manager: {filter} }}");
+    }
+    let query = format!("{{ employees(filter: {filter}) {{ id }} }}");
+    assert_eq!(ids(&e, &url, "employees", &query), [81]);
+}

@@ -41,6 +41,8 @@ struct Builder<'c> {
     objects: Vec<TypeId>,
     /// Enum type to its operator filter type.
     enum_filters: HashMap<TypeId, TypeId>,
+    /// Enum type to the filter of arrays of it.
+    enum_list_filters: HashMap<TypeId, TypeId>,
     /// Per relation: its filter and order-by input types.
     inputs: Vec<(TypeId, TypeId)>,
     /// Per relation: its `<Relation>Aggregate` type (none for a single-row relation).
@@ -83,18 +85,18 @@ impl Builder<'_> {
         if pg.array { t.list() } else { t }
     }
 
-    /// The operator filter type for a column, if it can be filtered on.
+    /// The operator filter type for a column, if it can be filtered on: its scalar's or
+    /// enum's, or for an array column its element type's list filter.
     fn filter_type(&self, pg: &PgType) -> Option<TypeId> {
-        if pg.array {
-            return None;
-        }
         let named = self.column_type(pg).named();
-        match self.t.types[named].kind {
-            Kind::Scalar(_) => {
-                let name = format!("{}Filter", self.t.types[named].name);
+        match (&self.t.types[named].kind, pg.array) {
+            (Kind::Scalar(_), array) => {
+                let suffix = if array { "ListFilter" } else { "Filter" };
+                let name = format!("{}{suffix}", self.t.types[named].name);
                 self.t.by_name.get(&name).copied()
             }
-            Kind::Enum { .. } => self.enum_filters.get(&named).copied(),
+            (Kind::Enum { .. }, false) => self.enum_filters.get(&named).copied(),
+            (Kind::Enum { .. }, true) => self.enum_list_filters.get(&named).copied(),
             _ => None,
         }
     }
@@ -741,6 +743,7 @@ pub fn build(catalog: Catalog) -> Schema {
         inputs: Vec::new(),
         aggregates: Vec::new(),
         enum_filters: HashMap::new(),
+        enum_list_filters: HashMap::new(),
     };
     let query =
         b.t.add(object_type("Query".into(), None, ObjectOrigin::Query));
@@ -782,6 +785,10 @@ pub fn build(catalog: Catalog) -> Schema {
             },
         });
         b.enum_filters.insert(id, filter_id);
+        let mut list = meta::list_filter(&b.t, name.clone(), TypeRef::Named(id));
+        list.name = b.names.claim(list.name);
+        let list_id = b.t.add(list);
+        b.enum_list_filters.insert(id, list_id);
     }
     for (i, c) in catalog.composites.iter().enumerate() {
         let name = b.type_name(&c.name);

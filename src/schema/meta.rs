@@ -75,6 +75,32 @@ pub fn operators(scalar: Scalar) -> &'static [&'static str] {
 /// Operators of an enum's filter.
 pub const ENUM_OPERATORS: &[&str] = &["eq", "neq", "in", "notIn", "isNull"];
 
+/// Operators on an array column, each taking a list of elements: `contains` (every one of
+/// them is in the array), `containedBy` (every element of the array is among them),
+/// `overlaps` (some element is among them).
+pub const LIST_OPERATORS: &[&str] = &["contains", "containedBy", "overlaps", "isNull"];
+
+/// The filter of an array column whose elements are `element`.
+pub(crate) fn list_filter(t: &TypeTable, name: String, element: TypeRef) -> TypeDef {
+    let fields = LIST_OPERATORS
+        .iter()
+        .map(|op| match *op {
+            "isNull" => input(op, TypeRef::Named(t.id("Boolean")), None),
+            _ => input(op, element.clone().non_null().list(), None),
+        })
+        .collect();
+    TypeDef {
+        description: Some(format!(
+            "Conditions on an array column of {name}; all must hold."
+        )),
+        name: format!("{name}ListFilter"),
+        kind: Kind::Input {
+            fields,
+            origin: InputOrigin::ListOperators,
+        },
+    }
+}
+
 /// The filter input type of `value`'s type with `ops`.
 pub(crate) fn operator_fields(t: &TypeTable, value: TypeRef, ops: &[&str]) -> Vec<InputValue> {
     ops.iter()
@@ -286,6 +312,14 @@ pub(crate) fn install(t: &mut TypeTable) -> Vec<Directive> {
                 origin: InputOrigin::Operators,
             },
         });
+    }
+    // Arrays of JSON documents have no element operators.
+    for (name, scalar, _) in SCALARS {
+        if matches!(*scalar, Scalar::Id | Scalar::Json) {
+            continue;
+        }
+        let def = list_filter(t, (*name).to_owned(), TypeRef::Named(t.id(name)));
+        t.add(def);
     }
     t.add(enum_type(SORT_DIRECTION, SORT_DIRECTIONS));
     t.add(enum_type("__TypeKind", TYPE_KINDS));

@@ -84,6 +84,8 @@ pub enum InputOrigin {
     OrderBy(usize),
     /// `<Scalar>Filter`: the comparison operators.
     Operators,
+    /// `<Scalar>ListFilter`: the operators on an array column's elements.
+    ListOperators,
     /// `<Relation>InsertInput`: one field per insertable column.
     Insert(usize),
     /// `<Relation>SetInput`: one field per updatable column.

@@ -253,6 +253,8 @@ fn truth(filter: &Filter, relation: &Relation, row: &OwnedValue) -> Truths {
         },
         // Other rows decide it, which the change does not show.
         Filter::Related { .. } => Truths::ANY,
+        // Arrays are never decided here.
+        Filter::Elements { .. } => Truths::ANY,
         Filter::In {
             column,
             values,

@@ -86,6 +86,12 @@ pub enum Filter {
         column: String,
         is_null: bool,
     },
+    /// A condition on an array column's elements, against a list of them.
+    Elements {
+        column: String,
+        op: ElementsOp,
+        values: Vec<String>,
+    },
     /// A condition on related rows: `relation` (an index into the catalog's relations) is
     /// linked by equal columns, (its column, this row's column) pairs.
     Related {
@@ -94,6 +100,36 @@ pub enum Filter {
         link: Vec<(String, String)>,
         filter: Box<Filter>,
     },
+}
+
+/// The operators on an array column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementsOp {
+    /// Every listed element is in the array (`@>`).
+    Contains,
+    /// Every element of the array is listed (`<@`).
+    ContainedBy,
+    /// Some element of the array is listed (`&&`).
+    Overlaps,
+}
+
+impl ElementsOp {
+    fn parse(name: &str) -> Option<ElementsOp> {
+        Some(match name {
+            "contains" => ElementsOp::Contains,
+            "containedBy" => ElementsOp::ContainedBy,
+            "overlaps" => ElementsOp::Overlaps,
+            _ => return None,
+        })
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            ElementsOp::Contains => "@>",
+            ElementsOp::ContainedBy => "<@",
+            ElementsOp::Overlaps => "&&",
+        }
+    }
 }
 
 /// How many of the related rows must match.
@@ -157,11 +193,16 @@ impl Filter {
                 (Some(ci), _, ConstValue::Object(ops)) => {
                     let column = rel.columns[ci].name.clone();
                     let Kind::Input {
-                        fields: op_defs, ..
+                        fields: op_defs,
+                        origin,
                     } = &schema.ty(def.ty.named()).kind
                     else {
                         continue;
                     };
+                    if *origin == InputOrigin::ListOperators {
+                        elements(schema, column, op_defs, ops, &mut all);
+                        continue;
+                    }
                     for (op, operand) in ops {
                         let Some(op_def) = op_defs.iter().find(|d| d.name == op.as_str()) else {
                             continue;
@@ -217,7 +258,10 @@ impl Filter {
                 out.push(*relation);
                 filter.related_relations(out);
             }
-            Filter::Compare { .. } | Filter::In { .. } | Filter::IsNull { .. } => {}
+            Filter::Compare { .. }
+            | Filter::In { .. }
+            | Filter::IsNull { .. }
+            | Filter::Elements { .. } => {}
         }
     }
 
@@ -230,6 +274,19 @@ impl Filter {
     /// which related-row conditions name.
     pub(super) fn sql(
         &self,
+        relations: &[Relation],
+        rel: &Relation,
+        alias: &str,
+        params: &mut Params,
+        out: &mut String,
+    ) {
+        self.sql_at(0, relations, rel, alias, params, out)
+    }
+
+    /// [`sql`](Self::sql) inside `depth` related-row subqueries.
+    fn sql_at(
+        &self,
+        depth: usize,
         relations: &[Relation],
         rel: &Relation,
         alias: &str,
@@ -257,13 +314,13 @@ impl Filter {
                     if i > 0 {
                         out.push_str(joiner);
                     }
-                    f.sql(relations, rel, alias, params, out);
+                    f.sql_at(depth, relations, rel, alias, params, out);
                 }
                 out.push(')');
             }
             Filter::Not(inner) => {
                 out.push_str("(NOT ");
-                inner.sql(relations, rel, alias, params, out);
+                inner.sql_at(depth, relations, rel, alias, params, out);
                 out.push(')');
             }
             Filter::Compare { column, op, value } => {
@@ -294,15 +351,7 @@ impl Filter {
                 values,
                 negated,
             } => {
-                let mut list = String::from("[");
-                for (i, v) in values.iter().enumerate() {
-                    if i > 0 {
-                        list.push(',');
-                    }
-                    quote(v, &mut list);
-                }
-                list.push(']');
-                let p = params.push(list);
+                let p = params.push(json_list(values));
                 let (cmp, quantifier) = if *negated {
                     ("<>", "ALL")
                 } else {
@@ -318,6 +367,15 @@ impl Filter {
                 let not = if *is_null { "" } else { " NOT" };
                 out.push_str(&format!("({} IS{not} NULL)", col(column)));
             }
+            Filter::Elements { column, op, values } => {
+                let p = params.push(json_list(values));
+                out.push_str(&format!(
+                    "({} {} ARRAY(SELECT x::{} FROM json_array_elements_text({p}::text::json) AS v(x)))",
+                    col(column),
+                    op.sql(),
+                    cast(column)
+                ));
+            }
             Filter::Related {
                 quantifier,
                 relation,
@@ -325,15 +383,17 @@ impl Filter {
                 filter,
             } => {
                 let target = &relations[*relation];
-                // Unique along the path of nested subqueries, which is all a name must be.
-                let inner = format!("{alias}r");
+                // Unique along the path of nested subqueries, which is all a name must be,
+                // and short however deep (PostgreSQL cuts names at 63 bytes, which would
+                // merge two levels' aliases).
+                let inner = format!("r{}", depth + 1);
                 let mut conditions: Vec<String> = link
                     .iter()
                     .map(|(there, here)| format!("{inner}.{} = {}", ident(there), col(here)))
                     .collect();
                 if !filter.is_empty() {
                     let mut f = String::new();
-                    filter.sql(relations, target, &inner, params, &mut f);
+                    filter.sql_at(depth + 1, relations, target, &inner, params, &mut f);
                     // `every` looks for a row where the filter is not true (false or null).
                     if *quantifier == Quantifier::Every {
                         f = format!("({f} IS NOT TRUE)");
@@ -353,6 +413,41 @@ impl Filter {
                     Quantifier::Every | Quantifier::None => format!("(NOT {exists})"),
                 });
             }
+        }
+    }
+}
+
+/// The conditions of an array column's filter (`tags: { contains: ["a"] }`).
+fn elements(
+    schema: &Schema,
+    column: String,
+    op_defs: &[crate::schema::InputValue],
+    ops: &async_graphql_value::indexmap::IndexMap<async_graphql_value::Name, ConstValue>,
+    all: &mut Vec<Filter>,
+) {
+    for (op, operand) in ops {
+        let Some(op_def) = op_defs.iter().find(|d| d.name == op.as_str()) else {
+            continue;
+        };
+        match (op.as_str(), operand) {
+            (_, ConstValue::Null) => {}
+            ("isNull", ConstValue::Boolean(b)) => all.push(Filter::IsNull {
+                column: column.clone(),
+                is_null: *b,
+            }),
+            (name, ConstValue::List(items)) => {
+                if let Some(op) = ElementsOp::parse(name) {
+                    all.push(Filter::Elements {
+                        column: column.clone(),
+                        op,
+                        values: items
+                            .iter()
+                            .filter_map(|i| text(i, schema, &op_def.ty))
+                            .collect(),
+                    });
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -426,6 +521,19 @@ fn related(
         }
         _ => None,
     }
+}
+
+/// Values as a JSON array of strings, the one parameter a list of them travels as.
+fn json_list(values: &[String]) -> String {
+    let mut list = String::from("[");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        quote(v, &mut list);
+    }
+    list.push(']');
+    list
 }
 
 /// The quoted, schema-qualified name of a column's (element) type, for casts.

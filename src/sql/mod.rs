@@ -296,6 +296,12 @@ impl<'s> Compiler<'s> {
                 FieldRef::Field(i) => {
                     let f = &schema.fields(aggregate_type)[i];
                     match f.source {
+                        // Wider objects are built from a VALUES list (`json_object`), where
+                        // `count(*)`, naming no column, would belong to the VALUES and fail:
+                        // the whole row (never null, whatever its columns) names this level.
+                        Source::Count if sel.children.len() > MAX_OBJECT_PAIRS => {
+                            format!("count({inner}.*)")
+                        }
                         Source::Count => "count(*)".to_owned(),
                         Source::Aggregate(function) => {
                             self.aggregate_columns(child, f, function, relation, &inner)
