@@ -384,3 +384,45 @@ fn random_subscribers_converge_under_random_writes() {
     );
     subs.close();
 }
+
+/// With `synchronous_standby_names = '*'` PostgreSQL counts the server's own stream as a
+/// synchronous standby: a commit then waits for the server to report the WAL it received.
+/// The server reports promptly (a millisecond after WAL arrives, and at every keepalive of
+/// the WAL sender's), so commits go through and subscribers converge.
+#[test]
+fn a_commit_waiting_for_the_stream_as_its_synchronous_standby_goes_through() {
+    let (_cluster, url, server) = started("logical_sync");
+    let mut one = Subscriber::open(&server, ITEM_ONE);
+    psql(
+        &url,
+        "ALTER SYSTEM SET synchronous_standby_names = '*'; SELECT pg_reload_conf()",
+    );
+    wait_for(
+        &url,
+        "SELECT EXISTS (SELECT FROM pg_stat_replication WHERE sync_state = 'sync')",
+        "the stream counts as a synchronous standby",
+    );
+    for i in 0..5 {
+        let started = Instant::now();
+        psql(
+            &url,
+            &format!(
+                "SET synchronous_commit = on; \
+                 INSERT INTO items VALUES (1, 'sync {i}') \
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name"
+            ),
+        );
+        // A liveness bound: a stream that never reported would hold the commit until
+        // wal_sender_timeout (60 s) dropped it.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "commit {i} waited {:?} for the stream's report",
+            started.elapsed()
+        );
+        one.until(json!({ "items": [{ "id": 1, "name": format!("sync {i}") }] }));
+    }
+    psql(
+        &url,
+        "ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()",
+    );
+}
