@@ -209,6 +209,29 @@ SELECT json_build_object(
                           WHERE vr.view_oid = r.oid AND vr.oid = d0.oid)
       ), '[]'),
       'opaque', EXISTS (SELECT 1 FROM opaque o WHERE o.root = r.oid),
+      -- Computed fields: functions of the exposed schemas that take one row of this
+      -- relation and return one value (not a set, not a pseudo-type), STABLE or IMMUTABLE
+      -- so that they may run inside a query, and that some role the login may become may
+      -- execute.
+      'computed', coalesce((
+        SELECT json_agg(json_build_object(
+          'schema', pn.nspname,
+          'name', p.proname,
+          'type', tj.j,
+          'comment', obj_description(p.oid, 'pg_proc')
+        ) ORDER BY array_position($1::text[], pn.nspname::text), p.proname)
+        FROM pg_proc p
+        JOIN pg_namespace pn ON pn.oid = p.pronamespace
+        JOIN pg_class rc ON rc.oid = r.oid
+        JOIN type_json tj ON tj.oid = p.prorettype
+        JOIN pg_type rt ON rt.oid = p.prorettype
+        WHERE pn.nspname = ANY ($1::text[])
+          AND p.prokind = 'f' AND NOT p.proretset AND p.provolatile IN ('s', 'i')
+          AND p.pronargs = 1 AND p.proargtypes[0] = rc.reltype
+          AND rt.typtype <> 'p'
+          AND EXISTS (SELECT 1 FROM may_become m
+                      WHERE has_function_privilege(m.oid, p.oid, 'EXECUTE'))
+      ), '[]'),
       -- An enabled trigger of this table whose function notifies (the docs page's or the
       -- project's): without one, a change to its rows reaches no subscriber.
       'notifies', r.relkind = 'v' OR EXISTS (

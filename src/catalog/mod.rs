@@ -144,6 +144,17 @@ pub struct Relation {
     /// Served as one object instead of a list: its comment has the line
     /// `@postrust single-row` (see [`split_directives`]).
     pub single_row: bool,
+    /// Functions taking one row of this relation and returning one value: its computed
+    /// fields.
+    pub computed: Vec<Computed>,
+}
+
+/// A computed field: a STABLE or IMMUTABLE function of one row of its relation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Computed {
+    pub function: QualifiedName,
+    pub ty: PgType,
+    pub comment: Option<String>,
 }
 
 impl QualifiedName {
@@ -446,6 +457,20 @@ fn relation(r: &OwnedValue) -> Result<Relation> {
         notifies: r.get_bool("notifies").unwrap_or(true),
         bypasses_row_security: r.get_bool("bypassesRowSecurity").unwrap_or(false),
         single_row,
+        // Catalogs written before computed fields were read have none.
+        computed: match r.get("computed") {
+            None => Vec::new(),
+            Some(_) => list(r, "computed")?
+                .iter()
+                .map(|f| {
+                    Ok(Computed {
+                        function: qualified(f)?,
+                        ty: pg_type(f)?,
+                        comment: opt_string(f, "comment"),
+                    })
+                })
+                .collect::<Result<_>>()?,
+        },
     })
 }
 

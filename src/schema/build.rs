@@ -324,6 +324,23 @@ impl Builder<'_> {
             field.name = names.claim(name);
             fields.push(field);
         }
+        // Computed fields after the columns and relations, so that adding a function never
+        // renames one of those.
+        for (k, computed) in rel.computed.iter().enumerate() {
+            // `customers_label(customers)` is `Customers.label`.
+            let function = &computed.function.name;
+            let short = function
+                .strip_prefix(&format!("{}_", rel.name.name))
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or(function);
+            fields.push(Field {
+                name: names.claim(lower_camel(short)),
+                description: computed.comment.clone(),
+                args: Vec::new(),
+                ty: self.column_type(&computed.ty),
+                source: Source::Computed(k),
+            });
+        }
         // Each one-to-many field has its aggregate beside it: `orders`, `ordersAggregate`.
         let to_many: Vec<(String, usize, usize)> = fields
             .iter()

@@ -154,6 +154,8 @@ pub enum Source {
     },
     /// `count` of an aggregate: the number of rows.
     Count,
+    /// Computed field `_` of the parent relation (`catalog.relations[_].computed`).
+    Computed(usize),
     /// `sum`, `avg`, `min` or `max` of an aggregate: an object of one field per column.
     Aggregate(AggregateFn),
 }

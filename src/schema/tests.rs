@@ -213,6 +213,7 @@ fn table(schema: &str, name: &str, columns: &[&str], fks: &[(&str, &str)]) -> Re
         notifies: true,
         bypasses_row_security: false,
         single_row: false,
+        computed: Vec::new(),
     }
 }
 

@@ -194,7 +194,7 @@ impl<'s> Compiler<'s> {
         };
         let mut from = format!(
             "SELECT {} FROM {}.{} {inner}",
-            select_list(&columns, &inner),
+            select_list(relation, &columns, &inner),
             ident(&relation.name.schema),
             ident(&relation.name.name)
         );
@@ -385,7 +385,7 @@ impl<'s> Compiler<'s> {
         } = self.scope(sel, field, rel, true)?;
         Ok(format!(
             "(SELECT {object} FROM (SELECT {} FROM {}.{} {inner}) {outer})",
-            select_list(&columns, &inner),
+            select_list(relation, &columns, &inner),
             ident(&relation.name.schema),
             ident(&relation.name.name),
         ))
@@ -413,7 +413,7 @@ impl<'s> Compiler<'s> {
             .collect();
         Ok(format!(
             "(SELECT {object} FROM (SELECT {} FROM {}.{} {inner} WHERE {} LIMIT 1) {outer})",
-            select_list(&columns, &inner),
+            select_list(relation, &columns, &inner),
             ident(&relation.name.schema),
             ident(&relation.name.name),
             conditions.join(" AND ")
@@ -510,6 +510,18 @@ impl<'s> Compiler<'s> {
                             let rows = self.rows(child, field, rel, Some(link))?.0;
                             self.path.pop();
                             rows
+                        }
+                        Source::Computed(k) => {
+                            let computed = &relation.computed[k];
+                            columns.insert(computed_marker(k));
+                            // What the function reads cannot be known: a change anywhere
+                            // may change its value.
+                            let any = QualifiedName::any_table();
+                            self.tables.insert(any.clone());
+                            self.nested_tables.insert(any.clone());
+                            self.dependencies.insert(any);
+                            let value = format!("{alias}.{}", ident(&computed_alias(relation, k)));
+                            self.value(&value, &computed.ty, child)
                         }
                         Source::ToManyAggregate { rel, fk } => {
                             let fk = &schema.catalog.relations[rel].foreign_keys[fk];
@@ -727,14 +739,45 @@ fn default_order(relation: &Relation) -> Vec<(String, &'static str)> {
         .collect()
 }
 
-fn select_list(columns: &BTreeSet<String>, alias: &str) -> String {
+/// What [`select_list`] reads for computed field `k`: not a column name, as PostgreSQL's
+/// names never hold a NUL.
+fn computed_marker(k: usize) -> String {
+    format!("\0{k}")
+}
+
+/// The name computed field `k`'s value takes in the row subquery: the function's name with
+/// `()`, lengthened until no column of the relation has it.
+fn computed_alias(relation: &Relation, k: usize) -> String {
+    let mut alias = format!("{}()", relation.computed[k].function.name);
+    while relation.column(&alias).is_some() {
+        alias.push('_');
+    }
+    alias
+}
+
+/// The select list of `relation`'s rows aliased `alias`: `columns`, and computed fields
+/// (their markers) as their function called on the whole row.
+fn select_list(relation: &Relation, columns: &BTreeSet<String>, alias: &str) -> String {
     if columns.is_empty() {
         // A row must have a value to count; a selection of only `__typename` reads none.
         return "1 AS one".to_owned();
     }
     columns
         .iter()
-        .map(|c| format!("{alias}.{}", ident(c)))
+        .map(
+            |c| match c.strip_prefix('\0').and_then(|k| k.parse::<usize>().ok()) {
+                Some(k) => {
+                    let f = &relation.computed[k].function;
+                    format!(
+                        "{}.{}({alias}) AS {}",
+                        ident(&f.schema),
+                        ident(&f.name),
+                        ident(&computed_alias(relation, k))
+                    )
+                }
+                None => format!("{alias}.{}", ident(c)),
+            },
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }

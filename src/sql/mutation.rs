@@ -441,7 +441,7 @@ impl Compiler<'_> {
             "SELECT coalesce(json_agg({object}{agg_order}), '[]'::json)::text \
              FROM (SELECT {} FROM json_populate_recordset(NULL::{}.{}, \
              current_setting('{ROWS_SETTING}')::json) {inner}) {outer}",
-            select_list(&columns, &inner),
+            select_list(relation, &columns, &inner),
             ident(&relation.name.schema),
             ident(&relation.name.name),
         );

@@ -1,0 +1,92 @@
+//! Computed fields: a STABLE or IMMUTABLE function taking one row of a table becomes a
+//! field of its type (`customers_label(customers)` → `Customers.label`), selected like a
+//! column at any depth, and a live query selecting one refreshes on any change, since what
+//! the function reads cannot be known.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::gql::{demo_database, engine, psql, run};
+use support::live::{open_socket, subscribe_message};
+use support::server::Server;
+
+const FUNCTIONS: &str = "
+CREATE FUNCTION customers_label(c customers) RETURNS text LANGUAGE sql STABLE
+  AS $$ SELECT c.name || ' <' || c.email || '>' $$;
+COMMENT ON FUNCTION customers_label(customers) IS 'Name and address.';
+CREATE FUNCTION item_count(o orders) RETURNS bigint LANGUAGE sql STABLE
+  AS $$ SELECT count(*) FROM order_items i WHERE i.order_id = o.id $$;
+-- Not fields: volatile, a set, two arguments.
+CREATE FUNCTION customers_touch(c customers) RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT 1 $$;
+CREATE FUNCTION customers_all(c customers) RETURNS SETOF int LANGUAGE sql STABLE AS $$ SELECT 1 $$;
+CREATE FUNCTION customers_plus(c customers, n int) RETURNS int LANGUAGE sql STABLE AS $$ SELECT n $$;
+";
+
+#[test]
+fn a_function_of_a_row_is_a_field_of_its_type() {
+    let url = demo_database(FUNCTIONS);
+    let e = engine(&url, &["public"]);
+    let got: Value = serde_json::from_str(&run(
+        &e,
+        &url,
+        "{ customers(orderBy: { id: ASC }) { id label }
+           orders(filter: { id: { lt: 3 } }, orderBy: { id: ASC }) { id itemCount customer { label } } }",
+        None,
+    ))
+    .unwrap();
+    let want: Value = serde_json::from_str(&psql(
+        &url,
+        "SELECT json_build_object(
+           'customers', (SELECT json_agg(json_build_object('id', id, 'label', customers_label(c))
+                                         ORDER BY id) FROM customers c),
+           'orders', (SELECT json_agg(json_build_object('id', o.id,
+                                        'itemCount', item_count(o)::text,
+                                        'customer', json_build_object('label', customers_label(c)))
+                                      ORDER BY o.id)
+                      FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id < 3))",
+    ))
+    .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got["customers"][0]["label"], "Acme Corp <buyer@acme.test>");
+
+    // Only functions of one row returning one value, that may run inside a query.
+    let fields: Value = serde_json::from_str(&run(
+        &e,
+        &url,
+        r#"{ __type(name: "Customers") { fields { name description } } }"#,
+        None,
+    ))
+    .unwrap();
+    let fields = fields["__type"]["fields"].as_array().unwrap();
+    let names: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"label"), "{names:?}");
+    for absent in ["touch", "all", "plus", "customersTouch"] {
+        assert!(!names.contains(&absent), "{absent} in {names:?}");
+    }
+    let label = fields.iter().find(|f| f["name"] == "label").unwrap();
+    assert_eq!(label["description"], "Name and address.");
+}
+
+#[test]
+fn a_live_query_with_a_computed_field_refreshes_on_any_change() {
+    let url = demo_database(FUNCTIONS);
+    let server = Server::start_on(&url, &[]);
+    let mut c = open_socket(&server);
+    c.send_text(&subscribe_message(
+        "n",
+        "subscription { orders(filter: { id: { eq: 1 } }) { id itemCount } }",
+    ));
+    let mut next = || -> Value {
+        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
+        assert_eq!(m["type"], "next", "{m}");
+        m["payload"]["data"]["orders"].clone()
+    };
+    let count = |url: &str| psql(url, "SELECT count(*) FROM order_items WHERE order_id = 1");
+    assert_eq!(next(), json!([{ "id": 1, "itemCount": count(&url) }]));
+    // The query reads `orders` only; the function reads `order_items`.
+    psql(
+        &url,
+        "INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (1, 3, 1, 99)",
+    );
+    assert_eq!(next(), json!([{ "id": 1, "itemCount": count(&url) }]));
+}
