@@ -16,6 +16,9 @@ CREATE FUNCTION customers_label(c customers) RETURNS text LANGUAGE sql STABLE
 COMMENT ON FUNCTION customers_label(customers) IS 'Name and address.';
 CREATE FUNCTION item_count(o orders) RETURNS bigint LANGUAGE sql STABLE
   AS $$ SELECT count(*) FROM order_items i WHERE i.order_id = o.id $$;
+-- Reads other rows of its own table.
+CREATE FUNCTION orders_richer(o orders) RETURNS bigint LANGUAGE sql STABLE
+  AS $$ SELECT count(*) FROM orders x WHERE x.total > o.total $$;
 -- Not fields: volatile, a set, two arguments.
 CREATE FUNCTION customers_touch(c customers) RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT 1 $$;
 CREATE FUNCTION customers_all(c customers) RETURNS SETOF int LANGUAGE sql STABLE AS $$ SELECT 1 $$;
@@ -89,4 +92,33 @@ fn a_live_query_with_a_computed_field_refreshes_on_any_change() {
         "INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (1, 3, 1, 99)",
     );
     assert_eq!(next(), json!([{ "id": 1, "itemCount": count(&url) }]));
+}
+
+#[test]
+fn a_change_outside_the_root_filter_still_refreshes_a_computed_field() {
+    let url = demo_database(FUNCTIONS);
+    let server = Server::start_on(&url, &[]);
+    let mut c = open_socket(&server);
+    c.send_text(&subscribe_message(
+        "r",
+        "subscription { orders(filter: { id: { eq: 1 } }) { id richer } }",
+    ));
+    let mut next = || -> Value {
+        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
+        assert_eq!(m["type"], "next", "{m}");
+        m["payload"]["data"]["orders"].clone()
+    };
+    let richer = |url: &str| {
+        psql(
+            url,
+            "SELECT count(*) FROM orders WHERE total > (SELECT total FROM orders WHERE id = 1)",
+        )
+    };
+    assert_eq!(next(), json!([{ "id": 1, "richer": richer(&url) }]));
+    // A row the filter leaves out, which the function reads: not to be skipped.
+    psql(
+        &url,
+        "INSERT INTO orders (customer_id, total, status) VALUES (2, 1000, 'pending')",
+    );
+    assert_eq!(next(), json!([{ "id": 1, "richer": richer(&url) }]));
 }

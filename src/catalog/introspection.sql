@@ -280,5 +280,33 @@ SELECT json_build_object(
     JOIN pg_namespace n ON n.oid = t.typnamespace
     WHERE n.nspname = ANY ($1::text[]) AND t.typtype = 'e'
       AND EXISTS (SELECT 1 FROM may_become m WHERE has_schema_privilege(m.oid, n.oid, 'USAGE'))
+  ), '[]'),
+  -- Root functions: functions of the exposed schemas returning a set of rows of a served
+  -- relation, STABLE or IMMUTABLE so that they may run inside a query, with only named
+  -- input arguments, that some role the login may become may execute.
+  'functions', coalesce((
+    SELECT json_agg(json_build_object(
+      'schema', pn.nspname,
+      'name', p.proname,
+      'comment', obj_description(p.oid, 'pg_proc'),
+      'returns', json_build_object('schema', r.nspname, 'name', r.relname),
+      'args', coalesce((
+        SELECT json_agg(json_build_object('name', a.name, 'type', tj.j) ORDER BY a.n)
+        FROM unnest(p.proargnames, p.proargtypes::oid[]) WITH ORDINALITY AS a(name, type, n)
+        JOIN type_json tj ON tj.oid = a.type
+      ), '[]')
+    ) ORDER BY array_position($1::text[], pn.nspname::text), p.proname)
+    FROM pg_proc p
+    JOIN pg_namespace pn ON pn.oid = p.pronamespace
+    JOIN pg_class rc ON rc.reltype = p.prorettype
+    JOIN rels r ON r.oid = rc.oid
+    WHERE pn.nspname = ANY ($1::text[])
+      AND p.prokind = 'f' AND p.proretset AND p.provolatile IN ('s', 'i')
+      AND p.proallargtypes IS NULL
+      AND (p.pronargs = 0 OR (p.proargnames IS NOT NULL
+                              AND cardinality(p.proargnames) = p.pronargs
+                              AND '' <> ALL (p.proargnames)))
+      AND EXISTS (SELECT 1 FROM may_become m
+                  WHERE has_function_privilege(m.oid, p.oid, 'EXECUTE'))
   ), '[]')
 )::text

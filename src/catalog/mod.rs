@@ -204,6 +204,17 @@ pub struct Enum {
     pub values: Vec<String>,
 }
 
+/// A function returning a set of rows of a served relation: a root field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    pub name: QualifiedName,
+    pub comment: Option<String>,
+    /// The relation whose rows it returns.
+    pub returns: QualifiedName,
+    /// Its input arguments, in order: name and type.
+    pub args: Vec<(String, PgType)>,
+}
+
 /// Everything the schema generator needs, in a deterministic order (schemas in the order
 /// configured, then by name).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -211,6 +222,8 @@ pub struct Catalog {
     pub relations: Vec<Relation>,
     pub composites: Vec<Composite>,
     pub enums: Vec<Enum>,
+    /// Set-returning functions over served relations, served as root fields.
+    pub functions: Vec<Function>,
     /// When changes come from logical replication: the publication they are read from, set
     /// by [`Catalog::follow_publication`]. A relation's `notifies` then says whether its
     /// changes are in it.
@@ -321,10 +334,30 @@ impl Catalog {
                 })
             })
             .collect::<Result<_>>()?;
+        // Catalogs written before functions were read have none.
+        let functions = match doc.get("functions") {
+            None => Vec::new(),
+            Some(_) => list(&doc, "functions")?
+                .iter()
+                .map(|f| {
+                    let returns = f.get("returns").ok_or_else(|| bad("`returns` missing"))?;
+                    Ok(Function {
+                        name: qualified(f)?,
+                        comment: opt_string(f, "comment"),
+                        returns: qualified(returns)?,
+                        args: list(f, "args")?
+                            .iter()
+                            .map(|a| Ok((string(a, "name")?, pg_type(a)?)))
+                            .collect::<Result<_>>()?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
         Ok(Catalog {
             relations,
             composites,
             enums,
+            functions,
             publication: None,
         })
     }

@@ -59,7 +59,7 @@ impl SkipRule {
     /// `None` when the table is read otherwise, or some root's filter has no such
     /// condition.
     pub fn required(&self, table: &QualifiedName) -> Option<Vec<Required>> {
-        if self.nested.contains(table) {
+        if self.nested.contains(table) || self.reads_any_table() {
             return None;
         }
         let mut out = Vec::new();
@@ -67,6 +67,13 @@ impl SkipRule {
             out.push(root.filter.required(&root.relation)?);
         }
         (!out.is_empty()).then_some(out)
+    }
+
+    /// A function whose reads cannot be known (a computed field, a view or policy calling
+    /// one) may read any table, the roots' own included, other rows of which may change
+    /// what it returns for the rows a root filter selects: nothing can be skipped.
+    fn reads_any_table(&self) -> bool {
+        self.nested.iter().any(|t| *t == QualifiedName::any_table())
     }
 
     /// True when `change` provably leaves the result unchanged.
@@ -78,7 +85,7 @@ impl SkipRule {
         let named = |t: &QualifiedName| {
             t.name == change.table && change.schema.as_deref().is_none_or(|s| s == t.schema)
         };
-        if self.nested.iter().any(named) {
+        if self.reads_any_table() || self.nested.iter().any(named) {
             return false;
         }
         let mut read = false;

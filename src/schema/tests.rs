@@ -239,6 +239,7 @@ fn clashes_resolve_as_documented() {
         ],
         composites: Vec::new(),
         enums: Vec::new(),
+        functions: Vec::new(),
         publication: None,
     };
     let s = build(catalog);
