@@ -1,7 +1,9 @@
-//! Computed fields: a STABLE or IMMUTABLE function taking one row of a table becomes a
-//! field of its type (`customers_label(customers)` → `Customers.label`), selected like a
-//! column at any depth, and a live query selecting one refreshes on any change, since what
-//! the function reads cannot be known.
+//! Functions of the database in the schema. Computed fields: a STABLE or IMMUTABLE
+//! function taking one row of a table becomes a field of its type
+//! (`customers_label(customers)` → `Customers.label`), selected like a column at any depth.
+//! Root functions: a STABLE function returning a set of a served relation's rows becomes a
+//! root field with its arguments and the relation's list arguments. A live query using
+//! either refreshes on any change, since what the function reads cannot be known.
 
 mod support;
 
@@ -19,6 +21,12 @@ CREATE FUNCTION item_count(o orders) RETURNS bigint LANGUAGE sql STABLE
 -- Reads other rows of its own table.
 CREATE FUNCTION orders_richer(o orders) RETURNS bigint LANGUAGE sql STABLE
   AS $$ SELECT count(*) FROM orders x WHERE x.total > o.total $$;
+-- Root fields: sets of a relation's rows.
+CREATE FUNCTION search_products(term text) RETURNS SETOF products LANGUAGE sql STABLE
+  AS $$ SELECT * FROM products WHERE name ILIKE '%' || term || '%' $$;
+CREATE FUNCTION orders_of_status(wanted text, at_least numeric) RETURNS SETOF orders
+  LANGUAGE sql STABLE AS $$ SELECT * FROM orders WHERE status = wanted AND total >= at_least $$;
+CREATE FUNCTION noisy_orders() RETURNS SETOF orders LANGUAGE sql VOLATILE AS $$ SELECT * FROM orders $$;
 -- Not fields: volatile, a set, two arguments.
 CREATE FUNCTION customers_touch(c customers) RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT 1 $$;
 CREATE FUNCTION customers_all(c customers) RETURNS SETOF int LANGUAGE sql STABLE AS $$ SELECT 1 $$;
@@ -121,4 +129,82 @@ fn a_change_outside_the_root_filter_still_refreshes_a_computed_field() {
         "INSERT INTO orders (customer_id, total, status) VALUES (2, 1000, 'pending')",
     );
     assert_eq!(next(), json!([{ "id": 1, "richer": richer(&url) }]));
+}
+
+#[test]
+fn a_function_returning_rows_is_a_root_field() {
+    let url = demo_database(FUNCTIONS);
+    let e = engine(&url, &["public"]);
+    let got: Value = serde_json::from_str(&run(
+        &e,
+        &url,
+        r#"query($term: String!) {
+             searchProducts(term: $term, orderBy: { name: ASC }) { name }
+             ordersOfStatus(wanted: "pending", atLeast: "10", filter: { priority: { neq: low } }, limit: 5) { id total }
+           }"#,
+        Some(r#"{"term": "ge"}"#),
+    ))
+    .unwrap();
+    let want: Value = serde_json::from_str(&psql(
+        &url,
+        "SELECT json_build_object(
+           'searchProducts', (SELECT json_agg(json_build_object('name', name) ORDER BY name)
+                              FROM search_products('ge')),
+           'ordersOfStatus', (SELECT json_agg(json_build_object('id', id, 'total', total::text)
+                                              ORDER BY id)
+                              FROM orders_of_status('pending', 10) WHERE priority <> 'low'))",
+    ))
+    .unwrap();
+    assert_eq!(got, want);
+    assert_eq!(
+        got["searchProducts"].as_array().map(Vec::len),
+        Some(2),
+        "{got}"
+    );
+    // An argument is a value, never SQL.
+    let quoted: Value = serde_json::from_str(&run(
+        &e,
+        &url,
+        r#"{ searchProducts(term: "x' OR '1'='1") { name } }"#,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(quoted, json!({ "searchProducts": [] }));
+    // Volatile functions are not served.
+    let roots: Value = serde_json::from_str(&run(
+        &e,
+        &url,
+        r#"{ __type(name: "Query") { fields { name } } }"#,
+        None,
+    ))
+    .unwrap();
+    let names: Vec<&str> = roots["__type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"ordersOfStatus") && !names.contains(&"noisyOrders"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_subscribed_root_function_follows_the_writes() {
+    let url = demo_database(FUNCTIONS);
+    let server = Server::start_on(&url, &[]);
+    let mut c = open_socket(&server);
+    c.send_text(&subscribe_message(
+        "f",
+        r#"subscription { ordersOfStatus(wanted: "paid", atLeast: "0", orderBy: { id: ASC }) { id } }"#,
+    ));
+    let mut next = || -> Value {
+        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
+        assert_eq!(m["type"], "next", "{m}");
+        m["payload"]["data"]["ordersOfStatus"].clone()
+    };
+    assert_eq!(next(), json!([{ "id": 2 }]));
+    psql(&url, "UPDATE orders SET status = 'paid' WHERE id = 3");
+    assert_eq!(next(), json!([{ "id": 2 }, { "id": 3 }]));
 }

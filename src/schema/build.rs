@@ -431,6 +431,46 @@ fn relation_filters(b: &mut Builder<'_>) {
     }
 }
 
+/// The root field of set-returning function `fi`: its arguments (required, named in
+/// lowerCamelCase), then the list arguments of the relation it returns. `None` for a
+/// function whose relation is not served, that takes an argument GraphQL cannot pass as
+/// a scalar or enum, or one named like a list argument.
+fn function_root(b: &Builder<'_>, fi: usize, roots: &mut Namespace) -> Option<Field> {
+    let f = &b.catalog.functions[fi];
+    let rel = b
+        .catalog
+        .relations
+        .iter()
+        .position(|r| r.name == f.returns)?;
+    let mut taken = Namespace::default();
+    for name in ["filter", "orderBy", "limit", "offset"] {
+        taken.claim(name.to_owned());
+    }
+    let mut args = Vec::new();
+    for (name, ty) in &f.args {
+        let arg_type = b.column_type(ty);
+        let passable = !ty.array
+            && match &b.t.types[arg_type.named()].kind {
+                Kind::Scalar(scalar) => *scalar != Scalar::Json,
+                Kind::Enum { .. } => true,
+                _ => false,
+            };
+        let name = lower_camel(name);
+        if !passable || taken.is_taken(&name) {
+            return None;
+        }
+        args.push(meta::input(&taken.claim(name), arg_type.non_null(), None));
+    }
+    args.extend(b.list_args(rel));
+    Some(Field {
+        name: roots.claim(lower_camel(&f.name.name)),
+        description: f.comment.clone(),
+        args,
+        ty: b.rows_type(rel),
+        source: Source::RootFunction(fi),
+    })
+}
+
 /// `<Relation>RelationFilter`: `some`, `every`, `none` of the rows of relation `rel` that
 /// point at a row.
 fn quantified_filter(b: &mut Builder<'_>, rel: usize) -> TypeId {
@@ -976,6 +1016,12 @@ pub fn build(catalog: Catalog) -> Schema {
             ty: TypeRef::Named(aggregate).non_null(),
             source: Source::RootAggregate(i),
         });
+    }
+    // Functions last: adding one renames no relation's or aggregate's field.
+    for fi in 0..catalog.functions.len() {
+        if let Some(field) = function_root(&b, fi, &mut roots) {
+            root_fields.push(field);
+        }
     }
     b.t.types[query].kind = Kind::Object {
         fields: root_fields.clone(),

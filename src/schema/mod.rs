@@ -146,6 +146,9 @@ pub enum Source {
     Delete(usize),
     /// A root aggregate over the rows of `catalog.relations[_]`.
     RootAggregate(usize),
+    /// A root field of the rows `catalog.functions[_]` returns; its first arguments are
+    /// the function's, in order.
+    RootFunction(usize),
     /// An aggregate over the rows of relation `rel` whose foreign key `fk` points at the
     /// parent.
     ToManyAggregate {

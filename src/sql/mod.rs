@@ -133,16 +133,21 @@ impl<'s> Compiler<'s> {
                 }
                 FieldRef::Field(i) => {
                     let field = &self.schema.fields(op.root)[i];
-                    let (Source::Root(rel) | Source::RootAggregate(rel)) = field.source else {
-                        continue;
+                    let (rel, call) = match field.source {
+                        Source::Root(rel) | Source::RootAggregate(rel) => (rel, None),
+                        Source::RootFunction(fi) => {
+                            let (rel, call) = self.function_call(sel, field, fi);
+                            (rel, Some(call))
+                        }
+                        _ => continue,
                     };
                     self.path.push(PathSegment::Key(sel.key.clone()));
                     let (sql, filter) = if field.source == Source::RootAggregate(rel) {
                         self.aggregate(sel, field, rel, None)?
-                    } else if self.schema.catalog.relations[rel].single_row {
+                    } else if call.is_none() && self.schema.catalog.relations[rel].single_row {
                         (self.single_row(sel, field, rel)?, Filter::All(Vec::new()))
                     } else {
-                        self.rows(sel, field, rel, None)?
+                        self.rows(sel, field, rel, None, call)?
                     };
                     self.path.pop();
                     roots.push(RootRead {
@@ -158,14 +163,56 @@ impl<'s> Compiler<'s> {
         Ok((json_object(&pairs), roots))
     }
 
+    /// The call of set-returning function `fi` with `sel`'s arguments (each a parameter cast
+    /// to the argument's type), and the relation whose rows it returns. What the function
+    /// reads cannot be known, so the statement may read any table.
+    fn function_call(&mut self, sel: &Selected, field: &Field, fi: usize) -> (usize, String) {
+        let schema = self.schema;
+        let f = &schema.catalog.functions[fi];
+        let rel = schema
+            .catalog
+            .relations
+            .iter()
+            .position(|r| r.name == f.returns)
+            .expect("the schema only serves functions of served relations");
+        let any = QualifiedName::any_table();
+        self.tables.insert(any.clone());
+        self.nested_tables.insert(any.clone());
+        self.dependencies.insert(any);
+        let args: Vec<String> = f
+            .args
+            .iter()
+            .zip(&field.args)
+            .map(|((_, ty), def)| {
+                let cast = filter::cast_type(ty);
+                match sel
+                    .arg(&def.name)
+                    .and_then(|v| filter::text(v, schema, &def.ty))
+                {
+                    Some(text) => format!("{}::text::{cast}", self.params.push(text)),
+                    None => format!("NULL::{cast}"),
+                }
+            })
+            .collect();
+        let call = format!(
+            "{}.{}({})",
+            ident(&f.name.schema),
+            ident(&f.name.name),
+            args.join(", ")
+        );
+        (rel, call)
+    }
+
     /// The rows of relation `rel` as a JSON array; `link` correlates them with a parent row:
-    /// (foreign key columns here, parent key columns, parent alias).
+    /// (foreign key columns here, parent key columns, parent alias). `call` reads them from
+    /// a function call instead of the relation itself.
     fn rows(
         &mut self,
         sel: &Selected,
         field: &Field,
         rel: usize,
         link: Option<(&[String], &[String], &str)>,
+        call: Option<String>,
     ) -> Result<(String, Filter), GraphQLError> {
         let Scope {
             relation,
@@ -192,11 +239,16 @@ impl<'s> Compiler<'s> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let source = call.unwrap_or_else(|| {
+            format!(
+                "{}.{}",
+                ident(&relation.name.schema),
+                ident(&relation.name.name)
+            )
+        });
         let mut from = format!(
-            "SELECT {} FROM {}.{} {inner}",
+            "SELECT {} FROM {source} {inner}",
             select_list(relation, &columns, &inner),
-            ident(&relation.name.schema),
-            ident(&relation.name.name)
         );
         if !conditions.is_empty() {
             from.push_str(" WHERE ");
@@ -507,7 +559,7 @@ impl<'s> Compiler<'s> {
                             columns.extend(fk.ref_columns.iter().cloned());
                             let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
                             self.path.push(PathSegment::Key(child.key.clone()));
-                            let rows = self.rows(child, field, rel, Some(link))?.0;
+                            let rows = self.rows(child, field, rel, Some(link), None)?.0;
                             self.path.pop();
                             rows
                         }
@@ -534,6 +586,7 @@ impl<'s> Compiler<'s> {
                         }
                         Source::Root(_)
                         | Source::RootAggregate(_)
+                        | Source::RootFunction(_)
                         | Source::Count
                         | Source::Aggregate(_)
                         | Source::Meta
