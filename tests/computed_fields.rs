@@ -9,7 +9,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::gql::{demo_database, engine, psql, run};
-use support::live::{open_socket, subscribe_message};
+use support::live::{next_data, open_socket, subscribe_message};
 use support::server::Server;
 
 const FUNCTIONS: &str = "
@@ -87,11 +87,7 @@ fn a_live_query_with_a_computed_field_refreshes_on_any_change() {
         "n",
         "subscription { orders(filter: { id: { eq: 1 } }) { id itemCount } }",
     ));
-    let mut next = || -> Value {
-        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
-        assert_eq!(m["type"], "next", "{m}");
-        m["payload"]["data"]["orders"].clone()
-    };
+    let mut next = || next_data(&mut c, "orders");
     let count = |url: &str| psql(url, "SELECT count(*) FROM order_items WHERE order_id = 1");
     assert_eq!(next(), json!([{ "id": 1, "itemCount": count(&url) }]));
     // The query reads `orders` only; the function reads `order_items`.
@@ -111,11 +107,7 @@ fn a_change_outside_the_root_filter_still_refreshes_a_computed_field() {
         "r",
         "subscription { orders(filter: { id: { eq: 1 } }) { id richer } }",
     ));
-    let mut next = || -> Value {
-        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
-        assert_eq!(m["type"], "next", "{m}");
-        m["payload"]["data"]["orders"].clone()
-    };
+    let mut next = || next_data(&mut c, "orders");
     let richer = |url: &str| {
         psql(
             url,
@@ -199,11 +191,7 @@ fn a_subscribed_root_function_follows_the_writes() {
         "f",
         r#"subscription { ordersOfStatus(wanted: "paid", atLeast: "0", orderBy: { id: ASC }) { id } }"#,
     ));
-    let mut next = || -> Value {
-        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
-        assert_eq!(m["type"], "next", "{m}");
-        m["payload"]["data"]["ordersOfStatus"].clone()
-    };
+    let mut next = || next_data(&mut c, "ordersOfStatus");
     assert_eq!(next(), json!([{ "id": 2 }]));
     psql(&url, "UPDATE orders SET status = 'paid' WHERE id = 3");
     assert_eq!(next(), json!([{ "id": 2 }, { "id": 3 }]));

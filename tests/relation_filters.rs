@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::gql::{demo_database, engine, psql, run};
-use support::live::{open_socket, subscribe_message};
+use support::live::{next_data, open_socket, subscribe_message};
 use support::server::{Server, demo_chat, demo_token};
 
 /// The ids `query` returns under `key`, in order.
@@ -141,11 +141,7 @@ fn a_live_query_follows_changes_to_the_related_table() {
         "v",
         "subscription { orders(filter: { customer: { vip: { eq: true } } }, orderBy: { id: ASC }) { id } }",
     ));
-    let mut next = || -> Value {
-        let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
-        assert_eq!(m["type"], "next", "{m}");
-        m["payload"]["data"]["orders"].clone()
-    };
+    let mut next = || next_data(&mut c, "orders");
     assert_eq!(next(), json!([{ "id": 1 }, { "id": 2 }]));
     // Only `customers` changes: the orders' own rows stay as they are.
     psql(

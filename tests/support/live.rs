@@ -306,6 +306,13 @@ pub struct Subscribers {
 
 pub const INIT: &str = r#"{"type":"connection_init","payload":{}}"#;
 
+/// The next message on `c`, which must be a result: its data's `key`.
+pub fn next_data(c: &mut Client, key: &str) -> Value {
+    let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
+    assert_eq!(m["type"], "next", "{m}");
+    m["payload"]["data"][key].clone()
+}
+
 /// A graphql-transport-ws socket to `server`, initialised and acknowledged.
 pub fn open_socket(server: &Server) -> Client {
     let (mut c, _) = Client::upgrade(server.connect(), Some("graphql-transport-ws"));
