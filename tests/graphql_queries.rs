@@ -181,6 +181,60 @@ fn array_operators() {
     );
 }
 
+/// Regular expressions on text (`matches`, `imatches`: PostgreSQL's `~`, `~*`) and equality
+/// at a path of a JSON document (`at`: `#>` then `=` as jsonb), compared with the same SQL.
+#[test]
+fn regular_expressions_and_json_paths() {
+    let url = demo_database("");
+    let e = engine(&url, &["public"]);
+    let names = |filter: &str| -> String {
+        let q = format!("{{ products(filter: {filter}, orderBy: {{ name: ASC }}) {{ name }} }}");
+        support::gql::compact(&run(&e, &url, &q, None))
+    };
+    let sql = |condition: &str| -> String {
+        let rows = support::gql::psql(
+            &url,
+            &format!(
+                "SELECT coalesce(json_agg(json_build_object('name', name) ORDER BY name), '[]') \
+                 FROM products WHERE {condition}"
+            ),
+        );
+        format!("{{\"products\":{}}}", support::gql::compact(&rows))
+    };
+    let cases = [
+        (r#"{ name: { matches: "^G" } }"#, "name ~ '^G'"),
+        (r#"{ name: { matches: "^g" } }"#, "name ~ '^g'"),
+        (r#"{ name: { imatches: "^g.*o$" } }"#, "name ~* '^g.*o$'"),
+        (
+            r#"{ attributes: { at: { path: ["color"], eq: "red" } } }"#,
+            r#"attributes::jsonb #> '{color}' = '"red"'"#,
+        ),
+        (
+            r#"{ attributes: { at: { path: ["battery"], eq: true } } }"#,
+            "attributes::jsonb #> '{battery}' = 'true'",
+        ),
+        (
+            r#"{ not: { attributes: { at: { path: ["color"], eq: "red" } } } }"#,
+            r#"NOT (attributes::jsonb #> '{color}' = '"red"')"#,
+        ),
+    ];
+    for (filter, condition) in cases {
+        assert_eq!(names(filter), sql(condition), "{filter}");
+    }
+    assert_eq!(
+        names(r#"{ name: { imatches: "GIZ" } }"#),
+        r#"{"products":[{"name":"Gizmo"}]}"#
+    );
+
+    // A pattern PostgreSQL cannot compile is the client's value that cannot be read.
+    let server = support::server::Server::start_on(&url, &[]);
+    let response = server.post_graphql(
+        None,
+        r#"{ products(filter: { name: { matches: "(" } }) { name } }"#,
+    );
+    assert!(response.contains(r#""code":"INVALID_VALUE""#), "{response}");
+}
+
 #[test]
 fn ordering_limit_and_offset() {
     let url = demo_database("");

@@ -103,6 +103,8 @@ fn refreshes(server: &Server) -> u64 {
 fn an_unreadable_notification_refreshes_every_live_query() {
     let url = support::gql::demo_database("");
     let server = Server::start_on(&url, &[("POSTRUST_SHARDS", "1")]);
+    // The refresh of everything when LISTEN is in place comes before the counting.
+    support::live::wait_until_listening(&url);
     let (mut ws, _) = Client::upgrade(server.connect(), Some("graphql-transport-ws"));
     ws.send_text(r#"{"type":"connection_init"}"#);
     assert_eq!(ws.recv_text(), r#"{"type":"connection_ack"}"#);

@@ -385,8 +385,12 @@ fn delivered_results_and_fan_out_time_are_counted() {
         metrics.contains("\npostrust_fanout_seconds_count 1\n"),
         "{metrics}"
     );
+    // The first result's refresh; another when the change source came up after the
+    // subscribe (everything is refreshed then), which finds the same result and sends
+    // nothing.
     assert!(
-        metrics.contains("\npostrust_refreshes_total 1\n"),
+        metrics.contains("\npostrust_refreshes_total 1\n")
+            || metrics.contains("\npostrust_refreshes_total 2\n"),
         "{metrics}"
     );
     assert!(

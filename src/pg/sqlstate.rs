@@ -18,8 +18,8 @@ pub fn is_bad_value(code: &str) -> bool {
         code,
         // string too long, null not allowed, numeric out of range, bad datetime format,
         // datetime out of range, bad encoding, bad text for the type, untranslatable
-        // character
-        "22001" | "22004" | "22003" | "22007" | "22008" | "22021" | "22P02" | "22P05"
+        // character, a regular expression that does not compile
+        "22001" | "22004" | "22003" | "22007" | "22008" | "22021" | "22P02" | "22P05" | "2201B"
     )
 }
 

@@ -44,8 +44,9 @@ pub const SCALARS: &[(&str, Scalar, Option<&str>)] = &[
     ),
 ];
 
-/// Operators a filter offers for a scalar: comparisons for ordered types, `like`/`ilike`
-/// and `startsWith`/`endsWith` for strings, `contains`/`hasKey` for JSON.
+/// Operators a filter offers for a scalar: comparisons for ordered types, `like`/`ilike`,
+/// `startsWith`/`endsWith` and the regular expressions `matches`/`imatches` for strings,
+/// `contains`/`hasKey` and equality at a path (`at`) for JSON.
 pub fn operators(scalar: Scalar) -> &'static [&'static str] {
     const ORDERED: &[&str] = &[
         "eq", "neq", "gt", "gte", "lt", "lte", "in", "notIn", "isNull",
@@ -64,10 +65,12 @@ pub fn operators(scalar: Scalar) -> &'static [&'static str] {
             "ilike",
             "startsWith",
             "endsWith",
+            "matches",
+            "imatches",
             "isNull",
         ],
         Scalar::Boolean => &["eq", "neq", "isNull"],
-        Scalar::Json => &["contains", "hasKey", "isNull"],
+        Scalar::Json => &["contains", "hasKey", "at", "isNull"],
         _ => ORDERED,
     }
 }
@@ -108,9 +111,9 @@ pub(crate) fn operator_fields(t: &TypeTable, value: TypeRef, ops: &[&str]) -> Ve
             let ty = match *op {
                 "in" | "notIn" => value.clone().non_null().list(),
                 "isNull" => TypeRef::Named(t.id("Boolean")),
-                "like" | "ilike" | "startsWith" | "endsWith" | "hasKey" => {
-                    TypeRef::Named(t.id("String"))
-                }
+                "like" | "ilike" | "startsWith" | "endsWith" | "hasKey" | "matches"
+                | "imatches" => TypeRef::Named(t.id("String")),
+                "at" => TypeRef::Named(t.id(JSON_PATH_FILTER)),
                 _ => value.clone(),
             };
             input(op, ty, None)
@@ -130,6 +133,8 @@ pub fn input(name: &str, ty: TypeRef, description: Option<&str>) -> InputValue {
 }
 
 pub const SORT_DIRECTION: &str = "SortDirection";
+/// The input of JSON's `at`: a path and the value there.
+pub const JSON_PATH_FILTER: &str = "JSONPathFilter";
 pub const SORT_DIRECTIONS: &[&str] = &[
     "ASC",
     "DESC",
@@ -299,6 +304,21 @@ pub(crate) fn install(t: &mut TypeTable) -> Vec<Directive> {
             kind: Kind::Scalar(*scalar),
         });
     }
+    let json = TypeRef::Named(t.id("JSON"));
+    let keys = TypeRef::Named(t.id("String")).non_null().list().non_null();
+    t.add(TypeDef {
+        name: JSON_PATH_FILTER.to_owned(),
+        description: Some(
+            "The JSON value at a path of keys (and array indexes) equals a value.".into(),
+        ),
+        kind: Kind::Input {
+            fields: vec![
+                input("path", keys, Some("Keys from the top, as `#>` takes them.")),
+                input("eq", json.non_null(), Some("The value there.")),
+            ],
+            origin: InputOrigin::JsonPath,
+        },
+    });
     for (name, scalar, _) in SCALARS {
         if *scalar == Scalar::Id {
             continue;

@@ -86,6 +86,8 @@ pub enum InputOrigin {
     Operators,
     /// `<Scalar>ListFilter`: the operators on an array column's elements.
     ListOperators,
+    /// `JSONPathFilter`: a path in a JSON document and the value there.
+    JsonPath,
     /// `<Relation>InsertInput`: one field per insertable column.
     Insert(usize),
     /// `<Relation>SetInput`: one field per updatable column.

@@ -143,13 +143,16 @@ fn demo_schema_roots_types_and_relations() {
             "ilike",
             "startsWith",
             "endsWith",
+            "matches",
+            "imatches",
             "isNull"
         ]
     );
     assert_eq!(
         input_names(&s, "JSONFilter"),
-        ["contains", "hasKey", "isNull"]
+        ["contains", "hasKey", "at", "isNull"]
     );
+    assert_eq!(input_names(&s, "JSONPathFilter"), ["path", "eq"]);
     assert_eq!(
         input_names(&s, "OrderPriorityFilter"),
         ["eq", "neq", "in", "notIn", "isNull"]

@@ -217,9 +217,15 @@ fn compare(family: Family, op: Op, row: &OwnedValue, value: &str) -> Option<bool
         Op::Lt => o.is_lt(),
         Op::Lte => o.is_le(),
         // Not decided in process: the change refreshes.
-        Op::Like | Op::Ilike | Op::StartsWith | Op::EndsWith | Op::Contains | Op::HasKey => {
-            return None;
-        }
+        Op::Like
+        | Op::Ilike
+        | Op::StartsWith
+        | Op::EndsWith
+        | Op::Contains
+        | Op::HasKey
+        | Op::Matches
+        | Op::IMatches
+        | Op::At => return None,
     })
 }
 

@@ -27,6 +27,12 @@ pub enum Op {
     Contains,
     /// The JSON object has the operand as a top-level key (`?`, as jsonb).
     HasKey,
+    /// The text matches the operand, a POSIX regular expression (`~`).
+    Matches,
+    /// The same, ignoring case (`~*`).
+    IMatches,
+    /// The JSON value at a path equals a value; the operand is `[path, value]` as JSON.
+    At,
 }
 
 impl Op {
@@ -44,6 +50,9 @@ impl Op {
             "endsWith" => Op::EndsWith,
             "contains" => Op::Contains,
             "hasKey" => Op::HasKey,
+            "matches" => Op::Matches,
+            "imatches" => Op::IMatches,
+            "at" => Op::At,
             _ => return None,
         })
     }
@@ -60,6 +69,9 @@ impl Op {
             Op::Ilike => "ILIKE",
             Op::Contains => "@>",
             Op::HasKey => "?",
+            Op::Matches => "~",
+            Op::IMatches => "~*",
+            Op::At => "=",
         }
     }
 }
@@ -228,6 +240,8 @@ impl Filter {
                                     "contains" => {
                                         operand.clone().into_json().ok().map(|v| v.to_string())
                                     }
+                                    // The path and the value, as one JSON array.
+                                    "at" => at_operand(operand),
                                     _ => text(operand, schema, &op_def.ty),
                                 };
                                 if let (Some(op), Some(value)) = (Op::parse(name), value) {
@@ -342,6 +356,14 @@ impl Filter {
                         format!("{p}::text::jsonb"),
                     ),
                     Op::HasKey => (format!("{}::jsonb", col(column)), format!("{p}::text")),
+                    Op::Matches | Op::IMatches => (col(column), format!("{p}::text")),
+                    Op::At => (
+                        format!(
+                            "({}::jsonb #> ARRAY(SELECT json_array_elements_text(({p}::text::json) -> 0)))",
+                            col(column)
+                        ),
+                        format!("(({p}::text::jsonb) -> 1)"),
+                    ),
                     _ => (col(column), format!("{p}::text::{}", cast(column))),
                 };
                 out.push_str(&format!("({lhs} {} {rhs})", op.sql()));
@@ -521,6 +543,16 @@ fn related(
         }
         _ => None,
     }
+}
+
+/// The operand of JSON's `at` (`{ path: [...], eq: value }`) as `[path, value]` JSON text.
+fn at_operand(operand: &ConstValue) -> Option<String> {
+    let ConstValue::Object(fields) = operand else {
+        return None;
+    };
+    let path = fields.get("path")?.clone().into_json().ok()?;
+    let value = fields.get("eq")?.clone().into_json().ok()?;
+    Some(serde_json::Value::Array(vec![path, value]).to_string())
 }
 
 /// Values as a JSON array of strings, the one parameter a list of them travels as.

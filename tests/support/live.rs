@@ -306,6 +306,24 @@ pub struct Subscribers {
 
 pub const INIT: &str = r#"{"type":"connection_init","payload":{}}"#;
 
+/// Waits until a server on the database at `url` has its LISTEN connection in place, so
+/// that the refresh of everything that follows it has happened before a test counts
+/// refreshes.
+pub fn wait_until_listening(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while super::gql::psql(
+        url,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    ) == "0"
+    {
+        assert!(Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The leader hears its LISTEN answered a moment after PostgreSQL shows it.
+    std::thread::sleep(Duration::from_millis(50));
+}
+
 /// The next message on `c`, which must be a result: its data's `key`.
 pub fn next_data(c: &mut Client, key: &str) -> Value {
     let m: Value = serde_json::from_str(&c.recv_text()).unwrap();
