@@ -196,3 +196,66 @@ fn a_subscribed_root_function_follows_the_writes() {
     psql(&url, "UPDATE orders SET status = 'paid' WHERE id = 3");
     assert_eq!(next(), json!([{ "id": 2 }, { "id": 3 }]));
 }
+
+/// Shapes that once broke: a mutation returning a computed field (the function needs the
+/// whole row back), a column named like the statement's own row alias, a function named
+/// like a relation's aggregate, domain-typed overloads of a root function, and polymorphic
+/// functions (never served).
+#[test]
+fn computed_fields_and_functions_in_awkward_shapes() {
+    let url = demo_database(&format!(
+        "{FUNCTIONS}
+         CREATE FUNCTION customers_orders_aggregate(c customers) RETURNS int LANGUAGE sql STABLE
+           AS $$ SELECT 7 $$;
+         CREATE TABLE aliased (id int PRIMARY KEY, s1 int, s2 int, s3 int, s4 int);
+         CREATE TRIGGER aliased_notify AFTER INSERT OR UPDATE OR DELETE ON aliased
+           FOR EACH ROW EXECUTE FUNCTION notify_table_change();
+         INSERT INTO aliased VALUES (1, 10, 20, 30, 40);
+         CREATE FUNCTION aliased_total(a aliased) RETURNS int LANGUAGE sql STABLE
+           AS $$ SELECT a.s1 + a.s2 + a.s3 + a.s4 $$;
+         CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+         CREATE FUNCTION pick(n int) RETURNS SETOF aliased LANGUAGE sql STABLE
+           AS $$ SELECT * FROM aliased WHERE n = 1 $$;
+         CREATE FUNCTION pick(n posint) RETURNS SETOF aliased LANGUAGE sql STABLE
+           AS $$ SELECT * FROM aliased WHERE n = 2 $$;
+         CREATE FUNCTION anything(x anyelement) RETURNS SETOF aliased LANGUAGE sql STABLE
+           AS $$ SELECT * FROM aliased $$;"
+    ));
+    let server = Server::start_on(&url, &[]);
+    let post = |query: &str| -> Value {
+        let response = server.post_graphql(None, query);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+    };
+    let inserted = post(
+        r#"mutation { insertCustomers(objects: [{ name: "Hooli", email: "h@hooli.test" }]) { label } }"#,
+    );
+    assert_eq!(
+        inserted["data"]["insertCustomers"],
+        json!([{ "label": "Hooli <h@hooli.test>" }]),
+        "{inserted}"
+    );
+    assert_eq!(
+        post("{ aliased { s1 total } }")["data"]["aliased"],
+        json!([{ "s1": 10, "total": 100 }])
+    );
+    // The aggregate keeps its name; the function yields.
+    let customers = post(
+        "{ customers(filter: { id: { eq: 1 } }) { ordersAggregate { count } ordersAggregate2 } }",
+    );
+    assert_eq!(
+        customers["data"]["customers"][0]["ordersAggregate2"], 7,
+        "{customers}"
+    );
+    // Each overload runs for its own field: `pick(int)` matches 1, `pick(posint)` 2.
+    let picked = post("{ one: pick(n: 1) { id } other: pick2(n: 2) { id } }");
+    assert_eq!(
+        picked["data"],
+        json!({ "one": [{ "id": 1 }], "other": [{ "id": 1 }] }),
+        "{picked}"
+    );
+    let none = post("{ one: pick(n: 2) { id } other: pick2(n: 1) { id } }");
+    assert_eq!(none["data"], json!({ "one": [], "other": [] }), "{none}");
+    let roots = post(r#"{ __type(name: "Query") { fields { name } } }"#);
+    assert!(!roots.to_string().contains("\"anything\""), "{roots}");
+}

@@ -133,7 +133,10 @@ fn array_operators() {
     let url = demo_database(
         "ALTER TABLE products ALTER COLUMN tags DROP NOT NULL; \
          INSERT INTO products (sku, name, price, tags) \
-         VALUES ('00000000-0000-4000-8000-000000000004', 'Doohickey', 1, NULL);",
+         VALUES ('00000000-0000-4000-8000-000000000004', 'Doohickey', 1, NULL); \
+         CREATE DOMAIN posint AS int CHECK (VALUE > 0); \
+         ALTER TABLE products ADD COLUMN sizes posint[]; \
+         UPDATE products SET sizes = '{1,2}' WHERE name = 'Widget';",
     );
     let e = engine(&url, &["public"]);
     let names = |filter: &str| -> String {
@@ -171,6 +174,8 @@ fn array_operators() {
             r#"{ not: { tags: { contains: ["tools"] } } }"#,
             "NOT (tags @> '{tools}')",
         ),
+        // An array of a domain.
+        ("{ sizes: { contains: [2] } }", "sizes::int[] @> '{2}'"),
     ];
     for (filter, condition) in cases {
         assert_eq!(names(filter), sql(condition), "{filter}");
@@ -185,7 +190,14 @@ fn array_operators() {
 /// at a path of a JSON document (`at`: `#>` then `=` as jsonb), compared with the same SQL.
 #[test]
 fn regular_expressions_and_json_paths() {
-    let url = demo_database("");
+    // Columns served as String that are not text: regular expressions read their text.
+    let url = demo_database(
+        "ALTER TABLE products ADD COLUMN host inet; \
+         UPDATE products SET host = ('10.0.0.' || id)::inet; \
+         CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false); \
+         ALTER TABLE products ADD COLUMN code text COLLATE nocase; \
+         UPDATE products SET code = upper(name);",
+    );
     let e = engine(&url, &["public"]);
     let names = |filter: &str| -> String {
         let q = format!("{{ products(filter: {filter}, orderBy: {{ name: ASC }}) {{ name }} }}");
@@ -205,6 +217,11 @@ fn regular_expressions_and_json_paths() {
         (r#"{ name: { matches: "^G" } }"#, "name ~ '^G'"),
         (r#"{ name: { matches: "^g" } }"#, "name ~ '^g'"),
         (r#"{ name: { imatches: "^g.*o$" } }"#, "name ~* '^g.*o$'"),
+        (r#"{ host: { matches: "\\.2$" } }"#, r"host::text ~ '\.2$'"),
+        (
+            r#"{ code: { matches: "^WID" } }"#,
+            r#"(code COLLATE "default") ~ '^WID'"#,
+        ),
         (
             r#"{ attributes: { at: { path: ["color"], eq: "red" } } }"#,
             r#"attributes::jsonb #> '{color}' = '"red"'"#,

@@ -229,8 +229,11 @@ SELECT json_build_object(
           AND p.prokind = 'f' AND NOT p.proretset AND p.provolatile IN ('s', 'i')
           AND p.pronargs = 1 AND p.proargtypes[0] = rc.reltype
           AND rt.typtype <> 'p'
+          -- The function takes the whole row, which needs SELECT on the table itself.
           AND EXISTS (SELECT 1 FROM may_become m
-                      WHERE has_function_privilege(m.oid, p.oid, 'EXECUTE'))
+                      WHERE has_function_privilege(m.oid, p.oid, 'EXECUTE')
+                        AND has_schema_privilege(m.oid, pn.oid, 'USAGE')
+                        AND has_table_privilege(m.oid, r.oid, 'SELECT'))
       ), '[]'),
       -- An enabled trigger of this table whose function notifies (the docs page's or the
       -- project's): without one, a change to its rows reaches no subscriber.
@@ -290,12 +293,16 @@ SELECT json_build_object(
       'name', p.proname,
       'comment', obj_description(p.oid, 'pg_proc'),
       'returns', json_build_object('schema', r.nspname, 'name', r.relname),
+      -- Each argument's type as the schema sees it, and as declared (a domain, say), which
+      -- its value is cast to so that the right overload runs.
       'args', coalesce((
-        SELECT json_agg(json_build_object('name', a.name, 'type', tj.j) ORDER BY a.n)
+        SELECT json_agg(json_build_object('name', a.name, 'type', tj.j,
+                                          'cast', a.type::regtype::text) ORDER BY a.n)
         FROM unnest(p.proargnames, p.proargtypes::oid[]) WITH ORDINALITY AS a(name, type, n)
         JOIN type_json tj ON tj.oid = a.type
       ), '[]')
-    ) ORDER BY array_position($1::text[], pn.nspname::text), p.proname)
+    ) ORDER BY array_position($1::text[], pn.nspname::text), p.proname,
+               pg_get_function_identity_arguments(p.oid))
     FROM pg_proc p
     JOIN pg_namespace pn ON pn.oid = p.pronamespace
     JOIN pg_class rc ON rc.reltype = p.prorettype
@@ -306,7 +313,11 @@ SELECT json_build_object(
       AND (p.pronargs = 0 OR (p.proargnames IS NOT NULL
                               AND cardinality(p.proargnames) = p.pronargs
                               AND '' <> ALL (p.proargnames)))
+      -- No polymorphic argument (anyelement, anyarray, …): a value cannot be cast to one.
+      AND NOT EXISTS (SELECT 1 FROM unnest(p.proargtypes::oid[]) AS at(oid)
+                      JOIN pg_type t ON t.oid = at.oid WHERE t.typtype = 'p')
       AND EXISTS (SELECT 1 FROM may_become m
-                  WHERE has_function_privilege(m.oid, p.oid, 'EXECUTE'))
+                  WHERE has_function_privilege(m.oid, p.oid, 'EXECUTE')
+                    AND has_schema_privilege(m.oid, pn.oid, 'USAGE'))
   ), '[]')
 )::text

@@ -211,8 +211,19 @@ pub struct Function {
     pub comment: Option<String>,
     /// The relation whose rows it returns.
     pub returns: QualifiedName,
-    /// Its input arguments, in order: name and type.
-    pub args: Vec<(String, PgType)>,
+    /// Its input arguments, in order.
+    pub args: Vec<FunctionArg>,
+}
+
+/// An input argument of a [`Function`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionArg {
+    pub name: String,
+    /// The type as the schema sees it (a domain resolved to its base type).
+    pub ty: PgType,
+    /// The declared type as PostgreSQL writes it, quoted and qualified as needed: what a
+    /// value is cast to, so that the overload declared with it runs.
+    pub cast: String,
 }
 
 /// Everything the schema generator needs, in a deterministic order (schemas in the order
@@ -347,7 +358,13 @@ impl Catalog {
                         returns: qualified(returns)?,
                         args: list(f, "args")?
                             .iter()
-                            .map(|a| Ok((string(a, "name")?, pg_type(a)?)))
+                            .map(|a| {
+                                Ok(FunctionArg {
+                                    name: string(a, "name")?,
+                                    ty: pg_type(a)?,
+                                    cast: string(a, "cast")?,
+                                })
+                            })
                             .collect::<Result<_>>()?,
                     })
                 })

@@ -324,23 +324,6 @@ impl Builder<'_> {
             field.name = names.claim(name);
             fields.push(field);
         }
-        // Computed fields after the columns and relations, so that adding a function never
-        // renames one of those.
-        for (k, computed) in rel.computed.iter().enumerate() {
-            // `customers_label(customers)` is `Customers.label`.
-            let function = &computed.function.name;
-            let short = function
-                .strip_prefix(&format!("{}_", rel.name.name))
-                .filter(|rest| !rest.is_empty())
-                .unwrap_or(function);
-            fields.push(Field {
-                name: names.claim(lower_camel(short)),
-                description: computed.comment.clone(),
-                args: Vec::new(),
-                ty: self.column_type(&computed.ty),
-                source: Source::Computed(k),
-            });
-        }
         // Each one-to-many field has its aggregate beside it: `orders`, `ordersAggregate`.
         let to_many: Vec<(String, usize, usize)> = fields
             .iter()
@@ -362,6 +345,23 @@ impl Builder<'_> {
                 args: self.aggregate_args(rel),
                 ty: TypeRef::Named(aggregate).non_null(),
                 source: Source::ToManyAggregate { rel, fk },
+            });
+        }
+        // Computed fields last, so that adding a function never renames a column's, a
+        // relation's or an aggregate's field.
+        for (k, computed) in rel.computed.iter().enumerate() {
+            // `customers_label(customers)` is `Customers.label`.
+            let function = &computed.function.name;
+            let short = function
+                .strip_prefix(&format!("{}_", rel.name.name))
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or(function);
+            fields.push(Field {
+                name: names.claim(lower_camel(short)),
+                description: computed.comment.clone(),
+                args: Vec::new(),
+                ty: self.column_type(&computed.ty),
+                source: Source::Computed(k),
             });
         }
         fields
@@ -447,7 +447,8 @@ fn function_root(b: &Builder<'_>, fi: usize, roots: &mut Namespace) -> Option<Fi
         taken.claim(name.to_owned());
     }
     let mut args = Vec::new();
-    for (name, ty) in &f.args {
+    for arg in &f.args {
+        let (name, ty) = (&arg.name, &arg.ty);
         let arg_type = b.column_type(ty);
         let passable = !ty.array
             && match &b.t.types[arg_type.named()].kind {

@@ -356,7 +356,13 @@ impl Filter {
                         format!("{p}::text::jsonb"),
                     ),
                     Op::HasKey => (format!("{}::jsonb", col(column)), format!("{p}::text")),
-                    Op::Matches | Op::IMatches => (col(column), format!("{p}::text")),
+                    // As text under the database's default collation: the operators exist
+                    // for text only, and PostgreSQL refuses them under a nondeterministic
+                    // collation.
+                    Op::Matches | Op::IMatches => (
+                        format!("({}::text COLLATE \"default\")", col(column)),
+                        format!("{p}::text"),
+                    ),
                     Op::At => (
                         format!(
                             "({}::jsonb #> ARRAY(SELECT json_array_elements_text(({p}::text::json) -> 0)))",
@@ -391,9 +397,12 @@ impl Filter {
             }
             Filter::Elements { column, op, values } => {
                 let p = params.push(json_list(values));
+                // The column cast to an array of its base type too: an array of a domain
+                // has no operators of its own.
                 out.push_str(&format!(
-                    "({} {} ARRAY(SELECT x::{} FROM json_array_elements_text({p}::text::json) AS v(x)))",
+                    "({}::{}[] {} ARRAY(SELECT x::{} FROM json_array_elements_text({p}::text::json) AS v(x)))",
                     col(column),
+                    cast(column),
                     op.sql(),
                     cast(column)
                 ));

@@ -183,8 +183,10 @@ impl<'s> Compiler<'s> {
             .args
             .iter()
             .zip(&field.args)
-            .map(|((_, ty), def)| {
-                let cast = filter::cast_type(ty);
+            .map(|(arg, def)| {
+                // The declared type, from the catalog (a domain, say): the overload declared
+                // with it is the one called.
+                let cast = &arg.cast;
                 match sel
                     .arg(&def.name)
                     .and_then(|v| filter::text(v, schema, &def.ty))
@@ -341,6 +343,11 @@ impl<'s> Compiler<'s> {
         let filter = self.filter(sel, field, relation);
         let inner = format!("s{}", self.alias());
         let conditions = self.conditions(relation, &inner, link, &filter);
+        // The aggregates are computed in a derived table, one column each, and the JSON is
+        // built from its one row: an object wider than one json_build_object call is built
+        // from a VALUES list, where an aggregate would belong to the VALUES.
+        let computed = format!("a{}", self.alias());
+        let mut exprs = vec!["count(*)".to_owned()];
         let aggregate_type = field.ty.named();
         let mut pairs = Vec::new();
         for child in &sel.children {
@@ -348,16 +355,15 @@ impl<'s> Compiler<'s> {
                 FieldRef::Field(i) => {
                     let f = &schema.fields(aggregate_type)[i];
                     match f.source {
-                        // Wider objects are built from a VALUES list (`json_object`), where
-                        // `count(*)`, naming no column, would belong to the VALUES and fail:
-                        // the whole row (never null, whatever its columns) names this level.
-                        Source::Count if sel.children.len() > MAX_OBJECT_PAIRS => {
-                            format!("count({inner}.*)")
-                        }
-                        Source::Count => "count(*)".to_owned(),
-                        Source::Aggregate(function) => {
-                            self.aggregate_columns(child, f, function, relation, &inner)
-                        }
+                        Source::Count => format!("{computed}.c0"),
+                        Source::Aggregate(function) => self.aggregate_columns(
+                            child,
+                            f,
+                            function,
+                            relation,
+                            (&inner, &computed),
+                            &mut exprs,
+                        ),
                         _ => continue,
                     }
                 }
@@ -365,9 +371,15 @@ impl<'s> Compiler<'s> {
             };
             pairs.push((child.key.clone(), expr));
         }
+        let columns: Vec<String> = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{e} AS c{i}"))
+            .collect();
         let mut sql = format!(
-            "(SELECT {} FROM {}.{} {inner}",
+            "(SELECT {} FROM (SELECT {} FROM {}.{} {inner}",
             json_object(&pairs),
+            columns.join(", "),
             ident(&relation.name.schema),
             ident(&relation.name.name)
         );
@@ -375,18 +387,21 @@ impl<'s> Compiler<'s> {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
         }
-        sql.push(')');
+        sql.push_str(&format!(") {computed})"));
         Ok((sql, filter))
     }
 
-    /// The object of `function` over the columns `sel` selects, of rows aliased `alias`.
+    /// The object of `function` over the columns `sel` selects, of rows aliased `alias`:
+    /// each aggregate joins `exprs`, the derived table `computed`'s columns, and the object
+    /// reads it from there.
     fn aggregate_columns(
         &mut self,
         sel: &Selected,
         field: &Field,
         function: AggregateFn,
         relation: &Relation,
-        alias: &str,
+        (alias, computed): (&str, &str),
+        exprs: &mut Vec<String>,
     ) -> String {
         let schema = self.schema;
         let object = field.ty.named();
@@ -399,7 +414,8 @@ impl<'s> Compiler<'s> {
                         continue;
                     };
                     let c = &relation.columns[ci];
-                    let value = format!("{}({alias}.{})", function.name(), ident(&c.name));
+                    exprs.push(format!("{}({alias}.{})", function.name(), ident(&c.name)));
+                    let value = format!("{computed}.c{}", exprs.len() - 1);
                     match function {
                         // The column's own type: rendered as the column is.
                         AggregateFn::Min | AggregateFn::Max => self.value(&value, &c.ty, child),
@@ -798,10 +814,14 @@ fn computed_marker(k: usize) -> String {
     format!("\0{k}")
 }
 
-/// The name computed field `k`'s value takes in the row subquery: the function's name with
-/// `()`, lengthened until no column of the relation has it.
+pub(crate) fn is_computed_marker(column: &str) -> bool {
+    column.starts_with('\0')
+}
+
+/// The name computed field `k`'s value takes in the row subquery: short (PostgreSQL cuts
+/// names at 63 bytes) and one per field, lengthened until no column of the relation has it.
 fn computed_alias(relation: &Relation, k: usize) -> String {
-    let mut alias = format!("{}()", relation.computed[k].function.name);
+    let mut alias = format!("postrust computed {k}");
     while relation.column(&alias).is_some() {
         alias.push('_');
     }
@@ -821,8 +841,9 @@ fn select_list(relation: &Relation, columns: &BTreeSet<String>, alias: &str) -> 
             |c| match c.strip_prefix('\0').and_then(|k| k.parse::<usize>().ok()) {
                 Some(k) => {
                     let f = &relation.computed[k].function;
+                    // `alias.*`, not the bare alias: a column of that name would win.
                     format!(
-                        "{}.{}({alias}) AS {}",
+                        "{}.{}({alias}.*) AS {}",
                         ident(&f.schema),
                         ident(&f.name),
                         ident(&computed_alias(relation, k))

@@ -24,7 +24,7 @@ use async_graphql_value::ConstValue;
 
 use super::filter::{self, Filter, cast_type};
 use super::quote::ident;
-use super::{Compiler, Params, Scope, default_order, select_list};
+use super::{Compiler, Params, Scope, default_order, is_computed_marker, select_list};
 use crate::catalog::{Column, Relation};
 use crate::graphql::{ErrorCode, FieldRef, GraphQLError, Operation, PathSegment, Selected};
 use crate::schema::{Field, Kind, Scalar, Schema, Source, TypeRef};
@@ -412,8 +412,12 @@ impl Compiler<'_> {
             columns.insert(c.clone());
         }
         // Only what is read: RETURNING needs SELECT on each column it names, and a role
-        // may read only some.
-        let returned = if columns.is_empty() {
+        // may read only some. A computed field's function takes the whole row, which is
+        // rebuilt from what is returned: then every column is.
+        let computed = columns.iter().any(|c| is_computed_marker(c));
+        let returned = if computed {
+            format!("{target}.*")
+        } else if columns.is_empty() {
             "NULL".to_owned()
         } else {
             columns
