@@ -33,6 +33,16 @@ CREATE FUNCTION customers_all(c customers) RETURNS SETOF int LANGUAGE sql STABLE
 CREATE FUNCTION customers_plus(c customers, n int) RETURNS int LANGUAGE sql STABLE AS $$ SELECT n $$;
 ";
 
+/// A demo database with [`FUNCTIONS`], the server on it, and a socket subscribed to
+/// `query`; the server is returned to keep it running.
+fn subscribed(query: &str) -> (String, Server, support::ws::Client) {
+    let url = demo_database(FUNCTIONS);
+    let server = Server::start_on(&url, &[]);
+    let mut c = open_socket(&server);
+    c.send_text(&subscribe_message("s", query));
+    (url, server, c)
+}
+
 #[test]
 fn a_function_of_a_row_is_a_field_of_its_type() {
     let url = demo_database(FUNCTIONS);
@@ -80,13 +90,8 @@ fn a_function_of_a_row_is_a_field_of_its_type() {
 
 #[test]
 fn a_live_query_with_a_computed_field_refreshes_on_any_change() {
-    let url = demo_database(FUNCTIONS);
-    let server = Server::start_on(&url, &[]);
-    let mut c = open_socket(&server);
-    c.send_text(&subscribe_message(
-        "n",
-        "subscription { orders(filter: { id: { eq: 1 } }) { id itemCount } }",
-    ));
+    let (url, _server, mut c) =
+        subscribed("subscription { orders(filter: { id: { eq: 1 } }) { id itemCount } }");
     let mut next = || next_data(&mut c, "orders");
     let count = |url: &str| psql(url, "SELECT count(*) FROM order_items WHERE order_id = 1");
     assert_eq!(next(), json!([{ "id": 1, "itemCount": count(&url) }]));
@@ -100,13 +105,8 @@ fn a_live_query_with_a_computed_field_refreshes_on_any_change() {
 
 #[test]
 fn a_change_outside_the_root_filter_still_refreshes_a_computed_field() {
-    let url = demo_database(FUNCTIONS);
-    let server = Server::start_on(&url, &[]);
-    let mut c = open_socket(&server);
-    c.send_text(&subscribe_message(
-        "r",
-        "subscription { orders(filter: { id: { eq: 1 } }) { id richer } }",
-    ));
+    let (url, _server, mut c) =
+        subscribed("subscription { orders(filter: { id: { eq: 1 } }) { id richer } }");
     let mut next = || next_data(&mut c, "orders");
     let richer = |url: &str| {
         psql(
@@ -184,13 +184,9 @@ fn a_function_returning_rows_is_a_root_field() {
 
 #[test]
 fn a_subscribed_root_function_follows_the_writes() {
-    let url = demo_database(FUNCTIONS);
-    let server = Server::start_on(&url, &[]);
-    let mut c = open_socket(&server);
-    c.send_text(&subscribe_message(
-        "f",
+    let (url, _server, mut c) = subscribed(
         r#"subscription { ordersOfStatus(wanted: "paid", atLeast: "0", orderBy: { id: ASC }) { id } }"#,
-    ));
+    );
     let mut next = || next_data(&mut c, "ordersOfStatus");
     assert_eq!(next(), json!([{ "id": 2 }]));
     psql(&url, "UPDATE orders SET status = 'paid' WHERE id = 3");

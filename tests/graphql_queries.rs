@@ -125,6 +125,24 @@ fn every_filter_operator() {
     );
 }
 
+/// The names of the products `filter` selects, in name order, as the server answers.
+fn product_names(e: &postrust::engine::Engine, url: &str, filter: &str) -> String {
+    let q = format!("{{ products(filter: {filter}, orderBy: {{ name: ASC }}) {{ name }} }}");
+    support::gql::compact(&run(e, url, &q, None))
+}
+
+/// The same answer computed by SQL: the products `condition` selects.
+fn product_names_where(url: &str, condition: &str) -> String {
+    let rows = support::gql::psql(
+        url,
+        &format!(
+            "SELECT coalesce(json_agg(json_build_object('name', name) ORDER BY name), '[]') \
+             FROM products WHERE {condition}"
+        ),
+    );
+    format!("{{\"products\":{}}}", support::gql::compact(&rows))
+}
+
 /// Array columns: `contains`, `containedBy`, `overlaps` and `isNull` on the elements, as
 /// PostgreSQL's `@>`, `<@` and `&&` decide them (`tags`: Widget {tools,small}, Gadget
 /// {electronics}, Gizmo {}; a fourth product gets NULL tags here).
@@ -139,20 +157,8 @@ fn array_operators() {
          UPDATE products SET sizes = '{1,2}' WHERE name = 'Widget';",
     );
     let e = engine(&url, &["public"]);
-    let names = |filter: &str| -> String {
-        let q = format!("{{ products(filter: {filter}, orderBy: {{ name: ASC }}) {{ name }} }}");
-        support::gql::compact(&run(&e, &url, &q, None))
-    };
-    let sql = |condition: &str| -> String {
-        let rows = support::gql::psql(
-            &url,
-            &format!(
-                "SELECT coalesce(json_agg(json_build_object('name', name) ORDER BY name), '[]') \
-                 FROM products WHERE {condition}"
-            ),
-        );
-        format!("{{\"products\":{}}}", support::gql::compact(&rows))
-    };
+    let names = |filter: &str| product_names(&e, &url, filter);
+    let sql = |condition: &str| product_names_where(&url, condition);
     let cases = [
         (r#"{ tags: { contains: ["tools"] } }"#, "tags @> '{tools}'"),
         (
@@ -199,20 +205,8 @@ fn regular_expressions_and_json_paths() {
          UPDATE products SET code = upper(name);",
     );
     let e = engine(&url, &["public"]);
-    let names = |filter: &str| -> String {
-        let q = format!("{{ products(filter: {filter}, orderBy: {{ name: ASC }}) {{ name }} }}");
-        support::gql::compact(&run(&e, &url, &q, None))
-    };
-    let sql = |condition: &str| -> String {
-        let rows = support::gql::psql(
-            &url,
-            &format!(
-                "SELECT coalesce(json_agg(json_build_object('name', name) ORDER BY name), '[]') \
-                 FROM products WHERE {condition}"
-            ),
-        );
-        format!("{{\"products\":{}}}", support::gql::compact(&rows))
-    };
+    let names = |filter: &str| product_names(&e, &url, filter);
+    let sql = |condition: &str| product_names_where(&url, condition);
     let cases = [
         (r#"{ name: { matches: "^G" } }"#, "name ~ '^G'"),
         (r#"{ name: { matches: "^g" } }"#, "name ~ '^g'"),

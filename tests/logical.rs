@@ -426,3 +426,28 @@ fn a_commit_waiting_for_the_stream_as_its_synchronous_standby_goes_through() {
         "ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()",
     );
 }
+
+/// A stream that fails on the server's side (its publication dropped under it) is lost,
+/// tried again with backoff, and once it streams again everything is refreshed: a write
+/// made meanwhile reaches the subscriber.
+#[test]
+fn a_stream_that_fails_is_tried_again_and_catches_up() {
+    let (_cluster, url, server) = started("logical_dropped");
+    let mut one = Subscriber::open(&server, ITEM_ONE);
+    let reconnects = metric(&server, "postrust_listen_reconnects_total");
+    psql(&url, "DROP PUBLICATION postrust");
+    // Decoding this change fails on the server: the publication is gone.
+    psql(&url, "INSERT INTO items VALUES (1, 'unpublished')");
+    psql(&url, "CREATE PUBLICATION postrust FOR TABLE items, tags");
+    one.until(json!({ "items": [{ "id": 1, "name": "unpublished" }] }));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&server, "postrust_listen_reconnects_total") == reconnects {
+        assert!(
+            Instant::now() < deadline,
+            "the stream was never lost and resumed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    psql(&url, "UPDATE items SET name = 'streamed' WHERE id = 1");
+    one.until(json!({ "items": [{ "id": 1, "name": "streamed" }] }));
+}

@@ -394,6 +394,11 @@ impl Catalog {
     pub fn relation(&self, name: &QualifiedName) -> Option<&Relation> {
         self.relations.iter().find(|r| &r.name == name)
     }
+
+    /// The index of relation `name` in [`Catalog::relations`].
+    pub fn relation_index(&self, name: &QualifiedName) -> Option<usize> {
+        self.relations.iter().position(|r| &r.name == name)
+    }
 }
 
 /// The directive line that serves a relation as one object.

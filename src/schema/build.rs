@@ -437,11 +437,7 @@ fn relation_filters(b: &mut Builder<'_>) {
 /// a scalar or enum, or one named like a list argument.
 fn function_root(b: &Builder<'_>, fi: usize, roots: &mut Namespace) -> Option<Field> {
     let f = &b.catalog.functions[fi];
-    let rel = b
-        .catalog
-        .relations
-        .iter()
-        .position(|r| r.name == f.returns)?;
+    let rel = b.catalog.relation_index(&f.returns)?;
     let mut taken = Namespace::default();
     for name in ["filter", "orderBy", "limit", "offset"] {
         taken.claim(name.to_owned());
@@ -514,10 +510,7 @@ fn column_names<'a>(columns: impl Iterator<Item = &'a str>) -> Vec<String> {
 /// exposed.
 fn exposed_target(catalog: &Catalog, rel: &Relation, fk: usize) -> Option<usize> {
     let fk = &rel.foreign_keys[fk];
-    let target = catalog
-        .relations
-        .iter()
-        .position(|r| r.name == fk.references)?;
+    let target = catalog.relation_index(&fk.references)?;
     let t = &catalog.relations[target];
     let all = fk.columns.iter().all(|c| rel.column(c).is_some())
         && fk.ref_columns.iter().all(|c| t.column(c).is_some());

@@ -493,12 +493,10 @@ fn related(
     value: &ConstValue,
 ) -> Option<Vec<Filter>> {
     let relations = &schema.catalog.relations;
-    let position =
-        |name: &crate::catalog::QualifiedName| relations.iter().position(|r| &r.name == name);
     match def.relation? {
         Source::ToOne { fk } => {
             let fk = &rel.foreign_keys[fk];
-            let target = position(&fk.references)?;
+            let target = schema.catalog.relation_index(&fk.references)?;
             let link = fk
                 .ref_columns
                 .iter()

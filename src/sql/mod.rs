@@ -171,14 +171,9 @@ impl<'s> Compiler<'s> {
         let f = &schema.catalog.functions[fi];
         let rel = schema
             .catalog
-            .relations
-            .iter()
-            .position(|r| r.name == f.returns)
+            .relation_index(&f.returns)
             .expect("the schema only serves functions of served relations");
-        let any = QualifiedName::any_table();
-        self.tables.insert(any.clone());
-        self.nested_tables.insert(any.clone());
-        self.dependencies.insert(any);
+        self.reads_any_table();
         let args: Vec<String> = f
             .args
             .iter()
@@ -512,6 +507,15 @@ impl<'s> Compiler<'s> {
         })
     }
 
+    /// The statement calls a function whose reads cannot be known: it may read any table,
+    /// and a change of any may change its result.
+    fn reads_any_table(&mut self) {
+        let any = QualifiedName::any_table();
+        self.tables.insert(any.clone());
+        self.nested_tables.insert(any.clone());
+        self.dependencies.insert(any);
+    }
+
     /// Records the tables reading `relation` (as a root field when `at_root`) depends on.
     fn reads(&mut self, relation: &Relation, at_root: bool) {
         let base = relation.base_tables();
@@ -559,9 +563,7 @@ impl<'s> Compiler<'s> {
                             let fk = &relation.foreign_keys[fk];
                             let target = schema
                                 .catalog
-                                .relations
-                                .iter()
-                                .position(|r| r.name == fk.references)
+                                .relation_index(&fk.references)
                                 .expect("the schema only links exposed relations");
                             columns.extend(fk.columns.iter().cloned());
                             self.path.push(PathSegment::Key(child.key.clone()));
@@ -570,35 +572,29 @@ impl<'s> Compiler<'s> {
                             self.path.pop();
                             one
                         }
-                        Source::ToMany { rel, fk } => {
+                        // The rows pointing here, or an aggregate over them.
+                        Source::ToMany { rel, fk } | Source::ToManyAggregate { rel, fk } => {
                             let fk = &schema.catalog.relations[rel].foreign_keys[fk];
                             columns.extend(fk.ref_columns.iter().cloned());
                             let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
                             self.path.push(PathSegment::Key(child.key.clone()));
-                            let rows = self.rows(child, field, rel, Some(link), None)?.0;
+                            let sql = match field.source {
+                                Source::ToMany { .. } => {
+                                    self.rows(child, field, rel, Some(link), None)?.0
+                                }
+                                _ => self.aggregate(child, field, rel, Some(link))?.0,
+                            };
                             self.path.pop();
-                            rows
+                            sql
                         }
                         Source::Computed(k) => {
                             let computed = &relation.computed[k];
                             columns.insert(computed_marker(k));
                             // What the function reads cannot be known: a change anywhere
                             // may change its value.
-                            let any = QualifiedName::any_table();
-                            self.tables.insert(any.clone());
-                            self.nested_tables.insert(any.clone());
-                            self.dependencies.insert(any);
+                            self.reads_any_table();
                             let value = format!("{alias}.{}", ident(&computed_alias(relation, k)));
                             self.value(&value, &computed.ty, child)
-                        }
-                        Source::ToManyAggregate { rel, fk } => {
-                            let fk = &schema.catalog.relations[rel].foreign_keys[fk];
-                            columns.extend(fk.ref_columns.iter().cloned());
-                            let link = (fk.columns.as_slice(), fk.ref_columns.as_slice(), alias);
-                            self.path.push(PathSegment::Key(child.key.clone()));
-                            let aggregate = self.aggregate(child, field, rel, Some(link))?.0;
-                            self.path.pop();
-                            aggregate
                         }
                         Source::Root(_)
                         | Source::RootAggregate(_)
